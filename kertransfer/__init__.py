@@ -1,0 +1,37 @@
+"""kertransfer: transfer learning for Keras 3, done right.
+
+Quick start::
+
+    import kertransfer as kt
+
+    data = kt.data.load("digits_m", image_size=(32, 32), validation_split=0.2)
+    model = kt.build_transfer_model("mobilenet_v3_small", num_classes=data.num_classes,
+                                    input_shape=(32, 32, 3), weights=None)
+    kt.trainable_summary(model)
+"""
+
+from kertransfer import backbones, data, errors, freezing, models
+from kertransfer.backbones import get_backbone_spec, list_backbones, register_backbone
+from kertransfer.backbones.spec import BackboneSpec
+from kertransfer.errors import KertransferError
+from kertransfer.freezing import freeze, trainable_summary
+from kertransfer.models import TransferModel, build_transfer_model
+from kertransfer.version import __version__
+
+__all__ = [
+    "BackboneSpec",
+    "KertransferError",
+    "TransferModel",
+    "__version__",
+    "backbones",
+    "build_transfer_model",
+    "data",
+    "errors",
+    "freeze",
+    "freezing",
+    "get_backbone_spec",
+    "list_backbones",
+    "models",
+    "register_backbone",
+    "trainable_summary",
+]

@@ -1,0 +1,169 @@
+"""Applying freeze policies and BatchNorm modes to a model."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from kertransfer.backbones.blocks import assign_blocks, is_batchnorm
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
+from kertransfer.freezing.policies import FreezeContext, policy_to_config, resolve_policy
+
+BN_MODES = ("frozen", "trainable")
+
+
+def check_bn_mode(bn: Any) -> str:
+    """Validate a ``bn`` argument."""
+    if bn not in BN_MODES:
+        raise InvalidArgumentError(
+            format_message(
+                "Unknown BatchNorm mode.",
+                expected="'frozen' (every BatchNorm layer stays in inference mode) or "
+                "'trainable' (BatchNorm layers in unfrozen blocks train)",
+                fix=suggest(str(bn), BN_MODES) or None,
+                received={"bn": bn},
+            )
+        )
+    return bn
+
+
+def _require_transfer_model(model) -> None:
+    for attr in ("backbone", "block_patterns", "unmatched"):
+        if not hasattr(model, attr):
+            raise InvalidTypeError(
+                format_message(
+                    "kertransfer.freeze works on models made by build_transfer_model.",
+                    fix="Wrap your network with kertransfer.build_transfer_model(backbone=...), "
+                    "or set layer.trainable yourself.",
+                    received={"model": type(model).__name__},
+                )
+            )
+
+
+def block_context(model) -> FreezeContext:
+    """Return the layers of a transfer model's backbone grouped into blocks."""
+    layers = list(model.backbone.layers)
+    block_of = assign_blocks(layers, model.block_patterns, model.unmatched)
+    names = [name for name, _ in model.block_patterns]
+    return FreezeContext(layers=layers, block_of=block_of, block_names=names)
+
+
+def _all_batchnorm(layer) -> list:
+    sub = layer._flatten_layers(include_self=True, recursive=True)
+    return [s for s in sub if is_batchnorm(s)]
+
+
+def apply_policy(model, freeze: Any, bn: str) -> list[bool]:
+    """Set ``trainable`` on the backbone's layers; return the frozen mask.
+
+    Head layers (everything outside the backbone) are left trainable.
+    """
+    policy = resolve_policy(freeze)
+    check_bn_mode(bn)
+    ctx = block_context(model)
+    mask = policy.frozen(ctx)
+    backbone = model.backbone
+    backbone.trainable = True
+    for layer, frozen in zip(ctx.layers, mask):
+        layer.trainable = not frozen
+    if bn == "frozen":
+        for layer in ctx.layers:
+            for sub in _all_batchnorm(layer):
+                sub.trainable = False
+    if all(mask):
+        backbone.trainable = False
+    for layer in model.layers:
+        if layer is not backbone and layer.weights:
+            layer.trainable = True
+    model.freeze_config = policy_to_config(policy)
+    model.bn_mode = bn
+    return mask
+
+
+def _trainable_ids(model) -> set[int]:
+    return {id(v) for v in model.trainable_variables}
+
+
+def freeze(model, freeze: Any = "all", *, bn: str | None = None, recompile: bool = True,
+           verbose: bool = False):
+    """Apply a freeze policy to a model built by :func:`build_transfer_model`.
+
+    Args:
+        model: A model from ``build_transfer_model`` (or loaded from its ``.keras`` file).
+        freeze: ``"all"``, ``"none"``, a number of blocks from the bottom, a
+            fraction of the blocks, a block name (frozen up to and including
+            it), a list of these, or a :class:`FreezePolicy`.
+        bn: ``"frozen"`` or ``"trainable"``; ``None`` keeps the model's mode.
+        recompile: When the model is already compiled and its trainable set
+            changed, recompile it so that the next ``fit`` trains the new set
+            (the optimizer's state starts afresh, and a warning says so when it
+            had any). With ``False``, a warning says to recompile.
+        verbose: Print the trainable summary afterwards.
+
+    Returns:
+        The model (changed in place).
+
+    Raises:
+        InvalidTypeError: ``model`` was not built by kertransfer.
+        FreezeError: The policy does not fit the backbone.
+
+    Example:
+        >>> import kertransfer as kt
+        >>> model = kt.build_transfer_model("mobilenet_v3_small", num_classes=3,
+        ...                                 input_shape=(32, 32, 3), weights=None)
+        >>> _ = kt.freeze(model, 2)
+        >>> model.freeze_config["config"]
+        {'n': 2}
+    """
+    _require_transfer_model(model)
+    bn = model.bn_mode if bn is None else bn
+    before = _trainable_ids(model)
+    apply_policy(model, freeze, bn)
+    changed = _trainable_ids(model) != before
+    if changed and getattr(model, "compiled", False):
+        _after_change(model, recompile)
+    if verbose:
+        from kertransfer.freezing.summary import trainable_summary
+
+        trainable_summary(model)
+    return model
+
+
+def _after_change(model, recompile: bool) -> None:
+    optimizer = getattr(model, "optimizer", None)
+    has_state = bool(optimizer is not None and getattr(optimizer, "built", False))
+    if not recompile:
+        warnings.warn(
+            "The model was compiled before its trainable layers changed; fit() would train "
+            "the old set. Call model.compile(...) again before fit(), or pass recompile=True.",
+            stacklevel=3,
+        )
+        return
+    if not has_state:
+        # The optimizer has no variables yet: rebuilding the step functions is enough.
+        _reset_step_functions(model)
+        return
+    config = model.get_compile_config() if hasattr(model, "get_compile_config") else None
+    try:
+        model.compile_from_config(config)
+    except Exception as exc:  # noqa: BLE001 - custom, unserializable compile arguments
+        warnings.warn(
+            f"Could not recompile the model from its compile config ({type(exc).__name__}: "
+            f"{exc}). Call model.compile(...) again before fit().",
+            stacklevel=3,
+        )
+        return
+    warnings.warn(
+        "The trainable layers changed after training had started, so the model was "
+        "recompiled and its optimizer state starts afresh. To keep optimizer state across "
+        "unfreezing, use kertransfer's staged-unfreezing callbacks.",
+        stacklevel=3,
+    )
+
+
+def _reset_step_functions(model) -> None:
+    for attr in ("train_function", "test_function", "predict_function"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    if hasattr(model, "_jax_state_synced"):
+        model._jax_state_synced = True

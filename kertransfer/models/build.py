@@ -1,0 +1,310 @@
+"""`build_transfer_model`: a pretrained backbone plus a head, ready to train."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from kertransfer.backbones.blocks import blocks_from_model, check_blocks
+from kertransfer.backbones.registry import get_backbone_spec
+from kertransfer.backbones.spec import PREPROCESSING_MODES, BackboneSpec
+from kertransfer.errors import (
+    IncompatibleInputError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    format_message,
+    suggest,
+)
+from kertransfer.freezing.apply import apply_policy, check_bn_mode
+from kertransfer.models.transfer_model import ACTIVATIONS, POOLINGS, TransferModel
+from kertransfer.models.weights import construct_with_imagenet, load_backbone_weights
+
+
+def _check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise InvalidArgumentError(
+            format_message(
+                f"Unknown {name} {value!r}.",
+                expected="one of " + ", ".join(repr(c) for c in choices),
+                fix=suggest(str(value), choices) or None,
+                received={name: value},
+            )
+        )
+    return value
+
+
+def _check_num_classes(num_classes: Any) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise InvalidTypeError(
+            format_message(
+                "num_classes must be an integer.",
+                received={"num_classes": num_classes},
+            )
+        )
+    if num_classes < 1:
+        raise InvalidArgumentError(
+            format_message(
+                "num_classes must be at least 1.",
+                expected="the number of classes of the target task (1 for a single sigmoid "
+                "output)",
+                received={"num_classes": num_classes},
+            )
+        )
+    return int(num_classes)
+
+
+def _check_input_shape(input_shape: Any, spec: BackboneSpec | None, weights: Any,
+                       preprocessing: str) -> tuple[int, int, int]:
+    if input_shape is None:
+        size = spec.default_size if spec else None
+        if size is None:
+            raise InvalidArgumentError(
+                format_message("input_shape is needed for this backbone.",
+                               expected="(height, width, channels)",
+                               received={"input_shape": input_shape})
+            )
+        return (size, size, 3)
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape
+    ):
+        raise InvalidArgumentError(
+            format_message(
+                "input_shape must be three positive integers.",
+                expected="(height, width, channels), e.g. (224, 224, 3)",
+                received={"input_shape": input_shape},
+            )
+        )
+    h, w, c = (int(d) for d in shape)
+    if spec is not None and min(h, w) < spec.min_size:
+        raise IncompatibleInputError(
+            format_message(
+                f"The input is smaller than {spec.name!r} accepts.",
+                expected=f"height and width of at least {spec.min_size} (default "
+                f"{spec.default_size})",
+                fix="Resize the images (kertransfer.data.load(..., image_size=...)).",
+                received={"input_shape": shape},
+            )
+        )
+    if c != 3 and weights == "imagenet":
+        raise IncompatibleInputError(
+            format_message(
+                "ImageNet weights need 3-channel (RGB) input.",
+                expected="input_shape[-1] == 3; data loaders turn grayscale into RGB",
+                fix="Use channels=3, or weights=None to train a new network.",
+                received={"input_shape": shape, "weights": weights},
+            )
+        )
+    if c != 3 and preprocessing in ("caffe", "torch"):
+        raise IncompatibleInputError(
+            format_message(
+                f"The {preprocessing!r} preprocessing of this backbone needs RGB input.",
+                expected="input_shape[-1] == 3",
+                received={"input_shape": shape},
+            )
+        )
+    return (h, w, c)
+
+
+def _check_weights(weights: Any) -> Any:
+    if weights is None or weights == "imagenet":
+        return weights
+    if isinstance(weights, (str, os.PathLike)):
+        return os.fspath(weights)
+    raise InvalidTypeError(
+        format_message(
+            "Unsupported weights argument.",
+            expected='"imagenet", None, or the path of a .keras / .weights.h5 file',
+            received={"weights": weights},
+        )
+    )
+
+
+def build_transfer_model(
+    backbone: str | keras.Model,
+    num_classes: int,
+    *,
+    input_shape: Sequence[int] | None = None,
+    weights: str | os.PathLike | None = "imagenet",
+    pooling: str = "avg",
+    dropout: float = 0.2,
+    head_units: Sequence[int] = (),
+    activation: str = "softmax",
+    freeze: Any = "all",
+    bn: str = "frozen",
+    preprocessing: str | None = None,
+    blocks: Sequence[tuple[str, str]] | None = None,
+    weights_strict: bool = True,
+    name: str | None = None,
+    verbose: bool = False,
+) -> TransferModel:
+    """Build a transfer model: a backbone, its preprocessing, a head, a freeze policy.
+
+    The model takes raw RGB images with values in 0-255; the backbone's own
+    preprocessing is inside it, so training, evaluation and serving agree.
+
+    Args:
+        backbone: A registry name (``kertransfer.list_backbones()``), or any
+            headless ``keras.Model`` (its blocks follow the rule in
+            :mod:`kertransfer.backbones.blocks` unless ``blocks`` is given;
+            the model object is used as-is, not copied).
+        num_classes: Number of classes (output units).
+        input_shape: ``(height, width, channels)``; defaults to the
+            backbone's default size with 3 channels.
+        weights: ``"imagenet"`` (downloaded once into the Keras cache), a
+            path to a ``.keras`` or ``.weights.h5`` file, or ``None`` (random
+            initialization). For a ``keras.Model`` backbone the default keeps
+            the model's own weights.
+        pooling: ``"avg"``, ``"max"`` or ``"flatten"``.
+        dropout: Dropout rate in the head, in [0, 1).
+        head_units: Widths of extra dense layers in the head (ReLU).
+        activation: ``"softmax"``, ``"sigmoid"`` (multi-label) or ``"logits"``.
+        freeze: ``"all"`` (train the head only), ``"none"``, a number of blocks
+            frozen from the bottom, a fraction of the blocks, a block name
+            (frozen up to and including it), a list of these, or a
+            :class:`kertransfer.freezing.FreezePolicy`.
+        bn: ``"frozen"``: every BatchNorm layer stays in inference mode, also
+            in unfrozen blocks (the usual good default for small data);
+            ``"trainable"``: BatchNorm layers in unfrozen blocks train.
+        preprocessing: Override the backbone's preprocessing mode
+            (``"caffe"``, ``"tf"``, ``"torch"``, ``"builtin"``, ``"none"``).
+        blocks: Override the block patterns, ``[(name, regex), ...]``.
+        weights_strict: With a weights file, require every backbone layer to
+            match; ``False`` loads what matches by layer name and shape and
+            reports the rest.
+        name: Model name.
+        verbose: Print the weight-loading report and the trainable summary.
+
+    Returns:
+        A :class:`TransferModel` (a functional ``keras.Model``), not compiled.
+
+    Raises:
+        UnknownBackboneError: ``backbone`` is not registered.
+        IncompatibleInputError: ``input_shape`` does not fit the backbone.
+        InvalidArgumentError: An argument is outside what is allowed.
+        WeightsNotFoundError: The weights file (or the cached ImageNet file) is missing.
+        WeightsMismatchError: The weights file is for another architecture.
+        FreezeError: The freeze policy does not fit the backbone.
+
+    Example:
+        >>> import kertransfer as kt
+        >>> model = kt.build_transfer_model("mobilenet_v3_small", num_classes=5,
+        ...                                 input_shape=(32, 32, 3), weights=None)
+        >>> model.output_shape
+        (None, 5)
+    """
+    num_classes = _check_num_classes(num_classes)
+    _check_choice(pooling, "pooling", POOLINGS)
+    _check_choice(activation, "activation", ACTIVATIONS)
+    check_bn_mode(bn)
+    if activation == "softmax" and num_classes == 1:
+        raise InvalidArgumentError(
+            format_message(
+                "A softmax over one class always outputs 1.",
+                expected="num_classes >= 2 with softmax, or activation='sigmoid' for a single "
+                "binary output",
+                received={"num_classes": num_classes, "activation": activation},
+            )
+        )
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise InvalidArgumentError(
+            format_message("dropout must be a rate in [0, 1).", received={"dropout": dropout})
+        )
+    head_units = tuple(head_units or ())
+    if not all(isinstance(u, numbers.Integral) and not isinstance(u, bool) and u > 0
+               for u in head_units):
+        raise InvalidArgumentError(
+            format_message("head_units must be positive integers.",
+                           expected="a tuple such as (256,) or ()",
+                           received={"head_units": head_units})
+        )
+    if preprocessing is not None:
+        _check_choice(preprocessing, "preprocessing", PREPROCESSING_MODES)
+    weights = _check_weights(weights)
+
+    if isinstance(backbone, str):
+        spec = get_backbone_spec(backbone)
+        prep = preprocessing or spec.preprocessing
+        if weights == "imagenet" and not spec.has_imagenet:
+            raise InvalidArgumentError(
+                format_message(f"{spec.name!r} has no ImageNet weights.",
+                               expected="weights=None or a weights file",
+                               received={"backbone": backbone, "weights": weights})
+            )
+        shape = _check_input_shape(input_shape, spec, weights, prep)
+        net = construct_with_imagenet(spec, shape) if weights == "imagenet" else spec.construct(
+            shape, weights=None)
+        net.name = "backbone"
+        patterns = tuple(blocks) if blocks else spec.blocks
+        unmatched = spec.unmatched if not blocks else "previous"
+        backbone_name = spec.name
+    elif isinstance(backbone, keras.Model):
+        net = backbone
+        prep = preprocessing or "none"
+        model_shape = tuple(net.input_shape[1:]) if net.inputs else None
+        if input_shape is None and (model_shape is None or None in model_shape):
+            raise InvalidArgumentError(
+                format_message(
+                    "The backbone's input size is not fixed, so input_shape is needed.",
+                    expected="input_shape=(height, width, channels)",
+                    received={"input_shape": input_shape},
+                )
+            )
+        shape = tuple(input_shape) if input_shape is not None else model_shape
+        if model_shape is not None and None not in model_shape and tuple(shape) != model_shape:
+            raise IncompatibleInputError(
+                format_message(
+                    "input_shape differs from the backbone's own input shape.",
+                    expected=f"{model_shape} or None",
+                    received={"input_shape": tuple(shape)},
+                )
+            )
+        if None in model_shape:
+            inputs = keras.Input(shape)
+            net = keras.Model(inputs, net(inputs), name=net.name)
+        patterns = tuple(blocks) if blocks else blocks_from_model(net)
+        unmatched = "previous"
+        backbone_name = "custom"
+        if weights == "imagenet":
+            weights = None  # keep the model's own weights
+    else:
+        raise InvalidTypeError(
+            format_message(
+                "backbone must be a registry name or a keras.Model.",
+                expected="e.g. 'efficientnet_b0' (kertransfer.list_backbones()) or a headless "
+                "keras.Model",
+                received={"backbone": backbone},
+            )
+        )
+    check_blocks(net.layers, patterns, unmatched)
+    report = None
+    if weights is not None and weights != "imagenet":
+        report = load_backbone_weights(net, weights, strict=weights_strict)
+        if verbose or not report.complete:
+            print(report)
+
+    model = TransferModel(
+        net,
+        num_classes,
+        pooling=pooling,
+        dropout=float(dropout),
+        head_units=head_units,
+        activation=activation,
+        preprocessing=prep,
+        block_patterns=patterns,
+        unmatched=unmatched,
+        backbone_name=backbone_name,
+        bn=bn,
+        name=name or f"transfer_{backbone_name}",
+    )
+    model.weights_report = report
+    apply_policy(model, freeze, bn)
+    if verbose:
+        from kertransfer.freezing.summary import trainable_summary
+
+        trainable_summary(model)
+    return model

@@ -1,0 +1,133 @@
+"""`TransferModel`: a functional Keras model made of a backbone and a head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from kertransfer.models.layers import Preprocess
+
+POOLINGS = ("avg", "max", "flatten")
+ACTIVATIONS = ("softmax", "sigmoid", "logits")
+
+
+def _pooling_layer(pooling: str, rank: int):
+    if rank <= 2:
+        return None
+    if pooling == "flatten":
+        return keras.layers.Flatten(name="pool")
+    if rank == 3:
+        cls = keras.layers.GlobalAveragePooling1D if pooling == "avg" else keras.layers.GlobalMaxPooling1D
+    else:
+        cls = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    return cls(name="pool")
+
+
+@keras.saving.register_keras_serializable(package="kertransfer")
+class TransferModel(keras.Model):
+    """A backbone with a classification head, built with the functional API.
+
+    The graph is ``image (raw 0-255) -> Preprocess -> backbone -> pooling ->
+    dropout -> [Dense(units, relu) -> dropout]* -> predictions``. Build it with
+    :func:`kertransfer.build_transfer_model`, which validates the arguments
+    and loads weights; this class holds the structure and the metadata that
+    freezing, saving and later stages need.
+
+    Args:
+        backbone: The headless network (a ``keras.Model``).
+        num_classes: Number of output units.
+        pooling: ``"avg"``, ``"max"`` or ``"flatten"``.
+        dropout: Dropout rate before each dense layer of the head.
+        head_units: Widths of hidden dense layers in the head.
+        activation: ``"softmax"``, ``"sigmoid"`` (multi-label) or ``"logits"``.
+        preprocessing: The :class:`Preprocess` mode for raw images.
+        block_patterns: Ordered ``(block_name, regex)`` pairs for the backbone.
+        unmatched: Block rule for unmatched layers (``"previous"``/``"next"``).
+        backbone_name: Registry name of the backbone, or ``"custom"``.
+        bn: BatchNorm mode, ``"frozen"`` or ``"trainable"``.
+        freeze_config: The serialized freeze policy in force.
+        **kwargs: ``name`` and other ``keras.Model`` arguments.
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        num_classes: int,
+        *,
+        pooling: str = "avg",
+        dropout: float = 0.2,
+        head_units: Sequence[int] = (),
+        activation: str = "softmax",
+        preprocessing: str = "none",
+        block_patterns: Sequence[Sequence[str]] = (),
+        unmatched: str = "previous",
+        backbone_name: str = "custom",
+        bn: str = "frozen",
+        freeze_config: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        inputs = keras.Input(shape=tuple(backbone.input_shape[1:]), name="image")
+        x = Preprocess(preprocessing, name="preprocess")(inputs)
+        x = backbone(x)
+        pool = _pooling_layer(pooling, len(x.shape))
+        if pool is not None:
+            x = pool(x)
+        for i, units in enumerate(head_units):
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
+            x = keras.layers.Dense(int(units), activation="relu", name=f"head_dense_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        act = None if activation == "logits" else activation
+        outputs = keras.layers.Dense(
+            num_classes, activation=act, name="predictions", dtype="float32"
+        )(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.pooling = pooling
+        self.dropout = float(dropout)
+        self.head_units = tuple(int(u) for u in head_units)
+        self.activation = activation
+        self.preprocessing = preprocessing
+        self.block_patterns = tuple((str(n), str(p)) for n, p in block_patterns)
+        self.unmatched = unmatched
+        self.backbone_name = backbone_name
+        self.bn_mode = bn
+        self.freeze_config = dict(freeze_config or {})
+
+    @property
+    def block_names(self) -> list[str]:
+        """The backbone's block names, bottom first."""
+        return [name for name, _ in self.block_patterns]
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "pooling": self.pooling,
+            "dropout": self.dropout,
+            "head_units": list(self.head_units),
+            "activation": self.activation,
+            "preprocessing": self.preprocessing,
+            "block_patterns": [list(b) for b in self.block_patterns],
+            "unmatched": self.unmatched,
+            "backbone_name": self.backbone_name,
+            "bn": self.bn_mode,
+            "freeze_config": self.freeze_config,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects=None) -> TransferModel:
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(
+            config["backbone"], custom_objects=custom_objects
+        )
+        trainable = config.pop("trainable", True)
+        model = cls(**config)
+        model.trainable = trainable if not trainable else model.trainable
+        return model
