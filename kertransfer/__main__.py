@@ -1,0 +1,5 @@
+"""``python -m kertransfer`` runs the command line."""
+
+from kertransfer.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Argument parsing for ``kertransfer`` and dispatch to the commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from kertransfer.version import __version__
+
+
+def _freeze_arg(text: str):
+    """Parse --freeze: all, none, an int (blocks), a float (fraction) or a block name."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _weights_arg(text: str):
+    return None if text.lower() in ("none", "random", "null") else text
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 32 or 224,224; received {text!r}"
+        ) from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected a size like 32 or 224,224; received {text!r}")
+    return (values[0], values[1])
+
+
+def _add_backbones(sub) -> None:
+    p = sub.add_parser("backbones", help="list the registered backbones",
+                       description="List the registered backbones with their input sizes, "
+                       "preprocessing and block counts.")
+    p.add_argument("--filter", default=None, help="shell-style name filter, e.g. 'efficientnet*'")
+    p.add_argument("--family", default=None, help="only this family, e.g. resnet")
+    p.add_argument("--blocks", action="store_true", help="also list each backbone's block names")
+    p.set_defaults(command="backbones")
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="show what trains in a saved model",
+                       description="Print the per-block trainable summary of a .keras model "
+                       "built by kertransfer (or of model.keras in a run folder).")
+    p.add_argument("model", help="a .keras file or a run folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(command="info")
+
+
+def _add_data_args(p) -> None:
+    p.add_argument("--data", required=True,
+                   help="digits, digits_m, tfds:NAME, or a folder of class subfolders")
+    p.add_argument("--image-size", type=_size_arg, default=None,
+                   help="image size, e.g. 32 or 224,224 (default: the backbone's default)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--validation-split", type=float, default=0.2)
+    p.add_argument("--test-split", type=float, default=0.0)
+    p.add_argument("--samples-per-class", type=int, default=None,
+                   help="keep this many training examples per class")
+    p.add_argument("--augment", action="store_true", help="flip/rotate/zoom/contrast in training")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a transfer model and save the run",
+                       description="Build a transfer model, train it, and write RUN_DIR with "
+                       "model.keras, config.json, history.json and learning_curve.png.")
+    _add_data_args(p)
+    p.add_argument("--backbone", required=True, help="a registry name (kertransfer backbones)")
+    p.add_argument("--weights", type=_weights_arg, default="imagenet",
+                   help="imagenet, none, or a .keras / .weights.h5 file")
+    p.add_argument("--freeze", type=_freeze_arg, default="all",
+                   help="all, none, N blocks from the bottom, a fraction, or a block name")
+    p.add_argument("--bn", default="frozen", choices=["frozen", "trainable"])
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--head-units", type=int, nargs="*", default=[])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
+    p.set_defaults(command="train")
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="offline demo: pretrain on digits, transfer to digits_m",
+                       description="Pretrain a backbone on the embedded digits, transfer it to "
+                       "digits_m with few labels per class, train the same network from "
+                       "scratch on the same labels, and print held-out accuracy for each. "
+                       "Runs offline.")
+    p.add_argument("--out", default="runs/demo", help="run folder to write")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seeds to run (the table shows mean and sd over them)")
+    p.add_argument("--labels-per-class", type=int, default=10)
+    p.add_argument("--backbone", default="mobilenet_v3_small")
+    p.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run)")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.set_defaults(command="demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kertransfer`` command."""
+    parser = argparse.ArgumentParser(
+        prog="kertransfer",
+        description="Transfer learning for Keras 3: backbones, freezing, training, demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_backbones(sub)
+    _add_info(sub)
+    _add_train(sub)
+    _add_demo(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from kertransfer.cli import commands
+    from kertransfer.errors import KertransferError
+
+    try:
+        return getattr(commands, f"run_{args.command}")(args)
+    except KertransferError as exc:
+        print(f"kertransfer {args.command}: error: {exc}", file=sys.stderr)
+        return 2

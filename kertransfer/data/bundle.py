@@ -1,0 +1,147 @@
+"""The :class:`DataBundle`: what :func:`kertransfer.data.load` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kertransfer.errors import InvalidArgumentError, format_message
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+__all__ = ["SPLITS", "DataBundle"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(repr=False, eq=False)
+class DataBundle:
+    """Train, validation and test datasets of one source, with their metadata.
+
+    Each dataset yields batches ``(images, labels)``: images float32
+    ``[B, H, W, 3]`` of raw RGB values in 0..255 (the model carries its own
+    preprocessing), labels int32 ``[B]``. ``train`` is shuffled with the seed
+    (reshuffled every epoch) and augmented; ``val`` and ``test`` are neither,
+    and are ``None`` when their split fraction is 0.
+
+    Attributes:
+        train: The training dataset.
+        val: The validation dataset, or ``None``.
+        test: The test dataset, or ``None``.
+        class_names: Name of each class, in label order.
+        counts: Number of examples per split, ``{"train": n, "val": n, "test": n}``.
+        image_size: ``(height, width)`` of the images.
+        batch_size: Batch size of the datasets.
+        source: Text naming the source.
+        skipped_files: Corrupt image files that were left out.
+        seed: Seed of the split, shuffling and augmentation.
+        class_counts: Examples per class in each split, ``{"train": [n0, n1, ...], ...}``.
+        augmentation: The layer applied to train batches, or ``None``.
+    """
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    test: tf.data.Dataset | None
+    class_names: list[str]
+    counts: dict[str, int]
+    image_size: tuple[int, int]
+    batch_size: int
+    source: str
+    skipped_files: list[str] = field(default_factory=list)
+    seed: int = 0
+    class_counts: dict[str, list[int]] = field(default_factory=dict)
+    augmentation: keras.layers.Layer | None = None
+    _unbatched: Callable[[str], tf.data.Dataset] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def as_numpy(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """Return one split as numpy arrays, unaugmented and in source order.
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns:
+            ``(x, y)``: float32 images ``[N, H, W, 3]`` in 0..255 and int32 labels ``[N]``.
+
+        Raises:
+            InvalidArgumentError: If ``split`` is unknown or the bundle has no such split.
+        """
+        if split not in SPLITS:
+            raise InvalidArgumentError(
+                format_message(
+                    f"Unknown split {split!r}.",
+                    expected=f"one of {list(SPLITS)}",
+                    received={"split": split},
+                )
+            )
+        if getattr(self, split) is None or self._unbatched is None:
+            argument = {"val": "validation_split", "test": "test_split"}.get(split, "split")
+            raise InvalidArgumentError(
+                format_message(
+                    f"This bundle has no {split!r} split.",
+                    fix=f"Load the data with `{argument}` > 0 to get one.",
+                    received={"split": split},
+                )
+            )
+        height, width = self.image_size
+        images = [np.zeros((0, height, width, 3), np.float32)]
+        labels = [np.zeros((0,), np.int32)]
+        for x, y in self._unbatched(split).batch(512).as_numpy_iterator():
+            images.append(x)
+            labels.append(y)
+        return np.concatenate(images), np.concatenate(labels)
+
+    def summary(self) -> str:
+        """Return a short human-readable description of the bundle.
+
+        Returns:
+            A few lines: source, classes, image size, and each split's size.
+        """
+        height, width = self.image_size
+        names = ", ".join(self.class_names[:10]) + (", ..." if self.num_classes > 10 else "")
+        lines = [
+            f"DataBundle: {self.source}",
+            f"  classes:  {self.num_classes} ({names})",
+            f"  images:   {height}x{width}x3 float32 RGB in 0..255, batch size {self.batch_size}",
+        ]
+        for split in SPLITS:
+            if getattr(self, split) is None:
+                continue
+            per_class = self.class_counts.get(split) or []
+            spread = ""
+            if per_class:
+                low, high = min(per_class), max(per_class)
+                spread = f", {low}{'' if low == high else f'-{high}'} per class"
+            extra = ""
+            if split == "train":
+                extra = ", shuffled" + (
+                    f", augmented ({_layer_names(self.augmentation)})" if self.augmentation else ""
+                )
+            lines.append(f"  {split + ':':<9} {self.counts[split]} examples{spread}{extra}")
+        if self.skipped_files:
+            lines.append(f"  skipped:  {len(self.skipped_files)} corrupt file(s)")
+        lines.append(f"  seed:     {self.seed}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"DataBundle(source={self.source!r}, num_classes={self.num_classes}, "
+            f"image_size={tuple(self.image_size)}, batch_size={self.batch_size}, "
+            f"counts={self.counts})"
+        )
+
+
+def _layer_names(layer: keras.layers.Layer) -> str:
+    inner = getattr(layer, "layers", None)
+    if inner:
+        return ", ".join(type(item).__name__ for item in inner)
+    return type(layer).__name__

@@ -1,0 +1,102 @@
+"""BatchNorm recalibration: exact statistics from a pass over the data.
+
+With small data, BatchNorm's moving averages (momentum 0.99) lag far behind
+the weights: a network can fit its training set and still score chance in
+inference mode. Recalibration resets the moving statistics of the chosen
+BatchNorm layers and recomputes them as the plain average over batches of
+the data (cumulative momentum ``1 - 1/k`` at batch ``k``), leaving every
+other weight untouched. On target-domain data the same operation is AdaBN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from keras import ops
+
+from kertransfer.backbones.blocks import is_batchnorm
+from kertransfer.errors import InvalidArgumentError, format_message
+
+
+def batchnorm_layers(model, which: str = "all") -> list:
+    """Return the BatchNorm layers of ``model`` at any depth.
+
+    Args:
+        model: A Keras model.
+        which: ``"all"`` or ``"trainable"`` (only those that train).
+    """
+    if which not in ("all", "trainable"):
+        raise InvalidArgumentError(
+            format_message("Unknown BatchNorm selection.", expected="'all' or 'trainable'",
+                           received={"layers": which})
+        )
+    found = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+             if is_batchnorm(layer)]
+    if which == "trainable":
+        found = [layer for layer in found if layer.trainable]
+    return found
+
+
+def _images(batch):
+    if isinstance(batch, (tuple, list)):
+        return batch[0]
+    if isinstance(batch, dict):
+        return batch.get("image", next(iter(batch.values())))
+    return batch
+
+
+def recalibrate_batchnorm(model, data: Iterable, *, layers: str = "all", steps: int | None = None,
+                          verbose: int = 0) -> int:
+    """Recompute BatchNorm moving statistics from a pass over ``data``.
+
+    Args:
+        model: A Keras model.
+        data: Batches of images, or ``(images, labels)`` batches (a
+            ``tf.data.Dataset``, a list of arrays, ...). Use batches of 32 or
+            more for stable variance estimates. Only images are used.
+        layers: ``"all"`` BatchNorm layers or only the ``"trainable"`` ones.
+        steps: Stop after this many batches (default: the whole pass).
+        verbose: Print how many layers and batches were used.
+
+    Returns:
+        The number of batches used.
+
+    Raises:
+        InvalidArgumentError: ``data`` yielded no batch.
+    """
+    bns = batchnorm_layers(model, layers)
+    if not bns:
+        return 0
+    saved = [(bn.trainable, bn.momentum) for bn in bns]
+    for bn in bns:
+        bn.moving_mean.assign(ops.zeros_like(bn.moving_mean))
+        bn.moving_variance.assign(ops.zeros_like(bn.moving_variance))
+    # Only the chosen BN layers run in training mode (a BN layer uses batch
+    # statistics when called with training=True and its own trainable flag is
+    # on); no optimizer step runs, so no other weight changes.
+    count = 0
+    try:
+        for bn in bns:
+            bn.trainable = True
+        for batch in data:
+            count += 1
+            for bn in bns:
+                bn.momentum = 1.0 - 1.0 / count
+            x = _images(batch)
+            model(np.asarray(x) if not hasattr(x, "shape") else x, training=True)
+            if steps is not None and count >= steps:
+                break
+    finally:
+        for bn, (was_trainable, momentum) in zip(bns, saved):
+            bn.trainable = was_trainable
+            bn.momentum = momentum
+    if count == 0:
+        raise InvalidArgumentError(
+            format_message("recalibrate_batchnorm got no batch from the data.",
+                           expected="a non-empty dataset of image batches",
+                           received={"data": data})
+        )
+    if verbose:
+        print(f"Recalibrated {len(bns)} BatchNorm layers on {count} batches.")
+    return count

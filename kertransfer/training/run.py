@@ -1,0 +1,198 @@
+"""Training a transfer model on a data bundle and saving the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import keras
+
+from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+
+
+def loss_for(model) -> keras.losses.Loss:
+    """The loss that matches a transfer model's output activation."""
+    activation = getattr(model, "activation", "softmax")
+    if activation == "sigmoid":
+        return keras.losses.BinaryCrossentropy()
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=activation == "logits")
+
+
+def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | Any = "adam",
+                         metrics=("accuracy",)) -> None:
+    """Compile ``model`` with the loss matching its head and an optimizer.
+
+    Args:
+        model: A model from ``build_transfer_model``.
+        learning_rate: Learning rate, when ``optimizer`` is a name.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a Keras optimizer.
+        metrics: Metrics to track.
+    """
+    if isinstance(optimizer, str):
+        makers = {
+            "adam": lambda: keras.optimizers.Adam(learning_rate),
+            "adamw": lambda: keras.optimizers.AdamW(learning_rate),
+            "sgd": lambda: keras.optimizers.SGD(learning_rate, momentum=0.9),
+        }
+        if optimizer not in makers:
+            raise InvalidArgumentError(
+                format_message("Unknown optimizer name.", expected=f"one of {sorted(makers)}",
+                               received={"optimizer": optimizer})
+            )
+        optimizer = makers[optimizer]()
+    if getattr(model, "activation", "softmax") == "sigmoid":
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
+    model.compile(optimizer=optimizer, loss=loss_for(model), metrics=list(metrics))
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        model: The trained model.
+        history: ``{metric: [value per epoch]}``.
+        metrics: Final evaluation, ``{"val_accuracy": ..., "test_accuracy": ...}``.
+        seconds: Wall time of the training.
+        out: The run folder, when one was written.
+    """
+
+    model: Any
+    history: dict[str, list[float]]
+    metrics: dict[str, float]
+    seconds: float
+    out: pathlib.Path | None = None
+
+
+def evaluate_splits(model, data, splits=("val", "test")) -> dict[str, float]:
+    """Evaluate on the bundle's splits that exist; ``{"val_accuracy": ...}``."""
+    out: dict[str, float] = {}
+    for split in splits:
+        ds = getattr(data, split, None)
+        if ds is None:
+            continue
+        values = model.evaluate(ds, verbose=0, return_dict=True)
+        for key, value in values.items():
+            out[f"{split}_{key}"] = float(value)
+    return out
+
+
+def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
+          optimizer: str | Any = "adam", callbacks=None, recalibrate_bn: str | bool = "auto",
+          out: str | os.PathLike | None = None, config: dict | None = None,
+          verbose: int = 1, compile: bool = True) -> TrainResult:
+    """Fit ``model`` on ``data`` (a :class:`kertransfer.data.DataBundle`), evaluate, save.
+
+    Args:
+        model: A model from ``build_transfer_model``.
+        data: A data bundle with ``train`` and optionally ``val``/``test``.
+        epochs: Training epochs.
+        learning_rate: Learning rate (when compiling here).
+        optimizer: Optimizer name or instance (when compiling here).
+        callbacks: Extra Keras callbacks.
+        recalibrate_bn: After training, recompute the moving statistics of
+            BatchNorm layers that trained (see :func:`recalibrate_batchnorm`).
+            ``"auto"`` does it when any BatchNorm layer was trainable.
+        out: A run folder to write (``model.keras``, ``config.json``,
+            ``history.json``, ``learning_curve.png``); written atomically.
+        config: Extra entries for ``config.json``.
+        verbose: Keras progress output (0, 1 or 2).
+        compile: Compile here (set False when the model is compiled already).
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise InvalidArgumentError(
+            format_message("epochs must be a positive integer.", received={"epochs": epochs})
+        )
+    if compile:
+        compile_for_transfer(model, learning_rate, optimizer)
+    start = time.perf_counter()
+    bn_trained = bool(batchnorm_layers(model, "trainable"))
+    hist = model.fit(data.train, validation_data=data.val, epochs=epochs,
+                     callbacks=list(callbacks or []), verbose=verbose)
+    if recalibrate_bn is True or (recalibrate_bn == "auto" and bn_trained):
+        recalibrate_batchnorm(model, _unaugmented_train(data), layers="trainable")
+    seconds = time.perf_counter() - start
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    metrics = evaluate_splits(model, data)
+    result = TrainResult(model, history, metrics, seconds)
+    if out is not None:
+        run_config = dict(config or {})
+        run_config.setdefault("epochs", epochs)
+        run_config.setdefault("learning_rate", learning_rate)
+        run_config["metrics"] = metrics
+        run_config["seconds"] = round(seconds, 2)
+        result.out = save_run(model, out, run_config, history)
+    return result
+
+
+def _unaugmented_train(data):
+    """The training split without augmentation, as batches (for BN statistics)."""
+    if hasattr(data, "as_numpy"):
+        x, _ = data.as_numpy("train")
+        bs = max(int(getattr(data, "batch_size", 64)), 64)
+        return [x[i:i + bs] for i in range(0, len(x), bs)]
+    return data.train
+
+
+def save_run(model, out: str | os.PathLike, config: dict, history: dict) -> pathlib.Path:
+    """Write a run folder atomically: a crash leaves the old folder or none.
+
+    Files: ``model.keras``, ``config.json``, ``history.json`` and
+    ``learning_curve.png``.
+    """
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save(tmp / "model.keras")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        (tmp / "history.json").write_text(json.dumps(history, indent=2))
+        plot_history(history, tmp / "learning_curve.png")
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old")
+            if backup.exists():
+                shutil.rmtree(backup)
+            out.rename(backup)
+            tmp.rename(out)
+            shutil.rmtree(backup)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def plot_history(history: dict[str, list[float]], path, title: str | None = None) -> None:
+    """Save learning curves (loss and accuracy, train and validation) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("loss", "accuracy") if m in history]
+    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(5 * max(len(metrics), 1), 3.5))
+    axes = [axes] if not hasattr(axes, "__len__") else list(axes)
+    for ax, metric in zip(axes, metrics):
+        epochs = range(1, len(history[metric]) + 1)
+        ax.plot(epochs, history[metric], label=f"train {metric}")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], label=f"val {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
