@@ -10,7 +10,7 @@ Quick start::
     kt.trainable_summary(model)
 """
 
-from kertransfer import backbones, data, errors, freezing, models
+from kertransfer import backbones, data, errors, freezing, models, training
 from kertransfer.backbones import get_backbone_spec, list_backbones, register_backbone
 from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import KertransferError
@@ -34,4 +34,5 @@ __all__ = [
     "models",
     "register_backbone",
     "trainable_summary",
+    "training",
 ]

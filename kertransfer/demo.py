@@ -76,7 +76,8 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     src_model = build_transfer_model(backbone, source.num_classes, input_shape=shape,
                                      weights=None, freeze="none", bn="trainable", dropout=0.2)
     src = train(src_model, source, epochs=pretrain_epochs, learning_rate=2e-3,
-                verbose=fit_verbose)
+                verbose=fit_verbose,
+                validate_each_epoch=False)
     weights_path = workdir / f"pretrained_{backbone}_seed{seed}.keras"
     src_model.save(weights_path)
     times["pretrain"] = time.perf_counter() - t0
@@ -95,7 +96,8 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     transfer = build_transfer_model(backbone, target.num_classes, input_shape=shape,
                                     weights=weights_path, freeze="none", bn="trainable",
                                     dropout=0.2)
-    tr = train(transfer, target, epochs=target_epochs, learning_rate=1e-3, verbose=fit_verbose)
+    tr = train(transfer, target, epochs=target_epochs, learning_rate=1e-3, verbose=fit_verbose,
+                validate_each_epoch=False)
     results["transfer (pretrained on digits)"] = tr.metrics["test_accuracy"]
     times["transfer"] = time.perf_counter() - t0
 
@@ -105,7 +107,8 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     _seed_all(seed)
     scratch = build_transfer_model(backbone, target.num_classes, input_shape=shape,
                                    weights=None, freeze="none", bn="trainable", dropout=0.2)
-    sc = train(scratch, target, epochs=target_epochs, learning_rate=1e-3, verbose=fit_verbose)
+    sc = train(scratch, target, epochs=target_epochs, learning_rate=1e-3, verbose=fit_verbose,
+                validate_each_epoch=False)
     results["scratch (random init)"] = sc.metrics["test_accuracy"]
     times["scratch"] = time.perf_counter() - t0
 

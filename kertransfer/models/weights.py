@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import re
+import warnings
 from typing import Any
 
 import keras
@@ -57,6 +59,10 @@ class WeightsReport:
         return "\n".join(lines)
 
 
+def _oneline(exc: BaseException, limit: int) -> str:
+    return " ".join(str(exc).split())[:limit]
+
+
 def keras_cache_dir() -> pathlib.Path:
     """The folder where Keras caches downloaded weights."""
     base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -101,7 +107,7 @@ def construct_with_imagenet(spec, input_shape) -> keras.Model:
         raise WeightsNotFoundError(
             format_message(
                 f"ImageNet weights for {spec.name!r} are not in the Keras cache and could not "
-                f"be downloaded ({type(exc).__name__}: {str(exc)[:200]}).",
+                f"be downloaded ({type(exc).__name__}: {_oneline(exc, 200)}).",
                 expected=f"the file {fname} at {target}",
                 fix=(
                     "On a machine with network, run "
@@ -210,7 +216,7 @@ def load_backbone_weights(backbone: keras.Model, path, strict: bool = True) -> W
             raise WeightsMismatchError(
                 format_message(
                     f"Could not read {name} as a Keras model ({type(exc).__name__}: "
-                    f"{str(exc)[:200]}).",
+                    f"{_oneline(exc, 200)}).",
                     expected="a .keras file saved by keras.Model.save",
                     received={"weights": str(path)},
                 )
@@ -218,13 +224,23 @@ def load_backbone_weights(backbone: keras.Model, path, strict: bool = True) -> W
         return copy_weights_by_name(backbone, find_backbone(source_model), name, strict=strict)
     if name.endswith(".h5"):
         if strict:
+            snapshot = backbone.get_weights()
             try:
-                backbone.load_weights(path)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    backbone.load_weights(path)
+                # Keras skips parts of a file that do not fit with a warning only.
+                skipped = [str(w.message) for w in caught
+                           if re.search(r"skipping|mismatch|no matching|could not",
+                                        str(w.message), re.IGNORECASE)]
+                if skipped:
+                    raise ValueError(skipped[0])
             except Exception as exc:  # noqa: BLE001
+                backbone.set_weights(snapshot)
                 raise WeightsMismatchError(
                     format_message(
                         f"The weights in {name} do not fit this backbone "
-                        f"({type(exc).__name__}: {str(exc)[:300]}).",
+                        f"({type(exc).__name__}: {_oneline(exc, 300)}).",
                         expected="a weights file saved from the same backbone "
                         "(model.backbone.save_weights(...))",
                         fix="To load what matches by layer name, save a .keras model and "

@@ -87,7 +87,8 @@ def evaluate_splits(model, data, splits=("val", "test")) -> dict[str, float]:
 def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
           optimizer: str | Any = "adam", callbacks=None, recalibrate_bn: str | bool = "auto",
           out: str | os.PathLike | None = None, config: dict | None = None,
-          verbose: int = 1, compile: bool = True) -> TrainResult:
+          verbose: int = 1, compile: bool = True, validate_each_epoch: bool = True
+          ) -> TrainResult:
     """Fit ``model`` on ``data`` (a :class:`kertransfer.data.DataBundle`), evaluate, save.
 
     Args:
@@ -105,6 +106,10 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
         config: Extra entries for ``config.json``.
         verbose: Keras progress output (0, 1 or 2).
         compile: Compile here (set False when the model is compiled already).
+        validate_each_epoch: Evaluate on ``data.val`` after every epoch (the
+            final evaluation happens either way). Turn it off when BatchNorm
+            trains on little data: before recalibration its moving statistics
+            lag, and per-epoch validation scores look like chance.
 
     Returns:
         A :class:`TrainResult`.
@@ -117,7 +122,8 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
         compile_for_transfer(model, learning_rate, optimizer)
     start = time.perf_counter()
     bn_trained = bool(batchnorm_layers(model, "trainable"))
-    hist = model.fit(data.train, validation_data=data.val, epochs=epochs,
+    val = data.val if validate_each_epoch else None
+    hist = model.fit(data.train, validation_data=val, epochs=epochs,
                      callbacks=list(callbacks or []), verbose=verbose)
     if recalibrate_bn is True or (recalibrate_bn == "auto" and bn_trained):
         recalibrate_batchnorm(model, _unaugmented_train(data), layers="trainable")

@@ -1,0 +1,69 @@
+"""Shared test fixtures: quiet TensorFlow, seeds, a tiny backbone, slow-test opt-in."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_clear():
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.backend.clear_session()
+
+
+def tiny_cnn(include_top=False, weights=None, input_shape=(16, 16, 3)):
+    """A three-block CNN with BatchNorm: fast to build and to trace."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("relu", name="stem_relu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="block1_conv")(x)
+    x = keras.layers.BatchNormalization(name="block1_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="block2_conv")(x)
+    x = keras.layers.BatchNormalization(name="block2_bn")(x)
+    x = keras.layers.ReLU()(x)
+    return keras.Model(inputs, x, name="tiny_cnn")
+
+
+TINY_BLOCKS = (("stem", r"^stem_"), ("block1", r"^block1_"), ("block2", r"^block2_"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_name():
+    """Register the tiny CNN as ``tiny_test`` and return its name."""
+    import kertransfer as kt
+
+    kt.register_backbone("tiny_test", tiny_cnn, blocks=TINY_BLOCKS, preprocessing="tf",
+                         default_size=16, min_size=8, has_imagenet=False, overwrite=True)
+    return "tiny_test"
+
+
+@pytest.fixture
+def tiny_data():
+    """200 random 16x16 RGB images (0..255) in 4 classes, with a learnable signal."""
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 4
+    x = rng.uniform(0, 255, (200, 16, 16, 3)).astype("float32")
+    for c in range(4):
+        x[y == c, : 4 * (c + 1) // 2, :, c % 3] = 255.0
+    return x, y.astype("int32")

@@ -1,0 +1,31 @@
+"""The public surface is exactly what we intend to export."""
+
+import kertransfer as kt
+
+
+def test_top_level_exports():
+    assert sorted(kt.__all__) == sorted([
+        "BackboneSpec", "KertransferError", "TransferModel", "__version__", "backbones",
+        "build_transfer_model", "data", "errors", "freeze", "freezing", "get_backbone_spec",
+        "list_backbones", "models", "register_backbone", "trainable_summary", "training",
+    ])
+    for name in kt.__all__:
+        assert hasattr(kt, name), name
+
+
+def test_names_outside_scripts_rely_on():
+    assert callable(kt.data.load)
+    assert issubclass(kt.errors.KertransferError, Exception)
+    assert kt.KertransferError is kt.errors.KertransferError
+
+
+def test_every_error_derives_from_a_builtin():
+    import kertransfer.errors as errors
+
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type) and obj is not errors.KertransferError:
+            assert issubclass(obj, errors.KertransferError)
+            builtin_bases = [c for c in obj.__mro__ if c.__module__ == "builtins"
+                             and c not in (object, BaseException, Exception)]
+            assert builtin_bases, f"{name} derives from no specific builtin"

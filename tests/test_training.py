@@ -1,0 +1,92 @@
+"""BatchNorm recalibration, train() and run folders."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import kertransfer as kt
+from kertransfer.errors import InvalidArgumentError
+from kertransfer.training import recalibrate_batchnorm, save_run, train
+
+
+@pytest.mark.backend_agnostic
+def test_recalibration_gives_exact_statistics():
+    inputs = keras.Input((4,))
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, keras.layers.Dense(2)(bn(inputs)))
+    bn.trainable = False  # a frozen BN is recalibrated too, and stays frozen
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (256, 4)).astype("float32")
+    batches = [x[i:i + 64] for i in range(0, 256, 64)]
+    dense_before = model.layers[-1].get_weights()[0].copy()
+    assert recalibrate_batchnorm(model, batches) == 4
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), x.mean(0), rtol=1e-4)
+    per_batch_var = np.mean([b.var(0) for b in batches], axis=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), per_batch_var,
+                               rtol=1e-3)
+    assert bn.trainable is False and bn.momentum == 0.99
+    np.testing.assert_array_equal(model.layers[-1].get_weights()[0], dense_before)
+    with pytest.raises(InvalidArgumentError, match="no batch.*Received"):
+        recalibrate_batchnorm(model, [])
+
+
+def test_recalibration_fixes_lagging_statistics(tiny_backbone_name, tiny_data):
+    # The BatchNorm trap: a network fits its data but its moving statistics lag.
+    x, y = tiny_data
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, freeze="none", bn="trainable", dropout=0.0)
+    bns = [layer for layer in model.backbone.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:
+        layer.momentum = 0.9999  # the moving statistics barely follow the batches
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=15, batch_size=25, verbose=0)
+    for layer in bns:  # and start far from the truth
+        layer.moving_mean.assign(keras.ops.ones_like(layer.moving_mean) * 5.0)
+    stale = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    recalibrate_batchnorm(model, [x[i:i + 100] for i in range(0, 200, 100)])
+    fresh = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    assert fresh > 0.9 and fresh > stale + 0.2
+    assert all(layer.momentum == 0.9999 for layer in bns)
+
+
+def test_train_writes_a_run_folder(tmp_path, tiny_backbone_name, tiny_data):
+    data = kt.data.load(tiny_data, image_size=(16, 16), batch_size=32, validation_split=0.2,
+                        test_split=0.2, seed=0, verbose=0)
+    model = kt.build_transfer_model(tiny_backbone_name, data.num_classes,
+                                    input_shape=(16, 16, 3), weights=None, freeze=1,
+                                    bn="trainable")
+    result = train(model, data, epochs=2, out=tmp_path / "run", config={"note": "x"}, verbose=0)
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == ["config.json", "history.json", "learning_curve.png", "model.keras"]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["loss"]) == 2 and "val_accuracy" in history
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["note"] == "x" and 0 <= config["metrics"]["test_accuracy"] <= 1
+    assert set(result.metrics) >= {"val_accuracy", "test_accuracy"}
+    loaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    xb, _ = data.as_numpy("test")
+    np.testing.assert_allclose(loaded.predict(xb, verbose=0), model.predict(xb, verbose=0),
+                               atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="Received: epochs=0"):
+        train(model, data, epochs=0)
+
+
+def test_save_run_is_atomic(tmp_path, tiny_backbone_name):
+    model = kt.build_transfer_model(tiny_backbone_name, 2, input_shape=(16, 16, 3),
+                                    weights=None)
+    out = save_run(model, tmp_path / "run", {"v": 1}, {"loss": [1.0]})
+    assert json.loads((out / "config.json").read_text()) == {"v": 1}
+
+    class Boom:
+        def __str__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_run(model, tmp_path / "run", {"v": Boom()}, {"loss": [1.0]})
+    # The old run is intact and no temporary folder is left behind.
+    assert json.loads((out / "config.json").read_text()) == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
