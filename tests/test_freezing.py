@@ -73,6 +73,7 @@ def test_bn_frozen_keeps_every_batchnorm_in_inference(tiny_backbone_name, tiny_d
         assert row.bn == ("training" if should_move else "inference")
 
 
+@pytest.mark.backend_agnostic
 def test_frozen_weights_do_not_change_in_fit(tiny_backbone_name, tiny_data):
     x, y = tiny_data
     model = _model(tiny_backbone_name, freeze=2, bn="trainable")
@@ -86,6 +87,7 @@ def test_frozen_weights_do_not_change_in_fit(tiny_backbone_name, tiny_data):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.backend_agnostic
 def test_freeze_on_compiled_model_recompiles(tiny_backbone_name, tiny_data):
     x, y = tiny_data
     model = _model(tiny_backbone_name, freeze="all")

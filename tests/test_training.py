@@ -45,7 +45,7 @@ def test_recalibration_fixes_lagging_statistics(tiny_backbone_name, tiny_data):
                   metrics=["accuracy"])
     model.fit(x, y, epochs=15, batch_size=25, verbose=0)
     for layer in bns:  # and start far from the truth
-        layer.moving_mean.assign(keras.ops.ones_like(layer.moving_mean) * 5.0)
+        layer.moving_mean.assign(keras.ops.ones(layer.moving_mean.shape) * 5.0)
     stale = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
     recalibrate_batchnorm(model, [x[i:i + 100] for i in range(0, 200, 100)])
     fresh = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]

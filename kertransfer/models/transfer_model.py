@@ -129,5 +129,7 @@ class TransferModel(keras.Model):
         )
         trainable = config.pop("trainable", True)
         model = cls(**config)
-        model.trainable = trainable if not trainable else model.trainable
+        if not trainable:
+            # Setting True would cascade to every layer and undo the freeze flags.
+            model.trainable = False
         return model

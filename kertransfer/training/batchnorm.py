@@ -70,8 +70,8 @@ def recalibrate_batchnorm(model, data: Iterable, *, layers: str = "all", steps: 
         return 0
     saved = [(bn.trainable, bn.momentum) for bn in bns]
     for bn in bns:
-        bn.moving_mean.assign(ops.zeros_like(bn.moving_mean))
-        bn.moving_variance.assign(ops.zeros_like(bn.moving_variance))
+        bn.moving_mean.assign(ops.zeros(bn.moving_mean.shape, bn.moving_mean.dtype))
+        bn.moving_variance.assign(ops.zeros(bn.moving_variance.shape, bn.moving_variance.dtype))
     # Only the chosen BN layers run in training mode (a BN layer uses batch
     # statistics when called with training=True and its own trainable flag is
     # on); no optimizer step runs, so no other weight changes.

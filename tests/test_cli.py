@@ -1,0 +1,73 @@
+"""The kertransfer command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kertransfer.cli import build_parser, main
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "kertransfer", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for command in ("backbones", "info", "train", "demo"):
+        assert command in out
+
+
+@pytest.mark.parametrize("command", ["backbones", "info", "train", "demo"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: kertransfer " + command in capsys.readouterr().out
+
+
+def test_backbones_table(capsys):
+    assert main(["backbones", "--filter", "resnet*", "--blocks"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet50" in out and "caffe" in out and "efficientnet" not in out
+    assert "resnet50: stem, conv2, conv3, conv4, conv5" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "commands" in capsys.readouterr().out
+
+
+def test_freeze_argument_parsing():
+    parser = build_parser()
+    base = ["train", "--data", "digits", "--backbone", "vgg16", "--out", "x", "--freeze"]
+    assert parser.parse_args(base + ["3"]).freeze == 3
+    assert parser.parse_args(base + ["0.5"]).freeze == 0.5
+    assert parser.parse_args(base + ["block4"]).freeze == "block4"
+    assert parser.parse_args(base + ["all", "--weights", "none"]).weights is None
+    assert parser.parse_args(base + ["all", "--image-size", "32"]).image_size == (32, 32)
+
+
+def test_errors_exit_2_with_message(capsys):
+    code = main(["train", "--data", "digits", "--backbone", "resnet5", "--out", "x"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Unknown backbone 'resnet5'" in err and "Received: backbone='resnet5'" in err
+
+
+def test_train_then_info(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", "digits", "--backbone", "mobilenet_v3_small",
+                 "--weights", "none", "--image-size", "32", "--freeze", "all",
+                 "--samples-per-class", "5", "--epochs", "1", "--out", str(run),
+                 "--verbose", "0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "[3/3] Training 1 epochs" in out and "val_accuracy" in out
+    assert (run / "model.keras").is_file() and (run / "learning_curve.png").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone"] == "mobilenet_v3_small" and config["counts"]["train"] == 50
+    assert main(["info", str(run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backbone"] == "mobilenet_v3_small"
+    assert {b["state"] for b in info["blocks"] if b["block"] != "head"} == {"frozen"}
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "Received: model=" in capsys.readouterr().err
