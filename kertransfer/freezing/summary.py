@@ -101,7 +101,7 @@ def _bn_state(layers) -> str:
 
 
 def _state(layers, enabled: bool) -> str:
-    """frozen / trainable / partial, not counting BatchNorm layers (their mode is its own column)."""
+    """frozen / trainable / partial, not counting BatchNorm (its mode has its own column)."""
     main = [layer for layer in layers if layer.weights and not is_batchnorm(layer)]
     if not main:
         main = [layer for layer in layers if layer.weights]

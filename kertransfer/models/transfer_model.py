@@ -18,10 +18,11 @@ def _pooling_layer(pooling: str, rank: int):
         return None
     if pooling == "flatten":
         return keras.layers.Flatten(name="pool")
+    layers = keras.layers
     if rank == 3:
-        cls = keras.layers.GlobalAveragePooling1D if pooling == "avg" else keras.layers.GlobalMaxPooling1D
+        cls = layers.GlobalAveragePooling1D if pooling == "avg" else layers.GlobalMaxPooling1D
     else:
-        cls = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+        cls = layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D
     return cls(name="pool")
 
 

@@ -1,0 +1,22 @@
+"""Offline quick start: build, inspect, freeze, train and save a transfer model.
+
+Runs on the embedded data in about a minute on a laptop CPU::
+
+    python examples/offline_quickstart.py
+"""
+
+import kertransfer as kt
+from kertransfer.training import train
+
+data = kt.data.load("digits_m", image_size=(32, 32), validation_split=0.2, test_split=0.2,
+                    seed=0)
+print(data.summary())
+
+# Online users would keep the default weights="imagenet".
+model = kt.build_transfer_model("mobilenet_v3_small", num_classes=data.num_classes,
+                                input_shape=(32, 32, 3), weights=None, freeze="all")
+kt.trainable_summary(model)
+
+kt.freeze(model, 4)  # freeze the stem and blocks 0-2, train the rest (BatchNorm stays frozen)
+result = train(model, data, epochs=2, out="runs/offline_quickstart", verbose=2)
+print({k: round(v, 3) for k, v in result.metrics.items()}, "->", result.out)
