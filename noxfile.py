@@ -35,7 +35,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _scripts(folder: str) -> list[str]:
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / folder).glob("*.py"))
+    """The runnable scripts of ``folder``: ``*.py``, except helpers named ``_*.py``."""
+    paths = (ROOT / folder).glob("*.py")
+    return sorted(str(p.relative_to(ROOT)) for p in paths if not p.name.startswith("_"))
 
 
 @nox.session(python=PYTHON)
@@ -93,7 +95,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run every benchmarks/*.py script (arguments after -- go to each script)."""
+    """Run every benchmarks/*.py script; each appends a row to docs/benchmarks.md.
+
+    Arguments after ``--`` go to each script (e.g. ``-- --no-record``).
+    """
     scripts = _scripts("benchmarks")
     if not scripts:
         session.error("No benchmarks to run: benchmarks/*.py matched no file")

@@ -14,7 +14,7 @@ Steps (all offline, on the embedded data):
    each, with a raw-pixel logistic regression as the floor, and save the run.
 
 BatchNorm moving statistics are recomputed after each training phase
-(:func:`kertransfer.training.recalibrate_batchnorm`): with this little data
+(`kertransfer.training.recalibrate_batchnorm`): with this little data
 they otherwise lag the weights and inference collapses to chance.
 """
 

@@ -1,7 +1,7 @@
 """One exception tree for kertransfer, and helpers that format its messages.
 
 Every error kertransfer raises on bad input derives from
-:class:`KertransferError` *and* from the builtin that fits (``ValueError``,
+`KertransferError` *and* from the builtin that fits (``ValueError``,
 ``TypeError``, ``FileNotFoundError``, ...), so callers can catch either.
 
 Messages say what happened, what was expected, how to fix it when there is a

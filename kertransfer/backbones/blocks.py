@@ -10,7 +10,7 @@ The rule, used for every backbone:
    layer (``unmatched="next"``). Layers before the first match join the first
    block; layers after the last match join the last block.
 
-For a ``keras.Model`` that is not in the registry, :func:`blocks_from_model`
+For a ``keras.Model`` that is not in the registry, `blocks_from_model`
 derives the patterns: each top-level layer that owns weights, except
 normalization layers, opens a block named after it; every other layer
 (inputs, activations, pooling, normalization, dropout) joins the block before

@@ -1,4 +1,4 @@
-"""The backbone registry: names to :class:`BackboneSpec`."""
+"""The backbone registry: names to `BackboneSpec`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def register_backbone(
 ) -> BackboneSpec:
     """Add a backbone to the registry.
 
-    Pass a ready :class:`BackboneSpec`, or a name and a constructor plus the
+    Pass a ready `BackboneSpec`, or a name and a constructor plus the
     spec fields. The constructor is called as
     ``constructor(include_top=False, weights=..., input_shape=(H, W, C))``.
 
@@ -48,9 +48,9 @@ def register_backbone(
         preprocessing: ``"caffe"``, ``"tf"``, ``"torch"``, ``"builtin"`` or ``"none"``.
         default_size: Default input height/width.
         min_size: Minimum input height/width.
-        unmatched: ``"previous"`` or ``"next"`` (see :mod:`kertransfer.backbones.blocks`).
+        unmatched: ``"previous"`` or ``"next"`` (see `kertransfer.backbones.blocks`).
         overwrite: Replace an existing registration of the same name.
-        **kwargs: Other :class:`BackboneSpec` fields.
+        **kwargs: Other `BackboneSpec` fields.
 
     Returns:
         The registered spec.
@@ -59,7 +59,7 @@ def register_backbone(
         InvalidArgumentError: The name is taken and ``overwrite`` is False,
             or the spec fields are invalid.
 
-    Example:
+    Examples:
         >>> import keras, kertransfer as kt
         >>> def tiny(include_top=False, weights=None, input_shape=(32, 32, 3)):
         ...     inputs = keras.Input(input_shape)
@@ -157,7 +157,7 @@ def list_backbones(pattern: str | None = None, family: str | None = None) -> lis
         pattern: Optional shell-style filter, e.g. ``"efficientnet_*"``.
         family: Optional family filter, e.g. ``"resnet"``.
 
-    Example:
+    Examples:
         >>> import kertransfer as kt
         >>> kt.list_backbones("resnet*_v2")
         ['resnet101_v2', 'resnet152_v2', 'resnet50_v2']

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from kertransfer.version import __version__
 
+_FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
 
 def _freeze_arg(text: str):
     """Parse --freeze: all, none, an int (blocks), a float (fraction) or a block name."""
@@ -42,7 +44,7 @@ def _size_arg(text: str) -> tuple[int, int]:
 def _add_backbones(sub) -> None:
     p = sub.add_parser("backbones", help="list the registered backbones",
                        description="List the registered backbones with their input sizes, "
-                       "preprocessing and block counts.")
+                       "preprocessing and block counts.", formatter_class=_FORMATTER)
     p.add_argument("--filter", default=None, help="shell-style name filter, e.g. 'efficientnet*'")
     p.add_argument("--family", default=None, help="only this family, e.g. resnet")
     p.add_argument("--blocks", action="store_true", help="also list each backbone's block names")
@@ -52,7 +54,8 @@ def _add_backbones(sub) -> None:
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="show what trains in a saved model",
                        description="Print the per-block trainable summary of a .keras model "
-                       "built by kertransfer (or of model.keras in a run folder).")
+                       "built by kertransfer (or of model.keras in a run folder).",
+                       formatter_class=_FORMATTER)
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(command="info")
@@ -63,33 +66,40 @@ def _add_data_args(p) -> None:
                    help="digits, digits_m, tfds:NAME, or a folder of class subfolders")
     p.add_argument("--image-size", type=_size_arg, default=None,
                    help="image size, e.g. 32 or 224,224 (default: the backbone's default)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--validation-split", type=float, default=0.2)
-    p.add_argument("--test-split", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=32, help="batch size")
+    p.add_argument("--validation-split", type=float, default=0.2,
+                   help="fraction held out for validation (stratified)")
+    p.add_argument("--test-split", type=float, default=0.0,
+                   help="fraction held out for a final test (stratified)")
     p.add_argument("--samples-per-class", type=int, default=None,
                    help="keep this many training examples per class")
     p.add_argument("--augment", action="store_true", help="flip/rotate/zoom/contrast in training")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling and init")
 
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a transfer model and save the run",
-                       description="Build a transfer model, train it, and write RUN_DIR with "
-                       "model.keras, config.json, history.json and learning_curve.png.")
+                       description="Build a transfer model, train it, and write the run folder "
+                       "given by --out with model.keras, config.json, history.json and "
+                       "learning_curve.png.", formatter_class=_FORMATTER)
     _add_data_args(p)
     p.add_argument("--backbone", required=True, help="a registry name (kertransfer backbones)")
     p.add_argument("--weights", type=_weights_arg, default="imagenet",
                    help="imagenet, none, or a .keras / .weights.h5 file")
     p.add_argument("--freeze", type=_freeze_arg, default="all",
                    help="all, none, N blocks from the bottom, a fraction, or a block name")
-    p.add_argument("--bn", default="frozen", choices=["frozen", "trainable"])
-    p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--head-units", type=int, nargs="*", default=[])
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--bn", default="frozen", choices=["frozen", "trainable"],
+                   help="frozen: every BatchNorm layer stays in inference mode")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout rate in the head")
+    p.add_argument("--head-units", type=int, nargs="*", default=[],
+                   help="widths of extra dense layers in the head")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
+                   help="optimizer")
     p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
+    p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2],
+                   help="0 silent, 1 progress bars, 2 one line per epoch")
     p.set_defaults(command="train")
 
 
@@ -98,14 +108,15 @@ def _add_demo(sub) -> None:
                        description="Pretrain a backbone on the embedded digits, transfer it to "
                        "digits_m with few labels per class, train the same network from "
                        "scratch on the same labels, and print held-out accuracy for each. "
-                       "Runs offline.")
+                       "Runs offline.", formatter_class=_FORMATTER)
     p.add_argument("--out", default="runs/demo", help="run folder to write")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="seeds to run (the table shows mean and sd over them)")
     p.add_argument("--labels-per-class", type=int, default=10)
     p.add_argument("--backbone", default="mobilenet_v3_small")
     p.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run)")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="0 silent, 1 steps, 2 also one line per epoch")
     p.set_defaults(command="demo")
 
 

@@ -1,4 +1,4 @@
-"""Data sources for transfer learning, all loaded into one :class:`DataBundle`.
+"""Data sources for transfer learning, all loaded into one `DataBundle`.
 
 Sources: the embedded ``"digits"`` and ``"digits_m"`` datasets (offline),
 ``"tfds:NAME"`` (TensorFlow Datasets), a folder of class subfolders, or

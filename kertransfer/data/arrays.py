@@ -177,7 +177,7 @@ def arrays_source(
     image_size: tuple[int, int],
     description: str = "arrays",
 ) -> SourceData:
-    """Wrap validated arrays (see :func:`check_arrays`) as a :class:`SourceData`.
+    """Wrap validated arrays (see `check_arrays`) as a `SourceData`.
 
     Args:
         x: Images ``[N, H, W, C]``, ``C`` in 1, 3, 4.

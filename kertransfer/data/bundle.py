@@ -1,4 +1,4 @@
-"""The :class:`DataBundle`: what :func:`kertransfer.data.load` returns."""
+"""The `DataBundle`: what `kertransfer.data.load` returns."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@
     stroke inverts the photo's colours under it. The draws do not depend on
     ``image_size`` or on any user seed, so ``digits_m`` is one fixed dataset
     (the same pixels at a given size every time, and the same scenes at
-    every size); the ``seed`` of :func:`kertransfer.data.load` only drives
+    every size); the ``seed`` of `kertransfer.data.load` only drives
     splits, shuffling and augmentation.
 
 Measured on 32x32 images: raw-pixel logistic regression with 10 labels per

@@ -1,4 +1,4 @@
-"""``load()``: any data source to a :class:`DataBundle` of tf.data pipelines."""
+"""``load()``: any data source to a `DataBundle` of tf.data pipelines."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ _SOURCES = (
 
 
 def list_sources() -> dict[str, str]:
-    """Describe the data sources :func:`load` accepts.
+    """Describe the data sources `load` accepts.
 
     Returns:
         ``{source: description}``: one entry per embedded dataset (usable as
@@ -218,7 +218,7 @@ def load(
 ) -> DataBundle:
     """Load an image classification source into train/val/test tf.data pipelines.
 
-    Example::
+    Examples::
 
         data = kertransfer.data.load("digits_m", image_size=(32, 32),
                                      validation_split=0.2, augment=True)
@@ -229,7 +229,7 @@ def load(
             ``"tfds:NAME"`` or ``"tfds:NAME/CONFIG"`` (the dataset's train
             split); a folder path (``str`` or ``pathlib.Path``) with one
             subfolder of images per class; or a tuple ``(x, y)`` of numpy
-            arrays. See :func:`list_sources`.
+            arrays. See `list_sources`.
         image_size: ``(height, width)`` every image is resized to (bilinear).
         batch_size: Batch size of all three datasets.
         validation_split: Fraction of examples held out for validation.
@@ -238,7 +238,7 @@ def load(
             shuffle and of the augmentation (not of the embedded data's content).
         augment: Train-time augmentation: ``None``/``False``, ``True`` or
             ``"default"``, a dict such as ``{"flip": "horizontal", "zoom": 0.1}``,
-            or a ``keras.layers.Layer``. See :func:`build_augmentation`.
+            or a ``keras.layers.Layer``. See `build_augmentation`.
         samples_per_class: Keep only this many training examples per class
             (after val/test are held out, so they stay complete).
         class_names: Arrays: the class names (their count fixes the classes).
@@ -253,7 +253,7 @@ def load(
         verbose: Folders: show a progress bar while checking files, and a summary line.
 
     Returns:
-        A :class:`DataBundle`. Splits are stratified per class and seeded;
+        A `DataBundle`. Splits are stratified per class and seeded;
         ``val``/``test`` are ``None`` when their fraction is 0.
 
     Raises:

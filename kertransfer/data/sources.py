@@ -1,6 +1,6 @@
-"""What every data source hands to :func:`kertransfer.data.load`.
+"""What every data source hands to `kertransfer.data.load`.
 
-A source (embedded, folder, TFDS, arrays) is read into a :class:`SourceData`:
+A source (embedded, folder, TFDS, arrays) is read into a `SourceData`:
 one integer label per example (so splits can be drawn without touching
 pixels) and a function that turns a set of example indices into an unbatched
 ``tf.data.Dataset`` of ``(image float32 [H, W, 3] in 0..255, label int32)``.

@@ -2,7 +2,7 @@
 
 The dataset's own ``"train"`` split is loaded with ``tfds.load(...,
 download=True)`` with the image left encoded; one cheap pass reads the labels,
-so :func:`kertransfer.data.load` can carve validation and test sets out of it
+so `kertransfer.data.load` can carve validation and test sets out of it
 with the same stratified, seeded split as every other source. Each split's
 dataset then keeps its examples by position (``enumerate`` + ``filter``) and
 only decodes those.

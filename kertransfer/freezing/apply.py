@@ -86,13 +86,13 @@ def _trainable_ids(model) -> set[int]:
 
 def freeze(model, freeze: Any = "all", *, bn: str | None = None, recompile: bool = True,
            verbose: bool = False):
-    """Apply a freeze policy to a model built by :func:`build_transfer_model`.
+    """Apply a freeze policy to a model built by `build_transfer_model`.
 
     Args:
         model: A model from ``build_transfer_model`` (or loaded from its ``.keras`` file).
         freeze: ``"all"``, ``"none"``, a number of blocks from the bottom, a
             fraction of the blocks, a block name (frozen up to and including
-            it), a list of these, or a :class:`FreezePolicy`.
+            it), a list of these, or a `FreezePolicy`.
         bn: ``"frozen"`` or ``"trainable"``; ``None`` keeps the model's mode.
         recompile: When the model is already compiled and its trainable set
             changed, recompile it so that the next ``fit`` trains the new set
@@ -107,7 +107,7 @@ def freeze(model, freeze: Any = "all", *, bn: str | None = None, recompile: bool
         InvalidTypeError: ``model`` was not built by kertransfer.
         FreezeError: The policy does not fit the backbone.
 
-    Example:
+    Examples:
         >>> import kertransfer as kt
         >>> model = kt.build_transfer_model("mobilenet_v3_small", num_classes=3,
         ...                                 input_shape=(32, 32, 3), weights=None)
@@ -155,8 +155,8 @@ def _after_change(model, recompile: bool) -> None:
         return
     warnings.warn(
         "The trainable layers changed after training had started, so the model was "
-        "recompiled and its optimizer state starts afresh. To keep optimizer state across "
-        "unfreezing, use kertransfer's staged-unfreezing callbacks.",
+        "recompiled and its optimizer state starts afresh. To keep it, set the freeze policy "
+        "before the first fit(), or pass recompile=False and manage compilation yourself.",
         stacklevel=3,
     )
 

@@ -2,9 +2,9 @@
 
 A policy decides, for each layer of a backbone, whether it is frozen. Layers
 are grouped into the backbone's ordered blocks (see
-:mod:`kertransfer.backbones.blocks`), so depths count blocks, not layers.
+`kertransfer.backbones.blocks`), so depths count blocks, not layers.
 Policies compose: ``FreezeBlocks(4) + FreezeBatchNorm()`` freezes what either
-freezes. Every policy has ``get_config``; :func:`policy_from_config` revives it.
+freezes. Every policy has ``get_config``; `policy_from_config` revives it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class FreezeContext:
 
 
 class FreezePolicy:
-    """Base class. Subclasses implement :meth:`frozen` and :meth:`get_config`."""
+    """Base class. Subclasses implement `frozen` and `get_config`."""
 
     def frozen(self, ctx: FreezeContext) -> list[bool]:
         """Return, for each layer in ``ctx.layers``, whether it is frozen."""
@@ -196,7 +196,7 @@ class Compose(FreezePolicy):
     """Freeze what any of ``policies`` freezes.
 
     Args:
-        policies: Policies or shorthands (see :func:`resolve_policy`).
+        policies: Policies or shorthands (see `resolve_policy`).
     """
 
     def __init__(self, policies: Sequence[Any]):
@@ -214,6 +214,9 @@ class Compose(FreezePolicy):
 
     def get_config(self):
         return {"policies": [policy_to_config(p) for p in self.policies]}
+
+    def __repr__(self) -> str:
+        return " + ".join(repr(p) for p in self.policies) or "Compose([])"
 
     @classmethod
     def from_config(cls, config):
@@ -233,7 +236,7 @@ def policy_to_config(policy: FreezePolicy) -> dict[str, Any]:
 
 
 def policy_from_config(config: dict[str, Any]) -> FreezePolicy:
-    """Revive a policy serialized by :func:`policy_to_config`."""
+    """Revive a policy serialized by `policy_to_config`."""
     cls = POLICIES.get(config.get("class_name", ""))
     if cls is None:
         raise FreezeError(
@@ -248,7 +251,7 @@ def resolve_policy(freeze: Any) -> FreezePolicy:
 
     ``"all"``, ``"none"``, an int (blocks from the bottom), a float in [0, 1]
     (fraction of blocks), a block name, a list of these (composed), or a
-    :class:`FreezePolicy`.
+    `FreezePolicy`.
     """
     if isinstance(freeze, FreezePolicy):
         return freeze

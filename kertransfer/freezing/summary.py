@@ -21,7 +21,7 @@ def _count(variables) -> int:
 
 @dataclasses.dataclass
 class BlockRow:
-    """One row of a :class:`TrainableSummary`."""
+    """One row of a `TrainableSummary`."""
 
     block: str
     layers: int
@@ -125,7 +125,7 @@ def trainable_summary(model, print_fn: Callable[[str], None] | None = print) -> 
         print_fn: Where to print; ``None`` prints nothing.
 
     Returns:
-        A :class:`TrainableSummary` (``str()`` gives the table).
+        A `TrainableSummary` (``str()`` gives the table).
     """
     _require_transfer_model(model)
     ctx = block_context(model)

@@ -150,7 +150,7 @@ def build_transfer_model(
     Args:
         backbone: A registry name (``kertransfer.list_backbones()``), or any
             headless ``keras.Model`` (its blocks follow the rule in
-            :mod:`kertransfer.backbones.blocks` unless ``blocks`` is given;
+            `kertransfer.backbones.blocks` unless ``blocks`` is given;
             the model object is used as-is, not copied).
         num_classes: Number of classes (output units).
         input_shape: ``(height, width, channels)``; defaults to the
@@ -166,7 +166,7 @@ def build_transfer_model(
         freeze: ``"all"`` (train the head only), ``"none"``, a number of blocks
             frozen from the bottom, a fraction of the blocks, a block name
             (frozen up to and including it), a list of these, or a
-            :class:`kertransfer.freezing.FreezePolicy`.
+            `kertransfer.freezing.FreezePolicy`.
         bn: ``"frozen"``: every BatchNorm layer stays in inference mode, also
             in unfrozen blocks (the usual good default for small data);
             ``"trainable"``: BatchNorm layers in unfrozen blocks train.
@@ -180,7 +180,7 @@ def build_transfer_model(
         verbose: Print the weight-loading report and the trainable summary.
 
     Returns:
-        A :class:`TransferModel` (a functional ``keras.Model``), not compiled.
+        A `TransferModel` (a functional ``keras.Model``), not compiled.
 
     Raises:
         UnknownBackboneError: ``backbone`` is not registered.
@@ -190,7 +190,7 @@ def build_transfer_model(
         WeightsMismatchError: The weights file is for another architecture.
         FreezeError: The freeze policy does not fit the backbone.
 
-    Example:
+    Examples:
         >>> import kertransfer as kt
         >>> model = kt.build_transfer_model("mobilenet_v3_small", num_classes=5,
         ...                                 input_shape=(32, 32, 3), weights=None)

@@ -32,7 +32,7 @@ class TransferModel(keras.Model):
 
     The graph is ``image (raw 0-255) -> Preprocess -> backbone -> pooling ->
     dropout -> [Dense(units, relu) -> dropout]* -> predictions``. Build it with
-    :func:`kertransfer.build_transfer_model`, which validates the arguments
+    `kertransfer.build_transfer_model`, which validates the arguments
     and loads weights; this class holds the structure and the metadata that
     freezing, saving and later stages need.
 
@@ -43,7 +43,7 @@ class TransferModel(keras.Model):
         dropout: Dropout rate before each dense layer of the head.
         head_units: Widths of hidden dense layers in the head.
         activation: ``"softmax"``, ``"sigmoid"`` (multi-label) or ``"logits"``.
-        preprocessing: The :class:`Preprocess` mode for raw images.
+        preprocessing: The `Preprocess` mode for raw images.
         block_patterns: Ordered ``(block_name, regex)`` pairs for the backbone.
         unmatched: Block rule for unmatched layers (``"previous"``/``"next"``).
         backbone_name: Registry name of the backbone, or ``"custom"``.

@@ -147,7 +147,7 @@ def copy_weights_by_name(target: keras.Model, source: keras.Model, source_name: 
         strict: Raise unless every target layer with weights was matched.
 
     Returns:
-        A :class:`WeightsReport`.
+        A `WeightsReport`.
 
     Raises:
         WeightsMismatchError: ``strict`` and the architectures differ.

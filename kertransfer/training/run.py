@@ -54,7 +54,7 @@ def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | An
 
 @dataclasses.dataclass
 class TrainResult:
-    """What :func:`train` returns.
+    """What `train` returns.
 
     Attributes:
         model: The trained model.
@@ -89,7 +89,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
           out: str | os.PathLike | None = None, config: dict | None = None,
           verbose: int = 1, compile: bool = True, validate_each_epoch: bool = True
           ) -> TrainResult:
-    """Fit ``model`` on ``data`` (a :class:`kertransfer.data.DataBundle`), evaluate, save.
+    """Fit ``model`` on ``data`` (a `kertransfer.data.DataBundle`), evaluate, save.
 
     Args:
         model: A model from ``build_transfer_model``.
@@ -99,7 +99,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
         optimizer: Optimizer name or instance (when compiling here).
         callbacks: Extra Keras callbacks.
         recalibrate_bn: After training, recompute the moving statistics of
-            BatchNorm layers that trained (see :func:`recalibrate_batchnorm`).
+            BatchNorm layers that trained (see `recalibrate_batchnorm`).
             ``"auto"`` does it when any BatchNorm layer was trainable.
         out: A run folder to write (``model.keras``, ``config.json``,
             ``history.json``, ``learning_curve.png``); written atomically.
@@ -112,7 +112,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
             lag, and per-epoch validation scores look like chance.
 
     Returns:
-        A :class:`TrainResult`.
+        A `TrainResult`.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise InvalidArgumentError(
