@@ -71,6 +71,7 @@ def docs(session: nox.Session) -> None:
     """
     session.install("-e", ".[docs]", "ruff")  # ruff formats the API signatures
     session.run("python", "docs/gen_backbones.py", env=_env())
+    session.run("python", "docs/gen_cli.py", env=_env())
     session.run("mkdocs", "build", "--strict", *session.posargs,
                 env=_env(NO_MKDOCS_2_WARNING="1"))
 

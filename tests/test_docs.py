@@ -92,3 +92,12 @@ def test_every_page_is_in_the_nav():
     pages = sorted(p.name for p in DOCS.glob("*.md"))
     missing = [page for page in pages if page not in nav]
     assert not missing, f"pages missing from the mkdocs.yml nav: {missing}"
+
+
+def test_cli_help_blocks_match_the_parser():
+    spec = importlib.util.spec_from_file_location("gen_cli", DOCS / "gen_cli.py")
+    gen_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_cli)
+    text = gen_cli.CLI_MD.read_text()
+    assert gen_cli.BLOCK.search(text), "docs/cli.md has no help blocks"
+    assert gen_cli.render(text) == text, "run: python docs/gen_cli.py"
