@@ -90,3 +90,31 @@ def test_save_run_is_atomic(tmp_path, tiny_backbone_name):
     # The old run is intact and no temporary folder is left behind.
     assert json.loads((out / "config.json").read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_recalibration_fixes_the_small_data_collapse():
+    # DESIGN.md trap 1, the very case: a small BatchNorm CNN fits 900 digits in
+    # about 195 steps (momentum 0.99) and collapses in inference mode.
+    data = kt.data.load("digits", image_size=(16, 16), batch_size=32, seed=0, verbose=0)
+    x, y = data.as_numpy("train")
+    x, y = x[:900], y[:900]
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Rescaling(1 / 255.0)(inputs)
+    for filters in (16, 32):
+        h = keras.layers.Conv2D(filters, 3, padding="same")(h)
+        h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.ReLU()(h)
+        h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, batch_size=32, epochs=7, shuffle=True, verbose=0)  # 203 steps
+    train_mode = float(np.mean(np.argmax(keras.ops.convert_to_numpy(model(x[:300], training=True)),
+                                         -1) == y[:300]))
+    before = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    kt.recalibrate_batchnorm(model, [x[i:i + 100] for i in range(0, 900, 100)])
+    after = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    assert train_mode > 0.9
+    assert before < 0.5, "the collapse did not happen; the test no longer shows the trap"
+    assert after > 0.9

@@ -10,8 +10,12 @@ from kertransfer.training.run import (
     save_run,
     train,
 )
+from kertransfer.training.schedules import OneCycle, SlantedTriangular, WarmupCosine
 
 __all__ = [
+    "OneCycle",
+    "SlantedTriangular",
+    "WarmupCosine",
     "TrainResult",
     "batchnorm_layers",
     "compile_for_transfer",

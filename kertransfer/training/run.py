@@ -123,7 +123,8 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     start = time.perf_counter()
     bn_trained = bool(batchnorm_layers(model, "trainable"))
     val = data.val if validate_each_epoch else None
-    hist = model.fit(data.train, validation_data=val, epochs=epochs,
+    # The bundle's train split is shuffled already (seeded, every epoch).
+    hist = model.fit(data.train, validation_data=val, epochs=epochs, shuffle=False,
                      callbacks=list(callbacks or []), verbose=verbose)
     if recalibrate_bn is True or (recalibrate_bn == "auto" and bn_trained):
         recalibrate_batchnorm(model, _unaugmented_train(data), layers="trainable")
