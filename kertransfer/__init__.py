@@ -16,7 +16,7 @@ from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import KertransferError
 from kertransfer.freezing import freeze, trainable_summary
 from kertransfer.models import TransferModel, build_transfer_model
-from kertransfer.training import recalibrate_batchnorm
+from kertransfer.training import lr_find, recalibrate_batchnorm
 from kertransfer.version import __version__
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "freezing",
     "get_backbone_spec",
     "list_backbones",
+    "lr_find",
     "models",
     "recalibrate_batchnorm",
     "register_backbone",

@@ -7,7 +7,7 @@ def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
         "BackboneSpec", "KertransferError", "TransferModel", "__version__", "backbones",
         "build_transfer_model", "data", "errors", "freeze", "freezing", "get_backbone_spec",
-        "list_backbones", "models", "recalibrate_batchnorm", "register_backbone",
+        "list_backbones", "lr_find", "models", "recalibrate_batchnorm", "register_backbone",
         "trainable_summary", "training",
     ])
     for name in kt.__all__:

@@ -1,6 +1,7 @@
 """Training: fitting, BatchNorm recalibration, run folders."""
 
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from kertransfer.training.lr_find import LRFindResult, lr_find
 from kertransfer.training.run import (
     TrainResult,
     compile_for_transfer,
@@ -13,6 +14,8 @@ from kertransfer.training.run import (
 from kertransfer.training.schedules import OneCycle, SlantedTriangular, WarmupCosine
 
 __all__ = [
+    "LRFindResult",
+    "lr_find",
     "OneCycle",
     "SlantedTriangular",
     "WarmupCosine",

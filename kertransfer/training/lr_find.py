@@ -1,0 +1,205 @@
+"""`lr_find`: the learning-rate range test (Smith 2017; fastai's ``lr_find``).
+
+The rate grows exponentially from ``start_lr`` to ``end_lr`` over ``steps``
+training steps while the loss of each batch is recorded; the test stops early
+when the smoothed loss diverges. It runs on a copy of the model with a fresh
+optimizer of the same kind, so the model's weights and its optimizer state
+are exactly as they were afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+from kertransfer.errors import InvalidArgumentError, format_message
+
+SUGGESTIONS = ("steep", "valley", "minimum")
+
+
+@dataclasses.dataclass
+class LRFindResult:
+    """What :func:`lr_find` measured.
+
+    Attributes:
+        lrs: The learning rate of each step.
+        losses: The raw loss of each step's batch.
+        smoothed: The bias-corrected exponential moving average of the losses.
+        suggestions: ``{"steep": lr, "valley": lr, "minimum": lr}``: the
+            steepest descent of the smoothed loss, fastai's "valley" rule, and
+            a tenth of the rate at the lowest loss.
+        suggestion: The rate chosen by ``method``.
+        plot: The PNG written, or None.
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    suggestions: dict[str, float]
+    suggestion: float
+    plot: str | None = None
+
+
+def _batches(data):
+    source = getattr(data, "train", data)
+    while True:
+        count = 0
+        for batch in source:
+            count += 1
+            yield batch
+        if count == 0:
+            raise InvalidArgumentError(
+                format_message("lr_find got no batch from the data.",
+                               expected="a non-empty dataset of (images, labels) batches",
+                               received={"data": data})
+            )
+
+
+def _copy_for_search(model, start_lr: float):
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    optimizer = getattr(model, "optimizer", None) if getattr(model, "compiled", False) else None
+    if optimizer is not None:
+        config = optimizer.get_config()
+        config["learning_rate"] = start_lr
+        new_optimizer = type(optimizer).from_config(config)
+        loss = model.loss
+    else:
+        new_optimizer = keras.optimizers.Adam(start_lr)
+        from kertransfer.training.run import loss_for
+
+        loss = loss_for(model)
+    clone.compile(optimizer=new_optimizer, loss=loss)
+    return clone
+
+
+def _suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
+    n = len(lrs)
+    best = int(np.argmin(smoothed))
+    log_lrs = np.log10(lrs)
+    head = max(best, 2)
+    grads = np.gradient(smoothed[:head], log_lrs[:head]) if head >= 2 else np.zeros(1)
+    steep = float(lrs[int(np.argmin(grads))])
+    # fastai's valley: the longest run of decreasing loss, 2/3 of the way down it.
+    lengths = np.ones(n, dtype=int)
+    starts = np.arange(n)
+    for i in range(1, n):
+        if smoothed[i] < smoothed[i - 1]:
+            lengths[i] = lengths[i - 1] + 1
+            starts[i] = starts[i - 1]
+    end = int(np.argmax(lengths))
+    start = int(starts[end])
+    valley = float(lrs[start + (end - start) * 2 // 3])
+    return {"steep": steep, "valley": valley, "minimum": float(lrs[best]) / 10.0}
+
+
+def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
+            steps: int = 100, method: str = "valley", smoothing: float = 0.98,
+            diverge: float = 4.0, plot: str | os.PathLike | None = "lr_find.png",
+            verbose: int = 1) -> LRFindResult:
+    """Run an exponential learning-rate range test and suggest a rate.
+
+    Args:
+        model: A Keras model (compiled or not; uncompiled transfer models get
+            the loss that matches their head and Adam).
+        data: A ``kertransfer.data.DataBundle`` (its ``train`` split) or an
+            iterable of ``(images, labels)`` batches; it is cycled as needed.
+        start_lr: First rate.
+        end_lr: Last rate.
+        steps: Number of steps (a few hundred at most is plenty).
+        method: Which suggestion to return: ``"valley"`` (fastai's default),
+            ``"steep"`` or ``"minimum"``.
+        smoothing: EMA factor of the loss (0 turns smoothing off).
+        diverge: Stop when the smoothed loss exceeds this many times its best.
+        plot: Where to write the loss-against-rate plot (None: no plot).
+        verbose: Print the suggestions.
+
+    Returns:
+        An `LRFindResult`; ``.suggestion`` is the rate to use.
+
+    Raises:
+        InvalidArgumentError: Bad rates, steps, method, or empty data.
+    """
+    if not (isinstance(start_lr, numbers.Real) and isinstance(end_lr, numbers.Real)
+            and 0 < start_lr < end_lr):
+        raise InvalidArgumentError(
+            format_message("lr_find needs 0 < start_lr < end_lr.",
+                           received={"start_lr": start_lr, "end_lr": end_lr})
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 5:
+        raise InvalidArgumentError(
+            format_message("steps must be an integer of at least 5.", received={"steps": steps})
+        )
+    if method not in SUGGESTIONS:
+        raise InvalidArgumentError(
+            format_message("Unknown suggestion method.", expected=f"one of {SUGGESTIONS}",
+                           received={"method": method})
+        )
+    clone = _copy_for_search(model, start_lr)
+    factor = (end_lr / start_lr) ** (1.0 / (steps - 1))
+    lrs, losses, smoothed = [], [], []
+    avg, best = 0.0, math.inf
+    batches = _batches(data)
+    progbar = keras.utils.Progbar(steps, verbose=1 if verbose else 0, unit_name="step")
+    for i in range(steps):
+        lr = start_lr * factor**i
+        clone.optimizer.learning_rate = lr
+        x, y = next(batches)[:2]
+        clone.reset_metrics()
+        out = clone.train_on_batch(x, y, return_dict=True)
+        loss = float(out["loss"])
+        lrs.append(lr)
+        losses.append(loss)
+        if not math.isfinite(loss):
+            break
+        avg = smoothing * avg + (1 - smoothing) * loss
+        value = avg / (1 - smoothing ** (i + 1)) if smoothing else loss
+        smoothed.append(value)
+        best = min(best, value)
+        progbar.update(i + 1, [("loss", value)])
+        if i > 5 and value > diverge * best:
+            break
+    lrs, losses = lrs[: len(smoothed)], losses[: len(smoothed)]
+    suggestions = _suggest(np.array(lrs), np.array(smoothed))
+    result = LRFindResult(lrs, losses, smoothed, suggestions, suggestions[method])
+    if plot is not None:
+        result.plot = os.fspath(plot)
+        _plot(result, plot)
+    if verbose:
+        shown = ", ".join(f"{k} {v:.2e}" for k, v in suggestions.items())
+        print(f"\nlr_find: {len(lrs)} steps; suggestions: {shown}; using {method} = "
+              f"{result.suggestion:.2e}" + (f"; plot {result.plot}" if result.plot else ""))
+    del clone
+    return result
+
+
+def _plot(result: LRFindResult, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
+    ax.plot(result.lrs, result.smoothed, label="smoothed loss")
+    for name, lr in result.suggestions.items():
+        ax.axvline(lr, linestyle="--", linewidth=1, label=f"{name} {lr:.1e}",
+                   color={"steep": "C2", "valley": "C3", "minimum": "C4"}[name])
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    if result.smoothed:
+        low = min(min(result.losses), min(result.smoothed))
+        top = float(np.nanpercentile(result.smoothed, 95))
+        pad = 0.1 * max(top - low, 1e-3)
+        ax.set_ylim(low - pad, top + pad)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

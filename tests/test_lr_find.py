@@ -1,0 +1,45 @@
+"""The learning-rate range test."""
+
+import keras
+import numpy as np
+import pytest
+
+import kertransfer as kt
+from kertransfer.errors import InvalidArgumentError
+from kertransfer.training import lr_find
+
+
+@pytest.mark.backend_agnostic
+def test_lr_find_suggests_a_sane_rate_and_leaves_the_model_alone(tmp_path, tiny_backbone_name,
+                                                                  tiny_data):
+    x, y = tiny_data
+    batches = [(x[i:i + 25], y[i:i + 25]) for i in range(0, 200, 25)]
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, freeze="none", bn="trainable")
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=50, verbose=0)  # the optimizer has state now
+    weights = [w.copy() for w in model.get_weights()]
+    opt_state = [np.array(keras.ops.convert_to_numpy(v)) for v in model.optimizer.variables]
+    result = lr_find(model, batches, steps=60, end_lr=1e4, plot=tmp_path / "lr.png",
+                     verbose=0)
+    assert (tmp_path / "lr.png").stat().st_size > 0
+    assert 1e-6 < result.suggestion < 1.0
+    assert result.lrs == sorted(result.lrs) and len(result.lrs) == len(result.smoothed)
+    assert len(result.lrs) < 60, "the loss diverges at huge rates and stops the test early"
+    assert min(result.smoothed) < result.smoothed[0]
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
+    for v, before in zip(model.optimizer.variables, opt_state):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), before)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+
+
+def test_lr_find_rejects_bad_arguments(tiny_backbone_name):
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    with pytest.raises(InvalidArgumentError, match="Received: start_lr=1.0, end_lr=0.1"):
+        lr_find(model, [], start_lr=1.0, end_lr=0.1)
+    with pytest.raises(InvalidArgumentError, match="Received: method='best'"):
+        lr_find(model, [], method="best")
+    with pytest.raises(InvalidArgumentError, match="no batch"):
+        lr_find(model, [], plot=None, verbose=0)
