@@ -10,7 +10,7 @@ Quick start::
     kt.trainable_summary(model)
 """
 
-from kertransfer import backbones, data, errors, freezing, models, training
+from kertransfer import backbones, callbacks, data, errors, freezing, models, training
 from kertransfer.backbones import get_backbone_spec, list_backbones, register_backbone
 from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import KertransferError
@@ -26,6 +26,7 @@ __all__ = [
     "__version__",
     "backbones",
     "build_transfer_model",
+    "callbacks",
     "data",
     "errors",
     "freeze",

@@ -1,0 +1,54 @@
+"""Rebuilding an optimizer for a new trainable set while keeping its state.
+
+Keras optimizers are built on a fixed list of variables and refuse others
+("Unknown variable"), and recompiling loses their state. When the trainable
+set changes inside one ``fit()``, kertransfer builds a fresh optimizer of the
+same kind and configuration on the new set and copies, by name, every state
+variable that still applies: the iteration count, the learning-rate variable,
+and the slots (moments) of variables that were already training. Slots of
+newly trainable variables start fresh. Slot variables are named after the
+path of the variable they belong to, so matching by name is exact.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+def rebuild_optimizer(model, trainable_variables=None) -> keras.optimizers.Optimizer:
+    """Give ``model`` a fresh optimizer built on its current trainable set, state kept.
+
+    Args:
+        model: A compiled Keras model.
+        trainable_variables: The variables to build on (default: the model's
+            trainable variables now).
+
+    Returns:
+        The new optimizer, already installed as ``model.optimizer``.
+    """
+    old = model.optimizer
+    new = type(old).from_config(old.get_config())
+    variables = list(model.trainable_variables if trainable_variables is None
+                     else trainable_variables)
+    new.build(variables)
+    if getattr(old, "built", False):
+        old_by_name = {}
+        for v in old.variables:
+            old_by_name.setdefault(v.name, v)
+        for v in new.variables:
+            src = old_by_name.get(v.name)
+            if src is not None and tuple(src.shape) == tuple(v.shape):
+                v.assign(src.value if hasattr(src, "value") else src)
+    model.optimizer = new
+    return new
+
+
+def reset_step_functions(model) -> None:
+    """Make the next train/test/predict step retrace with the current variables."""
+    for attr in ("train_function", "test_function", "predict_function"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    if hasattr(model, "make_train_function"):
+        model.make_train_function(force=True)
+    if hasattr(model, "_jax_state_synced"):
+        model._jax_state_synced = True
