@@ -6,7 +6,8 @@ import kertransfer as kt
 def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
         "BackboneSpec", "KertransferError", "TransferModel", "__version__", "backbones",
-        "build_transfer_model", "callbacks", "data", "errors", "freeze", "freezing", "get_backbone_spec",
+        "build_transfer_model", "callbacks", "data", "errors", "freeze", "freezing",
+        "get_backbone_spec",
         "list_backbones", "lr_find", "models", "recalibrate_batchnorm", "register_backbone",
         "trainable_summary", "training",
     ])
