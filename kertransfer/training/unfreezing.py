@@ -83,6 +83,12 @@ class StagedUnfreezing(keras.callbacks.Callback):
             float learning rate, not a schedule).
         verbose: Print a line at each stage boundary.
 
+    With ``keras.callbacks.BackupAndRestore`` (listed before this callback),
+    a run killed mid-stage resumes at the saved epoch in the right stage, with
+    the right trainable set and weights. The optimizer's moments restart there:
+    Keras skips loading a saved optimizer state whose variable count differs
+    from the optimizer it builds at the start of ``fit`` (it warns so).
+
     Examples:
         ``model.fit(train, epochs=12, callbacks=[StagedUnfreezing([(0, "head"), (3, 2),
         (6, 4), (9, "all")])])``
