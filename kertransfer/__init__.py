@@ -10,7 +10,16 @@ Quick start::
     kt.trainable_summary(model)
 """
 
-from kertransfer import backbones, callbacks, data, errors, freezing, models, training
+from kertransfer import (
+    backbones,
+    callbacks,
+    data,
+    errors,
+    freezing,
+    models,
+    optimizers,
+    training,
+)
 from kertransfer.backbones import get_backbone_spec, list_backbones, register_backbone
 from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import KertransferError
@@ -35,6 +44,7 @@ __all__ = [
     "list_backbones",
     "lr_find",
     "models",
+    "optimizers",
     "recalibrate_batchnorm",
     "register_backbone",
     "trainable_summary",

@@ -7,9 +7,8 @@ def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
         "BackboneSpec", "KertransferError", "TransferModel", "__version__", "backbones",
         "build_transfer_model", "callbacks", "data", "errors", "freeze", "freezing",
-        "get_backbone_spec",
-        "list_backbones", "lr_find", "models", "recalibrate_batchnorm", "register_backbone",
-        "trainable_summary", "training",
+        "get_backbone_spec", "list_backbones", "lr_find", "models", "optimizers",
+        "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training",
     ])
     for name in kt.__all__:
         assert hasattr(kt, name), name

@@ -187,3 +187,19 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, pattern):
 def test_bad_backbone_type():
     with pytest.raises(InvalidTypeError, match="Received: backbone=42"):
         kt.build_transfer_model(42, num_classes=3)
+
+
+@pytest.mark.backend_agnostic
+def test_compiled_model_round_trip_keeps_optimizer_state(tmp_path, tiny_backbone_name):
+    model = kt.build_transfer_model(tiny_backbone_name, 3, input_shape=(16, 16, 3),
+                                    weights=None, freeze=1)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(_x(8), np.arange(8) % 3, epochs=1, batch_size=4, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.compiled and type(loaded.optimizer) is keras.optimizers.Adam
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 2
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                      keras.ops.convert_to_numpy(b))

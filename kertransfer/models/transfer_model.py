@@ -99,6 +99,25 @@ class TransferModel(keras.Model):
         self.bn_mode = bn
         self.freeze_config = dict(freeze_config or {})
 
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        """``keras.Model.compile``, which also binds a discriminative optimizer to the blocks."""
+        super().compile(optimizer, *args, **kwargs)
+        opt = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        bind = getattr(opt, "bind_model", None)
+        if callable(bind):
+            bind(self)
+
+    # Keras restores the compile state of a saved model only when a model that
+    # overrides compile() also overrides these two.
+    def get_compile_config(self):
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)  # create its variables to load into
+
     @property
     def block_names(self) -> list[str]:
         """The backbone's block names, bottom first."""

@@ -30,6 +30,9 @@ def rebuild_optimizer(model, trainable_variables=None) -> keras.optimizers.Optim
     new = type(old).from_config(old.get_config())
     variables = list(model.trainable_variables if trainable_variables is None
                      else trainable_variables)
+    bind = getattr(new, "bind_model", None)  # discriminative optimizers know the blocks
+    if callable(bind):
+        bind(model)
     new.build(variables)
     if getattr(old, "built", False):
         old_by_name = {}
