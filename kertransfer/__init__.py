@@ -25,7 +25,7 @@ from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import KertransferError
 from kertransfer.freezing import freeze, trainable_summary
 from kertransfer.models import TransferModel, build_transfer_model
-from kertransfer.training import lr_find, recalibrate_batchnorm
+from kertransfer.training import fine_tune, lr_find, recalibrate_batchnorm
 from kertransfer.version import __version__
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "callbacks",
     "data",
     "errors",
+    "fine_tune",
     "freeze",
     "freezing",
     "get_backbone_spec",

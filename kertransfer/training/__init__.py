@@ -1,6 +1,7 @@
 """Training: fitting, BatchNorm recalibration, run folders."""
 
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from kertransfer.training.fine_tune import fine_tune
 from kertransfer.training.lr_find import LRFindResult, lr_find
 from kertransfer.training.run import (
     TrainResult,
@@ -22,6 +23,7 @@ __all__ = [
     "TrainResult",
     "batchnorm_layers",
     "compile_for_transfer",
+    "fine_tune",
     "evaluate_splits",
     "loss_for",
     "plot_history",

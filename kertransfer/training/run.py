@@ -180,8 +180,17 @@ def save_run(model, out: str | os.PathLike, config: dict, history: dict) -> path
     return out
 
 
-def plot_history(history: dict[str, list[float]], path, title: str | None = None) -> None:
-    """Save learning curves (loss and accuracy, train and validation) as a PNG."""
+def plot_history(history: dict[str, list[float]], path, title: str | None = None,
+                 stages=None) -> None:
+    """Save learning curves (loss and accuracy, train and validation) as a PNG.
+
+    Args:
+        history: ``{metric: [value per epoch]}``.
+        path: The PNG to write.
+        title: Optional figure title.
+        stages: Optional ``[(epoch, label), ...]`` (0-based epoch where each
+            stage begins); each boundary after the first is marked.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -195,6 +204,10 @@ def plot_history(history: dict[str, list[float]], path, title: str | None = None
         ax.plot(epochs, history[metric], label=f"train {metric}")
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], label=f"val {metric}")
+        for epoch, label in list(stages or [])[1:]:
+            ax.axvline(epoch + 0.5, color="gray", linestyle="--", linewidth=1)
+            ax.annotate(label, (epoch + 0.5, 1.0), xycoords=("data", "axes fraction"),
+                        rotation=90, va="top", ha="right", fontsize=7, color="gray")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()

@@ -1,0 +1,110 @@
+"""`fine_tune`: the two-phase recipe (linear probe, then fine-tune) in one call.
+
+Phase 1 trains the head on the frozen backbone for ``freeze_epochs``; phase 2
+unfreezes the backbone (all of it, or the top ``unfreeze`` blocks) and goes on
+for ``epochs`` more at ``base_lr * lr_mult`` (optionally with discriminative
+rates per block), in the same ``fit()`` through `StagedUnfreezing`, so the
+head's optimizer state carries over. With validation data, early stopping
+watches phase 2 and restores the best weights. This is LP-FT (Kumar et al.
+2022) and fastai's ``fine_tune``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import keras
+
+from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from kertransfer.training.run import compile_for_transfer
+from kertransfer.training.unfreezing import StagedUnfreezing
+
+
+def _count(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InvalidArgumentError(
+            format_message(f"{name} must be an integer of at least {minimum}.",
+                           received={name: value})
+        )
+    return int(value)
+
+
+def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_epochs: int = 1,
+              base_lr: float = 1e-3, lr_mult: float = 0.1, unfreeze: int | str = "all",
+              decay: float | None = None, optimizer: str = "adam", patience: int | None = 3,
+              recalibrate_bn: bool | str = "auto", callbacks=None,
+              verbose: int = 1) -> dict[str, Any]:
+    """Train the head on the frozen backbone, then fine-tune, in one ``fit()``.
+
+    Args:
+        model: A model from ``build_transfer_model`` (its freeze state is replaced).
+        train: A ``kertransfer.data.DataBundle`` or a dataset of ``(images, labels)``.
+        val: Validation data (default: the bundle's ``val`` split).
+        epochs: Epochs of phase 2 (fine-tuning); the run lasts
+            ``freeze_epochs + epochs`` epochs, as fastai's ``fine_tune``.
+        freeze_epochs: Epochs of phase 1 (head only).
+        base_lr: Learning rate of phase 1.
+        lr_mult: Phase 2 runs at ``base_lr * lr_mult``.
+        unfreeze: ``"all"`` or the number of top blocks to unfreeze in phase 2.
+        decay: If given, discriminative rates in phase 2: each block down trains
+            ``decay`` times slower than the one above.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        patience: Early-stopping patience (epochs of phase 2 without a better
+            ``val_loss``; best weights restored). None turns it off.
+        recalibrate_bn: Recompute BatchNorm statistics at the end when any
+            BatchNorm layer trained (``"auto"``), always (True), or never.
+        callbacks: Extra Keras callbacks.
+        verbose: Keras verbosity.
+
+    Returns:
+        ``{"history": {metric: [...]}, "stages": [(epoch, label), ...],
+        "stopped_epoch": int}``; ``stages`` gives the epoch (0-based) where
+        each phase began, for plots.
+    """
+    epochs = _count(epochs, "epochs", 1)
+    freeze_epochs = _count(freeze_epochs, "freeze_epochs", 0)
+    if isinstance(lr_mult, bool) or not isinstance(lr_mult, numbers.Real) or lr_mult <= 0:
+        raise InvalidArgumentError(
+            format_message("lr_mult must be a positive number.", received={"lr_mult": lr_mult})
+        )
+    train_ds = getattr(train, "train", train)
+    if val is None:
+        val = getattr(train, "val", None)
+    opt = optimizer
+    if decay is not None:
+        from kertransfer.training.discriminative import discriminative
+
+        names = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                 "sgd": keras.optimizers.SGD}
+        if optimizer not in names:
+            raise InvalidArgumentError(
+                format_message("Unknown optimizer name.", expected=f"one of {sorted(names)}",
+                               received={"optimizer": optimizer})
+            )
+        opt = discriminative(names[optimizer](base_lr), decay=decay)
+    compile_for_transfer(model, base_lr, opt)
+    schedule = [(0, "head"), (freeze_epochs, unfreeze, float(lr_mult))] if freeze_epochs \
+        else [(0, unfreeze, float(lr_mult))]
+    stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
+    cbs = [stages, *(callbacks or [])]
+    early = None
+    if val is not None and patience is not None:
+        early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
+                                              restore_best_weights=True,
+                                              start_from_epoch=freeze_epochs)
+        cbs.append(early)
+    hist = model.fit(train_ds, validation_data=val, epochs=freeze_epochs + epochs,
+                     shuffle=False, callbacks=cbs, verbose=verbose)
+    if recalibrate_bn is True or (recalibrate_bn == "auto"
+                                  and batchnorm_layers(model, "trainable")):
+        recalibrate_batchnorm(model, train_ds)
+    labels = ["head (backbone frozen)", f"fine-tune ({unfreeze} blocks, lr x{lr_mult:g})"]
+    marks = [(e, labels[-len(stages.stage_epochs):][i])
+             for i, e in enumerate(stages.stage_epochs)]
+    return {
+        "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()},
+        "stages": marks,
+        "stopped_epoch": int(early.stopped_epoch) if early is not None else 0,
+    }
