@@ -18,3 +18,4 @@ def test_guide_examples_run(page, tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, f"{page}", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "curve.png").exists() and (tmp_path / "lr_find.png").exists()
+    assert any((tmp_path / "feature-cache").iterdir())

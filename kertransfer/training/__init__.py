@@ -1,6 +1,11 @@
 """Training: fitting, BatchNorm recalibration, run folders."""
 
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from kertransfer.training.feature_cache import (
+    FeatureCache,
+    compute_features,
+    train_head_on_features,
+)
 from kertransfer.training.fine_tune import fine_tune
 from kertransfer.training.lr_find import LRFindResult, lr_find
 from kertransfer.training.run import (
@@ -15,6 +20,9 @@ from kertransfer.training.run import (
 from kertransfer.training.schedules import OneCycle, SlantedTriangular, WarmupCosine
 
 __all__ = [
+    "FeatureCache",
+    "compute_features",
+    "train_head_on_features",
     "LRFindResult",
     "lr_find",
     "OneCycle",

@@ -26,7 +26,7 @@ def loss_for(model) -> keras.losses.Loss:
 
 
 def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | Any = "adam",
-                         metrics=("accuracy",)) -> None:
+                         metrics=("accuracy",), steps_per_execution: int = 1) -> None:
     """Compile ``model`` with the loss matching its head and an optimizer.
 
     Args:
@@ -34,6 +34,8 @@ def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | An
         learning_rate: Learning rate, when ``optimizer`` is a name.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a Keras optimizer.
         metrics: Metrics to track.
+        steps_per_execution: Training steps per compiled call (more cuts the
+            per-step overhead of tiny models, such as a head on cached features).
     """
     if isinstance(optimizer, str):
         makers = {
@@ -49,7 +51,8 @@ def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | An
         optimizer = makers[optimizer]()
     if getattr(model, "activation", "softmax") == "sigmoid":
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
-    model.compile(optimizer=optimizer, loss=loss_for(model), metrics=list(metrics))
+    model.compile(optimizer=optimizer, loss=loss_for(model), metrics=list(metrics),
+                  steps_per_execution=steps_per_execution)
 
 
 @dataclasses.dataclass

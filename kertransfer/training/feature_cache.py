@@ -1,0 +1,184 @@
+"""Feature caching: run the frozen backbone once, train the head on its outputs.
+
+When the whole backbone is frozen and no augmentation runs, every epoch
+recomputes the same backbone outputs. `compute_features` runs the model up to
+its pooling layer once (inference mode, with a progress bar) and
+`train_head_on_features` trains the model's own head layers on the result;
+the head weights live in the model, so it is ready to use (or to fine-tune)
+afterwards. With the same seed, batch order and initial weights, the result
+equals training through the frozen backbone, up to float rounding.
+
+`FeatureCache` keeps features on disk, keyed by the backbone name, a digest of
+its weights, the input size, the preprocessing mode and a fingerprint of the
+images and labels; a change to any of these is a different key, so stale
+features are never read. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import keras
+import numpy as np
+
+from kertransfer.errors import InvalidArgumentError, format_message
+
+
+def _arrays(data: Any, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels as arrays, from a bundle, an (x, y) pair or a dataset of batches."""
+    if hasattr(data, "as_numpy"):
+        return data.as_numpy(split)
+    if isinstance(data, tuple) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    xs, ys = [], []
+    for batch in data:
+        xs.append(keras.ops.convert_to_numpy(batch[0]))
+        ys.append(keras.ops.convert_to_numpy(batch[1]))
+    if not xs:
+        raise InvalidArgumentError(
+            format_message("No data to compute features from.",
+                           expected="a DataBundle, (x, y) arrays, or a dataset of batches",
+                           received={"data": data})
+        )
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def feature_extractor(model) -> keras.Model:
+    """The part of a transfer model up to its pooling layer (its head's input)."""
+    names = [layer.name for layer in model.layers]
+    name = "pool" if "pool" in names else model.backbone.name
+    return keras.Model(model.input, model.get_layer(name).output, name="feature_extractor")
+
+
+def head_layers(model) -> list:
+    """The layers after the pooling layer, in order."""
+    names = [layer.name for layer in model.layers]
+    start = names.index("pool") + 1 if "pool" in names else names.index(model.backbone.name) + 1
+    return model.layers[start:]
+
+
+def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
+    """Backbone features (after pooling) of images ``x``, in inference mode."""
+    extractor = feature_extractor(model)
+    return np.asarray(extractor.predict(x, batch_size=batch_size, verbose=verbose))
+
+
+def _digest(arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+class FeatureCache:
+    """Backbone features on disk, keyed so that stale features are never read.
+
+    Args:
+        directory: Folder for the ``.npz`` files.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = pathlib.Path(directory)
+
+    def key(self, model, x: np.ndarray, y: np.ndarray) -> str:
+        """The cache key of ``model``'s features on ``(x, y)``."""
+        parts = [
+            getattr(model, "backbone_name", "custom"),
+            _digest(model.backbone.get_weights()),
+            "x".join(str(d) for d in model.input_shape[1:]),
+            getattr(model, "preprocessing", "none"),
+            getattr(model, "pooling", "none"),
+            _digest([x, y]),
+        ]
+        return "-".join(parts)
+
+    def path(self, key: str) -> pathlib.Path:
+        return self.directory / f"{key}.npz"
+
+    def load_or_compute(self, model, x, y, batch_size: int = 64, verbose: int = 1):
+        """Return ``(features, hit)``: from disk when the key matches, else computed and saved."""
+        key = self.key(model, x, y)
+        path = self.path(key)
+        if path.is_file():
+            with np.load(path) as f:
+                return f["features"], True
+        feats = compute_features(model, x, batch_size=batch_size, verbose=verbose)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, features=feats)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return feats, False
+
+
+def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate: float = 1e-3,
+                           optimizer: Any = "adam", batch_size: int = 32, val: Any = None,
+                           cache_dir: str | os.PathLike | None = None, shuffle: bool = True,
+                           seed: int | None = 0, callbacks=None,
+                           verbose: int = 1) -> dict[str, list[float]]:
+    """Train the head of ``model`` on cached backbone features.
+
+    The backbone runs once over the data; the model's head layers (dropout,
+    dense) then train on its outputs. The weights trained are the model's own.
+
+    Args:
+        model: A model from ``build_transfer_model``.
+        data: A ``DataBundle`` (its train split, unaugmented), ``(x, y)`` arrays,
+            or a dataset of ``(images, labels)`` batches.
+        epochs: Epochs of head training.
+        learning_rate: Learning rate (when ``optimizer`` is a name).
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or an optimizer instance.
+        batch_size: Batch size on features.
+        val: Validation data in the same forms (default: the bundle's val split).
+        cache_dir: Keep features on disk there (see `FeatureCache`).
+        shuffle: Shuffle the features every epoch.
+        seed: Seed for the shuffling (None: unseeded).
+        callbacks: Keras callbacks for the head's ``fit``.
+        verbose: Progress output.
+
+    Returns:
+        The Keras history dict.
+    """
+    from kertransfer.training.run import compile_for_transfer
+
+    x, y = _arrays(data, "train")
+    if val is None and getattr(data, "val", None) is not None and hasattr(data, "as_numpy"):
+        val = data.as_numpy("val")
+    cache = FeatureCache(cache_dir) if cache_dir is not None else None
+    if verbose:
+        print(f"Computing backbone features for {len(x)} images (once)")
+    if cache is not None:
+        feats, hit = cache.load_or_compute(model, x, y, verbose=verbose)
+        if verbose and hit:
+            print(f"Read cached features from {cache.directory}")
+    else:
+        feats = compute_features(model, x, verbose=verbose)
+    val_data = None
+    if val is not None:
+        vx, vy = _arrays(val, "val")
+        val_data = (compute_features(model, vx, verbose=0), vy)
+    inputs = keras.Input(feats.shape[1:], name="features")
+    h = inputs
+    for layer in head_layers(model):
+        h = layer(h)
+    head = keras.Model(inputs, h, name="head_on_features")
+    head.activation = getattr(model, "activation", "softmax")  # picks the matching loss
+    # A head step is tiny: run many per compiled call to cut the per-step overhead.
+    steps = max(1, -(-len(feats) // batch_size))
+    compile_for_transfer(head, learning_rate, optimizer, steps_per_execution=min(steps, 64))
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    hist = head.fit(feats, y, batch_size=batch_size, epochs=epochs, validation_data=val_data,
+                    shuffle=shuffle, callbacks=list(callbacks or []), verbose=verbose)
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
