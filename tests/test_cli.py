@@ -71,3 +71,32 @@ def test_train_then_info(tmp_path, capsys):
     assert {b["state"] for b in info["blocks"] if b["block"] != "head"} == {"frozen"}
     assert main(["info", str(tmp_path / "missing")]) == 2
     assert "Received: model=" in capsys.readouterr().err
+
+
+def test_train_two_phases_with_lr_find(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", "digits", "--backbone", "mobilenet_v3_small",
+                 "--weights", "none", "--image-size", "32", "--samples-per-class", "5",
+                 "--freeze-epochs", "1", "--epochs", "1", "--unfreeze", "2", "--lr-find",
+                 "--out", str(run), "--verbose", "0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "[3/4] Learning-rate range test" in out and "suggestions" in out
+    config = json.loads((run / "config.json").read_text())
+    assert [s[0] for s in config["stages"]] == [0, 1]
+    assert config["learning_rate"] != 1e-3 and config["unfreeze"] == 2
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["loss"]) == 2
+
+
+def test_schedule_flag(capsys):
+    from kertransfer.cli.commands import _schedule
+    from kertransfer.training import OneCycle, SlantedTriangular, WarmupCosine
+
+    assert isinstance(_schedule("cosine", 1e-3, 100), WarmupCosine)
+    assert isinstance(_schedule("onecycle", 1e-3, 100), OneCycle)
+    assert isinstance(_schedule("slanted", 1e-3, 100), SlantedTriangular)
+    assert _schedule("constant", 1e-3, 100) == 1e-3
+    code = main(["train", "--data", "digits", "--backbone", "vgg16", "--out", "x",
+                 "--freeze-epochs", "2", "--schedule", "cosine"])
+    assert code == 2 and "Received: schedule='cosine', freeze_epochs=2" in capsys.readouterr().err

@@ -59,40 +59,82 @@ def run_info(args) -> int:
     return 0
 
 
+def _schedule(name: str, lr: float, steps: int):
+    from kertransfer.training import OneCycle, SlantedTriangular, WarmupCosine
+
+    if name == "cosine":
+        return WarmupCosine(lr, steps, warmup_steps=min(steps // 10, steps - 1))
+    if name == "onecycle":
+        return OneCycle(lr, steps)
+    if name == "slanted":
+        return SlantedTriangular(lr, steps)
+    return lr
+
+
 def run_train(args) -> int:
     from kertransfer.backbones import get_backbone_spec
     from kertransfer.data import load
+    from kertransfer.errors import InvalidArgumentError, format_message
     from kertransfer.freezing import trainable_summary
     from kertransfer.models import build_transfer_model
-    from kertransfer.training import train
+    from kertransfer.training import fine_tune, lr_find, plot_history, save_run, train
+    from kertransfer.training.run import evaluate_splits
 
+    if args.freeze_epochs and args.schedule != "constant":
+        raise InvalidArgumentError(
+            format_message("--schedule cannot be combined with --freeze-epochs (the stages set "
+                           "the rates).", received={"schedule": args.schedule,
+                                                    "freeze_epochs": args.freeze_epochs})
+        )
     spec = get_backbone_spec(args.backbone)
     size = args.image_size or (spec.default_size, spec.default_size)
-    print(f"[1/3] Loading data {args.data!r} at {size[0]}x{size[1]}")
+    steps_total = 4 if args.lr_find else 3
+    print(f"[1/{steps_total}] Loading data {args.data!r} at {size[0]}x{size[1]}")
     data = load(args.data, image_size=size, batch_size=args.batch_size,
                 validation_split=args.validation_split, test_split=args.test_split,
                 samples_per_class=args.samples_per_class, augment=args.augment or None,
                 seed=args.seed)
     print(data.summary())
-    print(f"[2/3] Building {spec.name} (weights={args.weights}, freeze={args.freeze}, "
+    print(f"[2/{steps_total}] Building {spec.name} (weights={args.weights}, freeze={args.freeze}, "
           f"bn={args.bn})")
     model = build_transfer_model(
         spec.name, data.num_classes, input_shape=(*size, 3), weights=args.weights,
         freeze=args.freeze, bn=args.bn, dropout=args.dropout, head_units=tuple(args.head_units),
     )
     trainable_summary(model)
-    print(f"[3/3] Training {args.epochs} epochs")
+    lr = args.lr
+    if args.lr_find:
+        print(f"[3/{steps_total}] Learning-rate range test")
+        lr = lr_find(model, data, plot=None, verbose=1).suggestion
     config = {
         "data": args.data, "image_size": list(size), "batch_size": args.batch_size,
         "backbone": spec.name, "weights": args.weights, "freeze": args.freeze, "bn": args.bn,
         "dropout": args.dropout, "head_units": args.head_units, "optimizer": args.optimizer,
-        "seed": args.seed, "class_names": data.class_names, "counts": data.counts,
+        "learning_rate": lr, "schedule": args.schedule, "freeze_epochs": args.freeze_epochs,
+        "unfreeze": args.unfreeze, "lr_mult": args.lr_mult, "seed": args.seed,
+        "class_names": data.class_names, "counts": data.counts,
     }
-    result = train(model, data, epochs=args.epochs, learning_rate=args.lr,
-                   optimizer=args.optimizer, out=args.out, config=config, verbose=args.verbose)
-    for key, value in result.metrics.items():
+    if args.freeze_epochs:
+        print(f"[{steps_total}/{steps_total}] Training the head {args.freeze_epochs} epochs, "
+              f"then fine-tuning {args.epochs} epochs")
+        out = fine_tune(model, data, epochs=args.epochs, freeze_epochs=args.freeze_epochs,
+                        base_lr=lr, lr_mult=args.lr_mult, unfreeze=args.unfreeze,
+                        optimizer=args.optimizer, verbose=args.verbose)
+        metrics = evaluate_splits(model, data)
+        config.update(metrics=metrics, stages=out["stages"])
+        path = save_run(model, args.out, config, out["history"])
+        plot_history(out["history"], path / "learning_curve.png", stages=out["stages"])
+    else:
+        print(f"[{steps_total}/{steps_total}] Training {args.epochs} epochs")
+        steps = args.epochs * max(int(data.train.cardinality()), 1)
+        result = train(model, data, epochs=args.epochs,
+                       learning_rate=_schedule(args.schedule, lr, steps),
+                       optimizer=args.optimizer, out=args.out, config=config,
+                       verbose=args.verbose)
+        metrics, path = result.metrics, result.out
+    for key, value in metrics.items():
         print(f"{key}: {value:.4f}")
-    print(f"Saved the run to {result.out}")
+    print(f"Saved the run to {path}")
     return 0
 
 

@@ -97,6 +97,18 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
                    help="optimizer")
+    p.add_argument("--freeze-epochs", type=int, default=0,
+                   help="first train the head this many epochs with the backbone frozen, then "
+                   "fine-tune (--unfreeze) for --epochs more in the same run")
+    p.add_argument("--unfreeze", type=_freeze_arg, default="all",
+                   help="with --freeze-epochs: blocks to unfreeze from the top (all or N)")
+    p.add_argument("--lr-mult", type=float, default=0.1,
+                   help="with --freeze-epochs: fine-tuning rate = lr * lr-mult")
+    p.add_argument("--schedule", default="constant",
+                   choices=["constant", "cosine", "onecycle", "slanted"],
+                   help="learning-rate schedule over the run (without --freeze-epochs)")
+    p.add_argument("--lr-find", action="store_true",
+                   help="run the learning-rate range test first and use its suggestion")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2],
                    help="0 silent, 1 progress bars, 2 one line per epoch")
