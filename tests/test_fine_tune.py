@@ -27,7 +27,9 @@ def test_two_phases_in_one_fit(tmp_path, tiny_backbone_name, bundle):
                 self.model.backbone.get_layer("stem_conv").get_weights()[0], stem))
 
     out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, base_lr=1e-2, lr_mult=0.1,
-                    decay=2.0, patience=None, callbacks=[Watch()], verbose=0)
+                    decay=2.0, patience=None, callbacks=[Watch()], cache_features=False,
+                    verbose=0)
+    assert out["cached_features"] is False
     assert seen == [True, True, False, False]  # frozen in phase 1, trained in phase 2
     assert [e for e, _ in out["stages"]] == [0, 2]
     assert len(out["history"]["loss"]) == 4 and "val_accuracy" in out["history"]
@@ -36,6 +38,25 @@ def test_two_phases_in_one_fit(tmp_path, tiny_backbone_name, bundle):
     assert type(model.optimizer).__name__ == "DiscriminativeAdam"
     plot_history(out["history"], tmp_path / "curve.png", stages=out["stages"])
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, bn="frozen")
+    stem = model.backbone.get_layer("stem_conv").get_weights()[0].copy()
+    out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, base_lr=1e-2, patience=None,
+                    verbose=0)
+    assert out["cached_features"] is True
+    assert len(out["history"]["loss"]) == 4 and len(out["history"]["val_loss"]) == 4
+    assert [e for e, _ in out["stages"]] == [0, 2]
+    assert not np.array_equal(model.backbone.get_layer("stem_conv").get_weights()[0], stem)
+    # The head's optimizer state carried over: the iteration count covers both phases.
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4 * 4
+    augmented = kt.data.load(bundle.as_numpy("train"), image_size=(16, 16), batch_size=40,
+                             seed=0, augment={"contrast": 0.1}, verbose=0)
+    out = fine_tune(model, augmented, epochs=1, freeze_epochs=1, patience=None, verbose=1)
+    assert out["cached_features"] is False
+    assert "Feature cache skipped: augmentation is on" in capsys.readouterr().out
 
 
 def test_early_stopping_restores_best(tiny_backbone_name, bundle):

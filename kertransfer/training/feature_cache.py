@@ -125,8 +125,8 @@ class FeatureCache:
 def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate: float = 1e-3,
                            optimizer: Any = "adam", batch_size: int = 32, val: Any = None,
                            cache_dir: str | os.PathLike | None = None, shuffle: bool = True,
-                           seed: int | None = 0, callbacks=None,
-                           verbose: int = 1) -> dict[str, list[float]]:
+                           seed: int | None = 0, callbacks=None, verbose: int = 1,
+                           return_head: bool = False):
     """Train the head of ``model`` on cached backbone features.
 
     The backbone runs once over the data; the model's head layers (dropout,
@@ -147,8 +147,10 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         callbacks: Keras callbacks for the head's ``fit``.
         verbose: Progress output.
 
+        return_head: Also return the head model (its optimizer holds the state).
+
     Returns:
-        The Keras history dict.
+        The Keras history dict (and the head model with ``return_head``).
     """
     from kertransfer.training.run import compile_for_transfer
 
@@ -181,4 +183,5 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         keras.utils.set_random_seed(seed)
     hist = head.fit(feats, y, batch_size=batch_size, epochs=epochs, validation_data=val_data,
                     shuffle=shuffle, callbacks=list(callbacks or []), verbose=verbose)
-    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    return (history, head) if return_head else history

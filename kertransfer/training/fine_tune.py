@@ -18,6 +18,7 @@ import keras
 
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from kertransfer.training.optimizer_state import copy_optimizer_state
 from kertransfer.training.run import compile_for_transfer
 from kertransfer.training.unfreezing import StagedUnfreezing
 
@@ -31,11 +32,22 @@ def _count(value, name: str, minimum: int) -> int:
     return int(value)
 
 
+def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
+    if not wanted or not freeze_epochs:
+        return False, "not asked for"
+    if not hasattr(train, "as_numpy"):
+        return False, "it needs a kertransfer DataBundle (a plain dataset may augment inside)"
+    if getattr(train, "augmentation", None) is not None:
+        return False, ("augmentation is on, and cached features would freeze one random "
+                       "augmentation for every epoch")
+    return True, ""
+
+
 def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_epochs: int = 1,
               base_lr: float = 1e-3, lr_mult: float = 0.1, unfreeze: int | str = "all",
               decay: float | None = None, optimizer: str = "adam", patience: int | None = 3,
-              recalibrate_bn: bool | str = "auto", callbacks=None,
-              verbose: int = 1) -> dict[str, Any]:
+              recalibrate_bn: bool | str = "auto", cache_features: bool = True,
+              callbacks=None, verbose: int = 1) -> dict[str, Any]:
     """Train the head on the frozen backbone, then fine-tune, in one ``fit()``.
 
     Args:
@@ -55,13 +67,18 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
             ``val_loss``; best weights restored). None turns it off.
         recalibrate_bn: Recompute BatchNorm statistics at the end when any
             BatchNorm layer trained (``"auto"``), always (True), or never.
-        callbacks: Extra Keras callbacks.
+        cache_features: Run phase 1 on cached backbone features (the backbone
+            runs once instead of every epoch) when ``train`` is a DataBundle
+            without augmentation; otherwise phase 1 trains through the
+            backbone and a message says why.
+        callbacks: Extra Keras callbacks (on phase 1 too, unless it runs on cached
+            features, where the model's fit starts at phase 2).
         verbose: Keras verbosity.
 
     Returns:
         ``{"history": {metric: [...]}, "stages": [(epoch, label), ...],
-        "stopped_epoch": int}``; ``stages`` gives the epoch (0-based) where
-        each phase began, for plots.
+        "stopped_epoch": int, "cached_features": bool}``; ``stages`` gives the
+        epoch (0-based) where each phase began, for plots.
     """
     epochs = _count(epochs, "epochs", 1)
     freeze_epochs = _count(freeze_epochs, "freeze_epochs", 0)
@@ -84,27 +101,52 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
                                received={"optimizer": optimizer})
             )
         opt = discriminative(names[optimizer](base_lr), decay=decay)
-    compile_for_transfer(model, base_lr, opt)
-    schedule = [(0, "head"), (freeze_epochs, unfreeze, float(lr_mult))] if freeze_epochs \
-        else [(0, unfreeze, float(lr_mult))]
-    stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
-    cbs = [stages, *(callbacks or [])]
+    use_cache, why = _can_cache(train, cache_features, freeze_epochs)
+    if cache_features and freeze_epochs and not use_cache and verbose:
+        print(f"Feature cache skipped: {why}")
+    cbs = list(callbacks or [])
     early = None
     if val is not None and patience is not None:
         early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
                                               restore_best_weights=True,
                                               start_from_epoch=freeze_epochs)
+    phase1: dict[str, list[float]] = {}
+    initial_epoch = 0
+    if use_cache:
+        from kertransfer.freezing.apply import apply_policy
+        from kertransfer.training.feature_cache import train_head_on_features
+
+        apply_policy(model, "all", model.bn_mode)
+        phase1, head = train_head_on_features(
+            model, train, epochs=freeze_epochs, learning_rate=base_lr, optimizer=optimizer,
+            batch_size=getattr(train, "batch_size", 32), val=val, verbose=verbose,
+            return_head=True)
+        compile_for_transfer(model, base_lr, opt)
+        model.optimizer.build(model.trainable_variables)
+        copy_optimizer_state(head.optimizer, model.optimizer)  # the head's moments go on
+        schedule = [(freeze_epochs, unfreeze, float(lr_mult))]
+        initial_epoch = freeze_epochs
+    else:
+        compile_for_transfer(model, base_lr, opt)
+        schedule = [(0, "head"), (freeze_epochs, unfreeze, float(lr_mult))] if freeze_epochs \
+            else [(0, unfreeze, float(lr_mult))]
+    stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
+    cbs.insert(0, stages)
+    if early is not None:
         cbs.append(early)
     hist = model.fit(train_ds, validation_data=val, epochs=freeze_epochs + epochs,
-                     shuffle=False, callbacks=cbs, verbose=verbose)
+                     initial_epoch=initial_epoch, shuffle=False, callbacks=cbs, verbose=verbose)
+    history = {k: list(phase1.get(k, [])) + [float(v) for v in vals]
+               for k, vals in hist.history.items()}
     if recalibrate_bn is True or (recalibrate_bn == "auto"
                                   and batchnorm_layers(model, "trainable")):
         recalibrate_batchnorm(model, train_ds)
-    labels = ["head (backbone frozen)", f"fine-tune ({unfreeze} blocks, lr x{lr_mult:g})"]
-    marks = [(e, labels[-len(stages.stage_epochs):][i])
-             for i, e in enumerate(stages.stage_epochs)]
+    label = f"fine-tune ({unfreeze} blocks, lr x{lr_mult:g})"
+    marks = [(0, "head (backbone frozen)")] if freeze_epochs else []
+    marks.append((freeze_epochs, label))
     return {
-        "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()},
+        "history": history,
+        "cached_features": use_cache,
         "stages": marks,
         "stopped_epoch": int(early.stopped_epoch) if early is not None else 0,
     }

@@ -34,16 +34,28 @@ def rebuild_optimizer(model, trainable_variables=None) -> keras.optimizers.Optim
     if callable(bind):
         bind(model)
     new.build(variables)
-    if getattr(old, "built", False):
-        old_by_name = {}
-        for v in old.variables:
-            old_by_name.setdefault(v.name, v)
-        for v in new.variables:
-            src = old_by_name.get(v.name)
-            if src is not None and tuple(src.shape) == tuple(v.shape):
-                v.assign(src.value if hasattr(src, "value") else src)
+    copy_optimizer_state(old, new)
     model.optimizer = new
     return new
+
+
+def copy_optimizer_state(source, target) -> int:
+    """Copy every state variable of ``source`` that ``target`` has too (by name and shape).
+
+    Both must be built. Returns the number of variables copied.
+    """
+    if not getattr(source, "built", False):
+        return 0
+    by_name = {}
+    for v in source.variables:
+        by_name.setdefault(v.name, v)
+    copied = 0
+    for v in target.variables:
+        src = by_name.get(v.name)
+        if src is not None and tuple(src.shape) == tuple(v.shape):
+            v.assign(src.value if hasattr(src, "value") else src)
+            copied += 1
+    return copied
 
 
 def reset_step_functions(model) -> None:
