@@ -40,6 +40,7 @@ def test_two_phases_in_one_fit(tmp_path, tiny_backbone_name, bundle):
     assert (tmp_path / "curve.png").stat().st_size > 0
 
 
+@pytest.mark.backend_agnostic
 def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, bn="frozen")
