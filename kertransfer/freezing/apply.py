@@ -27,12 +27,13 @@ def check_bn_mode(bn: Any) -> str:
     return bn
 
 
-def _require_transfer_model(model) -> None:
+def require_transfer_model(model, feature: str = "kertransfer.freeze") -> None:
+    """Raise unless ``model`` exposes the backbone and blocks that freezing needs."""
     for attr in ("backbone", "block_patterns", "unmatched"):
         if not hasattr(model, attr):
             raise InvalidTypeError(
                 format_message(
-                    "kertransfer.freeze works on models made by build_transfer_model.",
+                    f"{feature} works on models made by build_transfer_model.",
                     fix="Wrap your network with kertransfer.build_transfer_model(backbone=...), "
                     "or set layer.trainable yourself.",
                     received={"model": type(model).__name__},
@@ -115,7 +116,7 @@ def freeze(model, freeze: Any = "all", *, bn: str | None = None, recompile: bool
         >>> model.freeze_config["config"]
         {'n': 2}
     """
-    _require_transfer_model(model)
+    require_transfer_model(model)
     bn = model.bn_mode if bn is None else bn
     before = _trainable_ids(model)
     apply_policy(model, freeze, bn)
@@ -141,7 +142,7 @@ def _after_change(model, recompile: bool) -> None:
         return
     if not has_state:
         # The optimizer has no variables yet: rebuilding the step functions is enough.
-        _reset_step_functions(model)
+        reset_step_functions(model)
         return
     config = model.get_compile_config() if hasattr(model, "get_compile_config") else None
     try:
@@ -161,9 +162,12 @@ def _after_change(model, recompile: bool) -> None:
     )
 
 
-def _reset_step_functions(model) -> None:
+def reset_step_functions(model) -> None:
+    """Make the next train/test/predict step retrace with the current trainable set."""
     for attr in ("train_function", "test_function", "predict_function"):
         if hasattr(model, attr):
             setattr(model, attr, None)
+    if hasattr(model, "make_train_function"):
+        model.make_train_function(force=True)
     if hasattr(model, "_jax_state_synced"):
         model._jax_state_synced = True

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 from kertransfer.backbones.blocks import is_batchnorm
-from kertransfer.freezing.apply import _all_batchnorm, _require_transfer_model, block_context
+from kertransfer.freezing.apply import _all_batchnorm, block_context, require_transfer_model
 
 
 def _count(variables) -> int:
@@ -127,7 +127,7 @@ def trainable_summary(model, print_fn: Callable[[str], None] | None = print) -> 
     Returns:
         A `TrainableSummary` (``str()`` gives the table).
     """
-    _require_transfer_model(model)
+    require_transfer_model(model, "kertransfer.trainable_summary")
     ctx = block_context(model)
     groups: list[list] = [[] for _ in ctx.block_names]
     for layer, b in zip(ctx.layers, ctx.block_of):

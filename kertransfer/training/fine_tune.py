@@ -19,7 +19,7 @@ import keras
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.optimizer_state import copy_optimizer_state
-from kertransfer.training.run import compile_for_transfer
+from kertransfer.training.run import compile_for_transfer, make_optimizer
 from kertransfer.training.unfreezing import StagedUnfreezing
 
 
@@ -93,14 +93,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
     if decay is not None:
         from kertransfer.training.discriminative import discriminative
 
-        names = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-                 "sgd": keras.optimizers.SGD}
-        if optimizer not in names:
-            raise InvalidArgumentError(
-                format_message("Unknown optimizer name.", expected=f"one of {sorted(names)}",
-                               received={"optimizer": optimizer})
-            )
-        opt = discriminative(names[optimizer](base_lr), decay=decay)
+        opt = discriminative(make_optimizer(optimizer, base_lr), decay=decay)
     use_cache, why = _can_cache(train, cache_features, freeze_epochs)
     if cache_features and freeze_epochs and not use_cache and verbose:
         print(f"Feature cache skipped: {why}")

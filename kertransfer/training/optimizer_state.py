@@ -57,13 +57,3 @@ def copy_optimizer_state(source, target) -> int:
             copied += 1
     return copied
 
-
-def reset_step_functions(model) -> None:
-    """Make the next train/test/predict step retrace with the current variables."""
-    for attr in ("train_function", "test_function", "predict_function"):
-        if hasattr(model, attr):
-            setattr(model, attr, None)
-    if hasattr(model, "make_train_function"):
-        model.make_train_function(force=True)
-    if hasattr(model, "_jax_state_synced"):
-        model._jax_state_synced = True

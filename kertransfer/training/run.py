@@ -25,6 +25,23 @@ def loss_for(model) -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=activation == "logits")
 
 
+OPTIMIZERS = {
+    "adam": lambda lr: keras.optimizers.Adam(lr),
+    "adamw": lambda lr: keras.optimizers.AdamW(lr),
+    "sgd": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
+}
+
+
+def make_optimizer(name: str, learning_rate: Any) -> keras.optimizers.Optimizer:
+    """A Keras optimizer from a name: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9)."""
+    if name not in OPTIMIZERS:
+        raise InvalidArgumentError(
+            format_message("Unknown optimizer name.", expected=f"one of {sorted(OPTIMIZERS)}",
+                           received={"optimizer": name})
+        )
+    return OPTIMIZERS[name](learning_rate)
+
+
 def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | Any = "adam",
                          metrics=("accuracy",), steps_per_execution: int = 1) -> None:
     """Compile ``model`` with the loss matching its head and an optimizer.
@@ -38,17 +55,7 @@ def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | An
             per-step overhead of tiny models, such as a head on cached features).
     """
     if isinstance(optimizer, str):
-        makers = {
-            "adam": lambda: keras.optimizers.Adam(learning_rate),
-            "adamw": lambda: keras.optimizers.AdamW(learning_rate),
-            "sgd": lambda: keras.optimizers.SGD(learning_rate, momentum=0.9),
-        }
-        if optimizer not in makers:
-            raise InvalidArgumentError(
-                format_message("Unknown optimizer name.", expected=f"one of {sorted(makers)}",
-                               received={"optimizer": optimizer})
-            )
-        optimizer = makers[optimizer]()
+        optimizer = make_optimizer(optimizer, learning_rate)
     if getattr(model, "activation", "softmax") == "sigmoid":
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
     model.compile(optimizer=optimizer, loss=loss_for(model), metrics=list(metrics),

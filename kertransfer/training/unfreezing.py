@@ -18,10 +18,15 @@ from typing import Any
 
 import keras
 
-from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
-from kertransfer.freezing.apply import apply_policy, block_context
+from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.freezing.apply import (
+    apply_policy,
+    block_context,
+    require_transfer_model,
+    reset_step_functions,
+)
 from kertransfer.freezing.policies import FreezeBlocks
-from kertransfer.training.optimizer_state import rebuild_optimizer, reset_step_functions
+from kertransfer.training.optimizer_state import rebuild_optimizer
 
 
 def _check_schedule(schedule) -> list[tuple[int, Any, float | None]]:
@@ -121,18 +126,8 @@ class StagedUnfreezing(keras.callbacks.Callback):
             )
         return int(blocks)
 
-    def _require_transfer_model(self) -> None:
-        for attr in ("backbone", "block_patterns", "unmatched"):
-            if not hasattr(self.model, attr):
-                raise InvalidTypeError(
-                    format_message(
-                        "Staged unfreezing works on models made by build_transfer_model.",
-                        received={"model": type(self.model).__name__},
-                    )
-                )
-
     def on_train_begin(self, logs=None):
-        self._require_transfer_model()
+        require_transfer_model(self.model, "Staged unfreezing")
         lr = self.model.optimizer._learning_rate if self.model.optimizer else None
         if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
             if any(f is not None for _, _, f in self.schedule):
