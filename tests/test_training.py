@@ -75,6 +75,31 @@ def test_train_writes_a_run_folder(tmp_path, tiny_backbone_name, tiny_data):
         train(model, data, epochs=0)
 
 
+@pytest.mark.backend_agnostic
+def test_train_recalibrates_batchnorm_unfrozen_by_a_callback(tiny_backbone_name, tiny_data,
+                                                             monkeypatch):
+    # Frozen at the start, unfrozen by StagedUnfreezing during fit: BatchNorm trained,
+    # so its statistics must be recomputed at the end.
+    import kertransfer.training.run as run
+
+    calls = []
+    monkeypatch.setattr(run, "recalibrate_batchnorm",
+                        lambda model, data, layers: calls.append(layers))
+    data = kt.data.load(tiny_data, image_size=(16, 16), batch_size=32, validation_split=0.2,
+                        seed=0, verbose=0)
+    model = kt.build_transfer_model(tiny_backbone_name, data.num_classes,
+                                    input_shape=(16, 16, 3), weights=None, freeze="all",
+                                    bn="trainable")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    train(model, data, epochs=1, compile=False, verbose=0, validate_each_epoch=False,
+          callbacks=[kt.callbacks.StagedUnfreezing([(0, "head")], verbose=0)])
+    assert calls == []  # nothing BatchNorm trained
+    train(model, data, epochs=2, compile=False, verbose=0, validate_each_epoch=False,
+          callbacks=[kt.callbacks.StagedUnfreezing([(0, "head"), (1, "all")], verbose=0)])
+    assert calls == ["trainable"]
+
+
 def test_save_run_is_atomic(tmp_path, tiny_backbone_name):
     model = kt.build_transfer_model(tiny_backbone_name, 2, input_shape=(16, 16, 3),
                                     weights=None)

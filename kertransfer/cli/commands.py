@@ -77,7 +77,7 @@ def run_train(args) -> int:
     from kertransfer.errors import InvalidArgumentError, format_message
     from kertransfer.freezing import trainable_summary
     from kertransfer.models import build_transfer_model
-    from kertransfer.training import fine_tune, lr_find, plot_history, save_run, train
+    from kertransfer.training import fine_tune, lr_find, save_run, train
     from kertransfer.training.run import evaluate_splits
 
     if args.freeze_epochs and args.schedule != "constant":
@@ -122,8 +122,7 @@ def run_train(args) -> int:
                         optimizer=args.optimizer, verbose=args.verbose)
         metrics = evaluate_splits(model, data)
         config.update(metrics=metrics, stages=out["stages"])
-        path = save_run(model, args.out, config, out["history"])
-        plot_history(out["history"], path / "learning_curve.png", stages=out["stages"])
+        path = save_run(model, args.out, config, out["history"], stages=out["stages"])
     else:
         print(f"[{steps_total}/{steps_total}] Training {args.epochs} epochs")
         steps = args.epochs * max(int(data.train.cardinality()), 1)

@@ -136,6 +136,8 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     # The bundle's train split is shuffled already (seeded, every epoch).
     hist = model.fit(data.train, validation_data=val, epochs=epochs, shuffle=False,
                      callbacks=list(callbacks or []), verbose=verbose)
+    # Unfreezing callbacks can make BatchNorm layers trainable during fit.
+    bn_trained = bn_trained or bool(batchnorm_layers(model, "trainable"))
     if recalibrate_bn is True or (recalibrate_bn == "auto" and bn_trained):
         recalibrate_batchnorm(model, _unaugmented_train(data), layers="trainable")
     seconds = time.perf_counter() - start
@@ -161,11 +163,13 @@ def _unaugmented_train(data):
     return data.train
 
 
-def save_run(model, out: str | os.PathLike, config: dict, history: dict) -> pathlib.Path:
+def save_run(model, out: str | os.PathLike, config: dict, history: dict,
+             stages=None) -> pathlib.Path:
     """Write a run folder atomically: a crash leaves the old folder or none.
 
     Files: ``model.keras``, ``config.json``, ``history.json`` and
-    ``learning_curve.png``.
+    ``learning_curve.png`` (with ``stages``, ``[(epoch, label), ...]``, its
+    stage boundaries are marked).
     """
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +178,7 @@ def save_run(model, out: str | os.PathLike, config: dict, history: dict) -> path
         model.save(tmp / "model.keras")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / "history.json").write_text(json.dumps(history, indent=2))
-        plot_history(history, tmp / "learning_curve.png")
+        plot_history(history, tmp / "learning_curve.png", stages=stages)
         if out.exists():
             backup = out.with_name(f".{out.name}.old")
             if backup.exists():

@@ -1,0 +1,47 @@
+"""The offline demo, on the tiny registered backbone (quick epochs)."""
+
+import json
+
+import pytest
+
+from kertransfer import demo
+
+
+@pytest.mark.backend_agnostic
+def test_quick_demo_runs_staged_transfer_and_saves_the_run(tiny_backbone_name, tmp_path,
+                                                           capsys, monkeypatch):
+    calls = []
+    import kertransfer.training as training
+
+    original = training.fine_tune
+
+    def recording_fine_tune(model, data, **kwargs):
+        calls.append(kwargs)
+        return original(model, data, **kwargs)
+
+    monkeypatch.setattr(training, "fine_tune", recording_fine_tune)
+    out = demo.run_demo(out=str(tmp_path / "run"), seeds=(0,), backbone=tiny_backbone_name,
+                        quick=True, verbose=1)
+    printed = capsys.readouterr().out
+
+    # The transfer arm is the two-stage recipe: head first, then the whole network.
+    assert len(calls) == 1
+    assert calls[0]["freeze_epochs"] >= 1 and calls[0]["epochs"] >= 1
+    assert calls[0]["patience"] is None  # fixed budget, no selection on the val split
+    assert "kertransfer.fine_tune" in printed
+
+    arms = set(out["per_seed"][0]["test_accuracy"])
+    assert arms == {"source model, no target labels", "transfer (pretrained on digits)",
+                    "scratch (random init)", "raw-pixel logistic regression"}
+    for value in out["per_seed"][0]["test_accuracy"].values():
+        assert 0.0 <= value <= 1.0
+    for arm in arms:
+        assert arm in out["table"]
+
+    run = out["out"]
+    assert (run / "model.keras").exists() and (run / "learning_curve.png").exists()
+    assert json.loads((run / "results.json").read_text())[0]["seed"] == 0
+    history = json.loads((run / "history.json").read_text())
+    # One history across both stages: quick mode runs 3 target epochs in all.
+    assert len(history["loss"]) == 3
+    assert not list(tmp_path.glob("run/.*"))  # nothing half-written beside the run
