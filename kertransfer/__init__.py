@@ -19,6 +19,7 @@ from kertransfer import (
     models,
     optimizers,
     training,
+    tuning,
 )
 from kertransfer.backbones import get_backbone_spec, list_backbones, register_backbone
 from kertransfer.backbones.spec import BackboneSpec
@@ -26,11 +27,13 @@ from kertransfer.errors import KertransferError
 from kertransfer.freezing import freeze, trainable_summary
 from kertransfer.models import TransferModel, build_transfer_model
 from kertransfer.training import fine_tune, lr_find, recalibrate_batchnorm
+from kertransfer.tuning import TransferHyperModel, tune
 from kertransfer.version import __version__
 
 __all__ = [
     "BackboneSpec",
     "KertransferError",
+    "TransferHyperModel",
     "TransferModel",
     "__version__",
     "backbones",
@@ -50,4 +53,6 @@ __all__ = [
     "register_backbone",
     "trainable_summary",
     "training",
+    "tune",
+    "tuning",
 ]

@@ -5,10 +5,12 @@ import kertransfer as kt
 
 def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
-        "BackboneSpec", "KertransferError", "TransferModel", "__version__", "backbones",
+        "BackboneSpec", "KertransferError", "TransferHyperModel", "TransferModel",
+        "__version__", "backbones",
         "build_transfer_model", "callbacks", "data", "errors", "fine_tune", "freeze", "freezing",
         "get_backbone_spec", "list_backbones", "lr_find", "models", "optimizers",
-        "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training",
+        "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training", "tune",
+        "tuning",
     ])
     for name in kt.__all__:
         assert hasattr(kt, name), name

@@ -67,13 +67,28 @@ def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 
     return np.asarray(extractor.predict(x, batch_size=batch_size, verbose=verbose))
 
 
-def _digest(arrays) -> str:
+def array_digest(arrays) -> str:
+    """A short digest of the shapes, dtypes and bytes of ``arrays``."""
     h = hashlib.sha256()
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(str((a.shape, a.dtype.str)).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+def feature_key(model, x: np.ndarray, y: np.ndarray) -> str:
+    """A key that changes when anything that changes ``model``'s features on ``(x, y)`` does:
+    backbone name, weights digest, input size, preprocessing, pooling, data fingerprint."""
+    parts = [
+        getattr(model, "backbone_name", "custom"),
+        array_digest(model.backbone.get_weights()),
+        "x".join(str(d) for d in model.input_shape[1:]),
+        getattr(model, "preprocessing", "none"),
+        getattr(model, "pooling", "none"),
+        array_digest([x, y]),
+    ]
+    return "-".join(parts)
 
 
 class FeatureCache:
@@ -88,15 +103,7 @@ class FeatureCache:
 
     def key(self, model, x: np.ndarray, y: np.ndarray) -> str:
         """The cache key of ``model``'s features on ``(x, y)``."""
-        parts = [
-            getattr(model, "backbone_name", "custom"),
-            _digest(model.backbone.get_weights()),
-            "x".join(str(d) for d in model.input_shape[1:]),
-            getattr(model, "preprocessing", "none"),
-            getattr(model, "pooling", "none"),
-            _digest([x, y]),
-        ]
-        return "-".join(parts)
+        return feature_key(model, x, y)
 
     def path(self, key: str) -> pathlib.Path:
         return self.directory / f"{key}.npz"

@@ -1,0 +1,30 @@
+"""KerasTuner search of the transfer knobs: `TransferHyperModel` and `tune`.
+
+See the tuning guide in the docs for the space, the tuners, resuming and
+distributed search.
+"""
+
+from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
+from kertransfer.tuning.search import (
+    TUNERS,
+    format_results,
+    plot_trials,
+    results_table,
+    tune,
+    write_results,
+)
+from kertransfer.tuning.space import KNOBS, Knob, parse_space
+
+__all__ = [
+    "KNOBS",
+    "Knob",
+    "SharedFeatures",
+    "TUNERS",
+    "TransferHyperModel",
+    "format_results",
+    "parse_space",
+    "plot_trials",
+    "results_table",
+    "tune",
+    "write_results",
+]

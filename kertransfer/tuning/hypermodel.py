@@ -1,0 +1,362 @@
+"""`TransferHyperModel`: a KerasTuner hypermodel whose trials are two-phase transfer runs.
+
+A trial builds a model with `build_transfer_model` (backbone frozen), then
+``fit`` runs the two phases of `kertransfer.fine_tune` on one epoch timeline
+``[0, epochs)``:
+
+1. epochs ``[0, head_epochs)``: the head trains on the frozen backbone. When
+   the data has no augmentation it trains on cached backbone features, and
+   every trial on the same backbone, weights, input size and data reuses the
+   same features (`SharedFeatures`): a search computes each backbone's
+   features once, not once per trial.
+2. epochs ``[head_epochs, epochs)``: the top ``unfreeze`` blocks become
+   trainable (with the trial's BatchNorm mode) and training goes on through
+   the whole model at ``fine_tune_lr`` (optionally with discriminative rates),
+   the head's optimizer state carried over. ``unfreeze=0`` keeps training the
+   head on cached features.
+
+Hyperband continues trials: KerasTuner loads the parent's best weights and
+asks for epochs ``[initial_epoch, epochs)``; phase 1 is not repeated once
+``initial_epoch >= head_epochs``. The tuner's checkpoint callback sees every
+epoch of both phases (phase 1 is relayed to it with the full model), so the
+best model it restores is the model that scored best, in either phase.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+
+from kertransfer.backbones import get_backbone_spec
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.freezing.apply import apply_policy, block_context
+from kertransfer.freezing.policies import FreezeBlocks
+from kertransfer.models import build_transfer_model
+from kertransfer.training.feature_cache import (
+    FeatureCache,
+    _arrays,
+    compute_features,
+    feature_key,
+    head_layers,
+)
+from kertransfer.training.optimizer_state import copy_optimizer_state
+from kertransfer.training.run import compile_for_transfer, make_optimizer
+from kertransfer.tuning.space import KNOBS, declare, parse_space
+
+
+class SharedFeatures:
+    """Backbone features shared by the trials of one search.
+
+    Keyed like `kertransfer.training.FeatureCache` (backbone, weights digest,
+    input size, preprocessing, pooling, data fingerprint): trials that differ
+    only in head, learning rates or depth read the same features. Kept in
+    memory and, with ``directory``, on disk, so a resumed search or another
+    worker on the same folder reuses them too.
+
+    Attributes:
+        passes: Backbone passes computed so far (cache misses).
+        hits: Lookups served from memory or disk.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self.disk = FeatureCache(directory) if directory is not None else None
+        self._memory: dict[str, np.ndarray] = {}
+        self.passes = 0
+        self.hits = 0
+
+    def get(self, model, x: np.ndarray, y: np.ndarray, verbose: int = 0) -> np.ndarray:
+        key = feature_key(model, x, y)
+        if key in self._memory:
+            self.hits += 1
+            return self._memory[key]
+        if self.disk is not None:
+            feats, hit = self.disk.load_or_compute(model, x, y, verbose=verbose)
+        else:
+            feats, hit = compute_features(model, x, verbose=verbose), False
+        if hit:
+            self.hits += 1
+        else:
+            self.passes += 1
+        self._memory[key] = feats
+        return feats
+
+
+class _Relay(keras.callbacks.Callback):
+    """Forward the head's epochs to the tuner's callbacks, with the full model."""
+
+    def __init__(self, callbacks: Sequence, model):
+        super().__init__()
+        self.targets = list(callbacks)
+        self.full_model = model
+
+    def on_epoch_end(self, epoch, logs=None):
+        for cb in self.targets:
+            cb.set_model(self.full_model)
+            cb.on_epoch_end(epoch, logs)
+
+
+def _is_checkpoint(cb) -> bool:
+    return type(cb).__name__ == "SaveBestEpoch"
+
+
+class TransferHyperModel(keras_tuner.HyperModel):
+    """A KerasTuner hypermodel for transfer learning: two-phase trials, cached features.
+
+    Args:
+        backbones: A registry name or a list of them (searched as ``backbone``).
+        num_classes: Number of classes.
+        input_shape: ``(height, width, 3)`` of the model input.
+        weights: ``"imagenet"``, a weights file, None, or a mapping
+            ``{backbone: weights}``.
+        space: Changes to the search space, ``{knob: spec}``; see
+            `kertransfer.tuning.space` (fixed value, ``(low, high)``, list, None).
+            Knobs: ``unfreeze``, ``head_lr``, ``fine_tune_lr``, ``dropout``, and
+            the optional ``bn``, ``head_units``, ``head_epochs``, ``decay``.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        epochs: Epochs per trial (phase 1 and 2 together) when the tuner does
+            not set them (Hyperband does).
+        batch_size: Batch size for array data and for the cached-feature head.
+        cache_features: Train phase 1 on shared cached features when possible.
+        cache_dir: Keep those features on disk there (`kt.tune` uses a folder in
+            the search directory).
+        name: Hypermodel name.
+
+    Examples:
+        >>> import kertransfer as kt
+        >>> hm = kt.TransferHyperModel("mobilenet_v3_small", num_classes=5,
+        ...                            input_shape=(32, 32, 3), weights=None,
+        ...                            space={"dropout": 0.3, "bn": ["frozen", "trainable"]})
+        >>> sorted(hm.searched())
+        ['bn', 'fine_tune_lr', 'head_lr', 'mobilenet_v3_small/unfreeze']
+    """
+
+    def __init__(self, backbones: str | Sequence[str], num_classes: int, *,
+                 input_shape: Sequence[int] = (224, 224, 3), weights: Any = "imagenet",
+                 space: dict | None = None, optimizer: str = "adam", epochs: int = 10,
+                 batch_size: int = 32, cache_features: bool = True,
+                 cache_dir: str | os.PathLike | None = None, name: str | None = None):
+        super().__init__(name=name, tunable=True)
+        names = [backbones] if isinstance(backbones, str) else list(backbones or [])
+        if not names or not all(isinstance(b, str) for b in names):
+            raise InvalidArgumentError(
+                format_message("backbones must be a registry name or a non-empty list of them.",
+                               received={"backbones": backbones})
+            )
+        self.specs = {b: get_backbone_spec(b) for b in names}  # unknown names raise here
+        self.backbones = [s.name for s in self.specs.values()]
+        self.specs = {s.name: s for s in self.specs.values()}
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise InvalidArgumentError(
+                format_message("num_classes must be a positive integer.",
+                               received={"num_classes": num_classes})
+            )
+        for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(
+                    format_message(f"{arg} must be a positive integer.", received={arg: value})
+                )
+        make_optimizer(optimizer, 1e-3)  # unknown names raise here
+        if isinstance(weights, dict):
+            missing = [b for b in self.backbones if b not in weights]
+            if missing:
+                raise InvalidArgumentError(
+                    format_message("weights, as a mapping, needs an entry per backbone.",
+                                   expected=f"keys {self.backbones}",
+                                   received={"weights": weights})
+                )
+        self.num_classes = num_classes
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.weights = weights
+        self.space_spec = dict(space or {})
+        self.decls = parse_space(space)
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.cache_features = cache_features
+        self.features = SharedFeatures(cache_dir)
+        self._num_blocks = {b: self._count_blocks(b) for b in self.backbones}
+        self._check_unfreeze()
+
+    # -- the space ----------------------------------------------------------------------------
+
+    def _count_blocks(self, backbone: str) -> int:
+        return len(self.specs[backbone].blocks)
+
+    def _check_unfreeze(self) -> None:
+        d = self.decls["unfreeze"]
+        values = [d.value] if d.kind == "fixed" else list(d.values) if d.kind == "choice" else []
+        for b, n in self._num_blocks.items():
+            too_deep = [v for v in values if v > n]
+            if too_deep:
+                raise InvalidArgumentError(
+                    format_message(f"unfreeze asks for {too_deep[0]} blocks but {b} has {n}.",
+                                   expected=f"0 to {n} for {b}",
+                                   received={"space['unfreeze']": self.space_spec.get(
+                                       "unfreeze", d.value)})
+                )
+
+    def unfreeze_name(self, backbone: str) -> str:
+        """The name of ``backbone``'s unfreeze-depth knob (one per backbone)."""
+        return f"{backbone}/unfreeze"
+
+    def declare(self, hp) -> dict[str, Any]:
+        """Declare every knob on ``hp`` and return the trial's values, by knob name."""
+        values = {}
+        values["backbone"] = (hp.Fixed("backbone", self.backbones[0]) if len(self.backbones) == 1
+                              else hp.Choice("backbone", self.backbones))
+        for b in self.backbones:
+            with hp.conditional_scope("backbone", [b]):
+                v = declare(hp, self.unfreeze_name(b), self.decls["unfreeze"],
+                            high=self._num_blocks[b])
+                if b == values["backbone"]:
+                    values["unfreeze"] = v
+        for name in KNOBS:
+            if name != "unfreeze":
+                values[name] = declare(hp, name, self.decls[name])
+        return values
+
+    def searched(self) -> list[str]:
+        """Names of the knobs searched (not fixed) with this space."""
+        hp = keras_tuner.HyperParameters()
+        self.declare(hp)
+        return [p.name for p in hp.space if type(p).__name__ != "Fixed"]
+
+    # -- build and fit ------------------------------------------------------------------------
+
+    def _weights(self, backbone: str):
+        return self.weights[backbone] if isinstance(self.weights, dict) else self.weights
+
+    def build(self, hp):
+        v = self.declare(hp)
+        units = int(v["head_units"])
+        model = build_transfer_model(
+            v["backbone"], self.num_classes, input_shape=self.input_shape,
+            weights=self._weights(v["backbone"]), freeze="all", bn=v["bn"],
+            dropout=float(v["dropout"]), head_units=(units,) if units else (),
+        )
+        compile_for_transfer(model, float(v["head_lr"]), self.optimizer)
+        return model
+
+    def fit(self, hp, model, data=None, *args, validation_data=None, epochs: int | None = None,
+            initial_epoch: int = 0, callbacks=None, verbose: int = 1, **kwargs):
+        """Run the trial's two phases on epochs ``[initial_epoch, epochs)``.
+
+        ``data`` is a `kertransfer.data.DataBundle` (its ``val`` split is the
+        validation data) or ``(x, y)`` arrays with ``validation_data=(x, y)``.
+        Returns a ``keras.callbacks.History`` over both phases.
+        """
+        if data is None and args:
+            data, args = args[0], args[1:]
+        v = self.declare(hp)
+        epochs = int(epochs or self.epochs)
+        head_epochs = min(int(v["head_epochs"]), epochs)
+        callbacks = list(callbacks or [])
+        x, y, val, train_args, val_data, augmented = self._unpack(data, validation_data)
+        history: dict[str, list[float]] = {}
+        head = None
+        use_cache = self.cache_features and not augmented
+        phase1_end = epochs if (use_cache and int(v["unfreeze"]) == 0) else head_epochs
+
+        if initial_epoch < phase1_end:
+            if use_cache:
+                head, h = self._fit_head(model, v, x, y, val, callbacks, initial_epoch,
+                                         phase1_end, verbose)
+            else:
+                apply_policy(model, "all", v["bn"])
+                compile_for_transfer(model, float(v["head_lr"]), self.optimizer)
+                h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
+                              epochs=phase1_end, initial_epoch=initial_epoch,
+                              callbacks=callbacks, verbose=verbose).history
+            _extend(history, h)
+
+        start = max(initial_epoch, phase1_end)
+        if epochs > start:
+            self._unfreeze(model, v, head)
+            h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
+                          epochs=epochs, initial_epoch=start, callbacks=callbacks,
+                          verbose=verbose).history
+            _extend(history, h)
+        self._write_curves(callbacks, history, v)
+        out = keras.callbacks.History()
+        out.history = history
+        out.set_model(model)
+        return out
+
+    def _unpack(self, data, validation_data):
+        """``(x, y, val arrays, (fit args, fit kwargs), fit validation data, augmented)``."""
+        if hasattr(data, "as_numpy") and hasattr(data, "train"):
+            x, y = data.as_numpy("train")
+            val = data.as_numpy("val") if getattr(data, "val", None) is not None else None
+            augmented = getattr(data, "augmentation", None) is not None
+            # The bundle's train split is shuffled already (seeded, every epoch).
+            return x, y, val, ((data.train,), {"shuffle": False}), data.val, augmented
+        if isinstance(data, tuple) and len(data) == 2:
+            x, y = np.asarray(data[0], dtype="float32"), np.asarray(data[1])
+            val = _arrays(validation_data, "val") if validation_data is not None else None
+            return x, y, val, ((x, y), {"batch_size": self.batch_size, "shuffle": True}), \
+                val, False
+        raise InvalidTypeError(
+            format_message("A transfer search needs a DataBundle or (x, y) arrays.",
+                           expected="kertransfer.data.load(...) or a tuple (images, labels)",
+                           received={"data": type(data).__name__})
+        )
+
+    def _fit_head(self, model, v, x, y, val, callbacks, initial_epoch, end, verbose):
+        feats = self.features.get(model, x, y)
+        val_data = (self.features.get(model, val[0], val[1]), val[1]) if val is not None else None
+        inputs = keras.Input(feats.shape[1:], name="features")
+        h = inputs
+        for layer in head_layers(model):
+            h = layer(h)
+        head = keras.Model(inputs, h, name="head_on_features")
+        head.activation = getattr(model, "activation", "softmax")
+        steps = max(1, -(-len(feats) // self.batch_size))
+        compile_for_transfer(head, float(v["head_lr"]), self.optimizer,
+                             steps_per_execution=min(steps, 64))
+        # The tuner's checkpoint must see the full model, whose head is this head.
+        relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
+        hist = head.fit(feats, y, batch_size=self.batch_size, epochs=end,
+                        initial_epoch=initial_epoch, validation_data=val_data, shuffle=True,
+                        callbacks=[relay], verbose=verbose)
+        return head, hist.history
+
+    def _unfreeze(self, model, v, head) -> None:
+        k = int(v["unfreeze"])
+        num_blocks = len(block_context(model).block_names)
+        apply_policy(model, FreezeBlocks(num_blocks - k), v["bn"])
+        lr = float(v["fine_tune_lr"])
+        opt: Any = self.optimizer
+        if float(v["decay"]) > 1.0:
+            from kertransfer.training.discriminative import discriminative
+
+            opt = discriminative(make_optimizer(self.optimizer, lr), decay=float(v["decay"]))
+        compile_for_transfer(model, lr, opt)
+        if head is not None and head.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+            copy_optimizer_state(head.optimizer, model.optimizer)  # the head's moments go on
+            model.optimizer.learning_rate = lr  # the copy brought the head's rate
+
+    def _write_curves(self, callbacks, history, values) -> None:
+        """Per-epoch curves in the trial folder (KerasTuner keeps only the best epoch)."""
+        for cb in callbacks:
+            tuner, trial = getattr(cb, "tuner", None), getattr(cb, "trial", None)
+            if tuner is None or trial is None or not hasattr(tuner, "get_trial_dir"):
+                continue
+            path = pathlib.Path(tuner.get_trial_dir(trial.trial_id)) / "history.json"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"history": history, "values": values}, default=str))
+            os.replace(tmp, path)
+            return
+
+
+def _extend(history: dict, new: dict) -> None:
+    for key, vals in new.items():
+        history.setdefault(key, []).extend(float(v) for v in vals)
+

@@ -1,0 +1,482 @@
+"""`tune`: run a KerasTuner search of a `TransferHyperModel`, resumably, and report it.
+
+KerasTuner's own engine runs the search (its oracles, tuners and
+chief/worker mode); kertransfer hardens what a long transfer search needs:
+
+- **Atomic state files.** KerasTuner writes ``oracle.json``, each
+  ``trial.json`` and the tuner file in place; a kill during a write leaves an
+  empty file and the project no longer reloads. Here every state file is
+  written to a temporary file and renamed.
+- **Resume after a kill.** A re-run on the same directory reloads the
+  project: completed trials are kept, and a trial that was running when the
+  process died is run again from its start. A trial whose process died
+  ``max_crashes`` times (e.g. out of memory) is marked FAILED instead of being
+  retried forever, and a trial that had completed just before the kill is not
+  run twice.
+- **A search is one search.** The directory records the space, tuner, objective
+  and a fingerprint of the data; resuming with different ones raises instead
+  of silently mixing trials (pass ``overwrite=True`` to start again).
+- **Results.** At the end: a printed table of trials, ``results.csv``,
+  ``best_config.json``, ``best_model.keras`` and ``trials.png`` (objective
+  against unfreeze depth and fine-tuning rate), all in ``directory``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import pathlib
+import tempfile
+import warnings
+from typing import Any
+
+import keras_tuner
+import numpy as np
+
+from kertransfer.errors import (
+    DataError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    format_message,
+    suggest,
+)
+from kertransfer.training.feature_cache import array_digest
+
+STATE_FILE = "kertransfer_search.json"
+
+
+def _atomic_write(path: str | os.PathLike, text: str) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+class _RobustOracle:
+    """Mixin for KerasTuner oracles: atomic files, crash counting on reload."""
+
+    max_crashes = 2
+
+    def save(self):
+        _atomic_write(self._get_oracle_fname(), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial):
+        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        _atomic_write(path, json.dumps(trial.get_state()))
+
+    def get_state(self):
+        state = super().get_state()
+        state["kertransfer_crashes"] = dict(getattr(self, "_kt_crashes", {}))
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        self._kt_crashes = dict(state.get("kertransfer_crashes", {}))
+
+    def reload(self):
+        super().reload()
+        crashes = getattr(self, "_kt_crashes", {})
+        self._kt_crashes = crashes
+        queue = []
+        for trial_id in self._retry_queue:
+            trial = self.trials.get(trial_id)
+            if trial is None or trial.status in ("COMPLETED", "FAILED"):
+                continue  # it ended just before the kill: do not run it twice
+            if trial.status == "RUNNING":
+                crashes[trial_id] = crashes.get(trial_id, 0) + 1
+                if crashes[trial_id] >= self.max_crashes:
+                    trial.status = "FAILED"
+                    trial.message = (f"The search process died {crashes[trial_id]} times "
+                                     "during this trial (out of memory?); not retried.")
+                    self.end_order.append(trial_id)
+                    self._save_trial(trial)
+                    continue
+            queue.append(trial_id)
+        self._retry_queue = queue
+
+
+def _oracle_class(base):
+    return type(f"Kertransfer{base.__name__}", (_RobustOracle, base), {})
+
+
+class _RobustTuner:
+    """Mixin for KerasTuner tuners: the tuner's own file is written atomically."""
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        _atomic_write(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+
+class _Tuner(_RobustTuner, keras_tuner.Tuner):
+    pass
+
+
+class _HyperbandTuner(_RobustTuner, keras_tuner.Hyperband):
+    def __init__(self, oracle, hypermodel, **kwargs):
+        keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+
+TUNERS = {
+    "random": keras_tuner.oracles.RandomSearchOracle,
+    "bayesian": keras_tuner.oracles.BayesianOptimizationOracle,
+    "hyperband": keras_tuner.oracles.HyperbandOracle,
+}
+
+
+def _data_fingerprint(data) -> str:
+    if hasattr(data, "as_numpy"):
+        parts = [*data.as_numpy("train")]
+        if getattr(data, "val", None) is not None:
+            parts += [*data.as_numpy("val")]
+        return array_digest(parts)
+    if isinstance(data, tuple):
+        return array_digest([np.asarray(p) for p in data])
+    return type(data).__name__
+
+
+def _check_data(data, objective: str, validation_data) -> None:
+    if objective.startswith("val_"):
+        has_val = (getattr(data, "val", None) is not None if hasattr(data, "as_numpy")
+                   else validation_data is not None)
+        if not has_val:
+            raise DataError(
+                format_message(
+                    f"The objective {objective!r} needs validation data, and there is none.",
+                    fix="Load the data with validation_split > 0, or pass validation_data.",
+                    received={"objective": objective},
+                )
+            )
+
+
+def _env_for(distributed: str | None, oracle_address: str | None, tuner_id: str | None) -> dict:
+    if distributed is None:
+        return {}
+    if distributed not in ("chief", "worker"):
+        raise InvalidArgumentError(
+            format_message("distributed must be None, 'chief' or 'worker'.",
+                           received={"distributed": distributed})
+        )
+    host, sep, port = (oracle_address or "").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidArgumentError(
+            format_message("A distributed search needs the chief's address.",
+                           expected="oracle_address='host:port', e.g. '127.0.0.1:8000'",
+                           received={"oracle_address": oracle_address})
+        )
+    if tuner_id is None:
+        tuner_id = "chief" if distributed == "chief" else f"worker{os.getpid()}"
+    if (distributed == "chief") != ("chief" in tuner_id):
+        raise InvalidArgumentError(
+            format_message("KerasTuner recognises the chief by 'chief' in its tuner id.",
+                           expected="'chief' in tuner_id exactly when distributed='chief'",
+                           received={"tuner_id": tuner_id, "distributed": distributed})
+        )
+    return {"KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": port,
+            "KERASTUNER_TUNER_ID": tuner_id}
+
+
+@contextlib.contextmanager
+def _environ(values: dict):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
+         epochs: int | None = None, directory: str | os.PathLike = "runs/search",
+         project_name: str = "search", objective: str = "val_accuracy",
+         validation_data: Any = None, seed: int = 0, overwrite: bool = False,
+         max_epochs: int | None = None, factor: int = 3, hyperband_iterations: int = 1,
+         num_initial_points: int | None = None, max_crashes: int = 2,
+         distributed: str | None = None, oracle_address: str | None = None,
+         tuner_id: str | None = None, save_best: bool = True, verbose: int = 1):
+    """Search a `TransferHyperModel`'s space with KerasTuner, resumably.
+
+    Args:
+        hypermodel: A `kertransfer.TransferHyperModel`.
+        data: A `kertransfer.data.DataBundle` (with a validation split), or
+            ``(x, y)`` arrays with ``validation_data``.
+        tuner: ``"random"``, ``"bayesian"`` or ``"hyperband"``.
+        max_trials: Trials to run (random and Bayesian; Hyperband's budget is
+            set by ``max_epochs``, ``factor`` and ``hyperband_iterations``).
+        epochs: Epochs per trial, both phases (default: the hypermodel's).
+            Hyperband sets them itself, up to ``max_epochs``.
+        directory: Folder of the search: KerasTuner's project
+            (``<directory>/<project_name>``), the shared feature cache, and the
+            results.
+        project_name: KerasTuner's project name.
+        objective: The metric to optimize (``val_*`` metrics are maximized
+            when they are accuracies, minimized when they are losses).
+        validation_data: ``(x, y)`` when ``data`` is arrays.
+        seed: Seed of the oracle.
+        overwrite: Start again instead of resuming what ``directory`` holds.
+        max_epochs: Hyperband's most epochs per trial (default: ``epochs``).
+        factor: Hyperband's reduction factor.
+        hyperband_iterations: Hyperband's iterations.
+        num_initial_points: Bayesian optimization's random trials first.
+        max_crashes: A trial during which the process died this many times is
+            marked FAILED on resume instead of being run again.
+        distributed: None, ``"chief"`` or ``"worker"`` (KerasTuner's
+            chief/worker mode; every process uses the same ``directory``).
+        oracle_address: The chief's ``"host:port"`` (distributed only).
+        tuner_id: This process's id (default ``"chief"``, or ``"worker<pid>"``).
+        save_best: Write the results files at the end (the chief, or a
+            single-process search).
+        verbose: Progress output.
+
+    Returns:
+        The KerasTuner tuner (``results_summary()``, ``get_best_models()``,
+        ...), with ``results`` set to the list of trial rows.
+    """
+    from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
+
+    if not isinstance(hypermodel, TransferHyperModel):
+        raise InvalidTypeError(
+            format_message("tune() searches a TransferHyperModel.",
+                           expected="kertransfer.TransferHyperModel(...)",
+                           received={"hypermodel": type(hypermodel).__name__})
+        )
+    if tuner not in TUNERS:
+        raise InvalidArgumentError(
+            format_message("Unknown tuner.", expected=f"one of {sorted(TUNERS)}",
+                           fix=suggest(str(tuner), TUNERS), received={"tuner": tuner})
+        )
+    for name, value in (("max_trials", max_trials), ("max_crashes", max_crashes),
+                        ("factor", factor), ("hyperband_iterations", hyperband_iterations)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(
+                format_message(f"{name} must be a positive integer.", received={name: value})
+            )
+    epochs = int(epochs or hypermodel.epochs)
+    _check_data(data, objective, validation_data)
+    env = _env_for(distributed, oracle_address, tuner_id)
+    directory = pathlib.Path(directory)
+    project_dir = directory / project_name
+    if hypermodel.features.disk is None:
+        hypermodel.features = SharedFeatures(directory / "features")
+
+    state = {
+        "tuner": tuner, "objective": objective, "backbones": hypermodel.backbones,
+        "num_classes": hypermodel.num_classes, "input_shape": list(hypermodel.input_shape),
+        "space": {k: repr(v) for k, v in sorted(hypermodel.space_spec.items())},
+        "data": _data_fingerprint(data if validation_data is None else (*data, *validation_data)),
+        "epochs": epochs if tuner != "hyperband" else (max_epochs or epochs),
+    }
+    state_path = directory / STATE_FILE
+    is_worker = distributed == "worker"
+    if state_path.exists() and not overwrite:
+        saved = json.loads(state_path.read_text())
+        diff = sorted(k for k in state if saved.get(k) != state[k])
+        if diff:
+            raise InvalidArgumentError(
+                format_message(
+                    f"{directory} holds a different search ({', '.join(diff)} differ); "
+                    "resuming it would mix trials of two searches.",
+                    fix="Use another directory, or pass overwrite=True to start again.",
+                    received={k: state[k] for k in diff},
+                )
+            )
+    elif not is_worker:
+        if overwrite and project_dir.exists():
+            import shutil
+
+            shutil.rmtree(project_dir)
+        _atomic_write(state_path, json.dumps(state, indent=2))
+
+    oracle_kwargs = {"objective": objective, "seed": seed}
+    oracle_cls = _oracle_class(TUNERS[tuner])
+    if tuner == "hyperband":
+        oracle_kwargs.update(max_epochs=max_epochs or epochs, factor=factor,
+                             hyperband_iterations=hyperband_iterations)
+        tuner_cls = _HyperbandTuner
+    else:
+        oracle_kwargs["max_trials"] = max_trials
+        if tuner == "bayesian" and num_initial_points is not None:
+            oracle_kwargs["num_initial_points"] = num_initial_points
+        tuner_cls = _Tuner
+    with _environ(env):
+        oracle = oracle_cls(**oracle_kwargs)
+        oracle.max_crashes = max_crashes
+        kt_tuner = tuner_cls(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
+                             project_name=project_name, overwrite=False)
+        done = sum(t.status == "COMPLETED" for t in kt_tuner.oracle.trials.values()) \
+            if not is_worker else 0
+        if verbose and done:
+            print(f"Resuming the search in {project_dir}: {done} trial(s) completed already")
+        search_kwargs = {"verbose": verbose}
+        if tuner != "hyperband":
+            search_kwargs["epochs"] = epochs
+        if validation_data is not None:
+            search_kwargs["validation_data"] = validation_data
+        quiet = io.StringIO()
+        with contextlib.redirect_stdout(quiet) if not verbose else contextlib.nullcontext():
+            kt_tuner.search(data, **search_kwargs)
+        if not is_worker:
+            kt_tuner.save()  # the chief's last state lists no trial as running
+    kt_tuner.results = results_table(kt_tuner)
+    if save_best and not is_worker:
+        write_results(kt_tuner, directory, verbose=verbose)
+    return kt_tuner
+
+
+def _values(trial) -> dict:
+    return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+
+
+def results_table(kt_tuner) -> list[dict]:
+    """One row per trial (sorted by id): status, score, best epoch and knob values."""
+    rows = []
+    trials = sorted(kt_tuner.oracle.trials.values(),
+                    key=lambda t: (len(t.trial_id), t.trial_id))
+    for t in trials:
+        values = _values(t)
+        backbone = values.get("backbone")
+        unfreeze = values.get(f"{backbone}/unfreeze")
+        row = {"trial": t.trial_id, "status": t.status, "score": t.score,
+               "best_epoch": t.best_step, "backbone": backbone, "unfreeze": unfreeze}
+        row.update({k: v for k, v in values.items()
+                    if k != "backbone" and not k.endswith("/unfreeze")})
+        rows.append(row)
+    return rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.4f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def format_results(rows: list[dict], objective: str, direction: str = "max") -> str:
+    """The trials as a text table, best first (``direction``: ``"max"`` or ``"min"``)."""
+    if not rows:
+        return "No trials."
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = [k for k in keys if k != "score"]
+    keys.insert(2, "score")
+
+    def order(r):
+        s = r["score"]
+        missing = s is None or (isinstance(s, float) and math.isnan(s))
+        return (missing, 0.0 if missing else (s if direction == "min" else -s))
+
+    ranked = sorted(rows, key=order)
+    cells = [[k if k != "score" else objective for k in keys]]
+    cells += [[_fmt(r.get(k)) for k in keys] for r in ranked]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1) -> dict:
+    """Write results.csv, best_config.json, best_model.keras and trials.png to ``directory``."""
+    directory = pathlib.Path(directory)
+    rows = results_table(kt_tuner)
+    objective = kt_tuner.oracle.objective.name
+    table = format_results(rows, objective, kt_tuner.oracle.objective.direction)
+    if verbose:
+        print(f"\nSearch results ({len(rows)} trials, objective {objective}):\n{table}")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(directory / "results.csv", buf.getvalue())
+    written = {"results": directory / "results.csv"}
+    best = [t for t in kt_tuner.oracle.get_best_trials(len(kt_tuner.oracle.trials))
+            if t.status == "COMPLETED"]
+    if best:
+        trial = best[0]
+        hm = kt_tuner.hypermodel
+        values = _values(trial)
+        config = {
+            "objective": objective, "score": trial.score, "trial": trial.trial_id,
+            "best_epoch": trial.best_step, "values": values,
+            "hypermodel": {"backbones": hm.backbones, "num_classes": hm.num_classes,
+                           "input_shape": list(hm.input_shape),
+                           "weights": hm.weights if isinstance(hm.weights, (str, dict))
+                           or hm.weights is None else str(hm.weights),
+                           "optimizer": hm.optimizer},
+        }
+        _atomic_write(directory / "best_config.json", json.dumps(config, indent=2, default=str))
+        written["best_config"] = directory / "best_config.json"
+        with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = kt_tuner.get_best_models(1)[0]
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # loads without a warning
+        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
+        os.close(fd)
+        try:
+            model.save(tmp)
+            os.replace(tmp, directory / "best_model.keras")
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        written["best_model"] = directory / "best_model.keras"
+        if verbose:
+            print(f"Best: trial {trial.trial_id}, {objective} {trial.score:.4f}: "
+                  + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+    plot_trials(rows, directory / "trials.png", objective)
+    written["plot"] = directory / "trials.png"
+    if verbose:
+        print("Wrote " + ", ".join(str(p) for p in written.values()))
+    return written
+
+
+def plot_trials(rows: list[dict], path, objective: str) -> None:
+    """Objective against unfreeze depth and fine-tuning rate, one colour per backbone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    backbones = sorted({str(r["backbone"]) for r in done})
+    for b in backbones:
+        rs = [r for r in done if str(r["backbone"]) == b]
+        axes[0].scatter([r["unfreeze"] for r in rs], [r["score"] for r in rs], label=b)
+        axes[1].scatter([r.get("fine_tune_lr") for r in rs], [r["score"] for r in rs], label=b)
+    axes[0].set_xlabel("unfreeze (blocks trainable from the top)")
+    axes[1].set_xlabel("fine_tune_lr")
+    axes[1].set_xscale("log")
+    axes[0].set_ylabel(objective)
+    if backbones:
+        axes[1].legend(fontsize=8)
+    fig.suptitle(f"{len(done)} completed trials")
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)

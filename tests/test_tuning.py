@@ -1,0 +1,173 @@
+"""TransferHyperModel and tune(): the space, two-phase trials, the shared feature cache."""
+
+import json
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+import kertransfer as kt
+from kertransfer.errors import DataError, InvalidArgumentError, UnknownBackboneError
+
+
+@pytest.fixture
+def tiny_weights(tmp_path_factory, tiny_backbone_name):
+    """A saved tiny transfer model, used as 'pretrained' weights (fixed across trials)."""
+    keras.utils.set_random_seed(1)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, freeze="none")
+    path = tmp_path_factory.mktemp("weights") / "tiny.keras"
+    model.save(path)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_bundle(tiny_data):
+    return kt.data.load(tiny_data, image_size=(16, 16), batch_size=32, validation_split=0.25,
+                        seed=0, verbose=0)
+
+
+def _hm(name, weights, **kw):
+    kw.setdefault("space", {"head_epochs": 2})
+    return kt.TransferHyperModel(name, num_classes=4, input_shape=(16, 16, 3), weights=weights,
+                                 epochs=3, batch_size=32, **kw)
+
+
+def test_space_defaults_overrides_and_errors(tiny_backbone_name):
+    hm = _hm(tiny_backbone_name, None, space=None)
+    assert sorted(hm.searched()) == ["dropout", "fine_tune_lr", "head_lr",
+                                     f"{tiny_backbone_name}/unfreeze"]
+    hp = keras_tuner.HyperParameters()
+    hm.declare(hp)
+    unfreeze = hp._hps[f"{tiny_backbone_name}/unfreeze"][0]
+    assert (unfreeze.min_value, unfreeze.max_value) == (0, 3)  # the tiny CNN has 3 blocks
+
+    hm = _hm(tiny_backbone_name, None, space={"dropout": 0.3, "bn": ["frozen", "trainable"],
+                                              "head_lr": (1e-3, 1e-3), "unfreeze": (1, 9)})
+    hp = keras_tuner.HyperParameters()
+    values = hm.declare(hp)
+    assert values["dropout"] == 0.3 and values["head_lr"] == 1e-3
+    assert "bn" in hm.searched() and "dropout" not in hm.searched()
+    unfreeze = hp._hps[f"{tiny_backbone_name}/unfreeze"][0]
+    assert (unfreeze.min_value, unfreeze.max_value) == (1, 3)  # clipped to the block count
+
+    with pytest.raises(InvalidArgumentError, match="Unknown search space knob 'dropuot'.*"
+                                                   "Did you mean 'dropout'.*Received"):
+        _hm(tiny_backbone_name, None, space={"dropuot": 0.1})
+    with pytest.raises(InvalidArgumentError, match="unfreeze asks for 5 blocks.*Received"):
+        _hm(tiny_backbone_name, None, space={"unfreeze": 5})
+    with pytest.raises(InvalidArgumentError, match="Bad search space entry for 'head_lr'.*"
+                                                   "positive.*Received"):
+        _hm(tiny_backbone_name, None, space={"head_lr": (0.0, 1e-2)})
+    with pytest.raises(InvalidArgumentError, match="'dropout'.*Received"):
+        _hm(tiny_backbone_name, None, space={"dropout": (0.2, 0.1)})
+    with pytest.raises(UnknownBackboneError):
+        _hm("not_a_backbone", None)
+
+
+def test_per_backbone_unfreeze_knobs_are_conditional(tiny_backbone_name):
+    hm = kt.TransferHyperModel([tiny_backbone_name, "mobilenet_v3_small"], num_classes=4,
+                               input_shape=(32, 32, 3), weights=None)
+    hp = keras_tuner.HyperParameters()
+    hm.declare(hp)
+    names = {p.name: p for p in hp.space}
+    assert names["mobilenet_v3_small/unfreeze"].max_value == 13
+    assert names[f"{tiny_backbone_name}/unfreeze"].max_value == 3
+    hp.values["backbone"] = "mobilenet_v3_small"
+    assert not hp.is_active(names[f"{tiny_backbone_name}/unfreeze"])
+
+
+def _fixed_hp(hm, **values):
+    hp = keras_tuner.HyperParameters()
+    hm.declare(hp)
+    for k, v in values.items():
+        hp.values[k] = v
+    return hp
+
+
+def test_two_phase_trial_freezes_then_unfreezes(tiny_backbone_name, tiny_weights, tiny_bundle):
+    hm = _hm(tiny_backbone_name, tiny_weights)
+    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 1, "head_lr": 1e-2,
+                          "fine_tune_lr": 1e-3})
+    model = hm.build(hp)
+    stem_before = model.backbone.get_layer("stem_conv").get_weights()[0].copy()
+    top_before = model.backbone.get_layer("block2_conv").get_weights()[0].copy()
+    history = hm.fit(hp, model, tiny_bundle, verbose=0)
+    assert isinstance(history, keras.callbacks.History)
+    # One timeline: 2 head epochs on cached features, then 1 epoch with the top block.
+    assert len(history.history["val_accuracy"]) == 3
+    assert hm.features.passes == 2  # train and validation features, once each
+    np.testing.assert_array_equal(model.backbone.get_layer("stem_conv").get_weights()[0],
+                                  stem_before)
+    assert not np.array_equal(model.backbone.get_layer("block2_conv").get_weights()[0],
+                              top_before)
+    trainable = {layer.name for layer in model.backbone.layers if layer.trainable
+                 and layer.weights}
+    assert "block2_conv" in trainable and "stem_conv" not in trainable
+
+    # Same backbone, weights and data: the next trial reads the same features.
+    model2 = hm.build(_fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 0}))
+    hm.fit(_fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 0}), model2, tiny_bundle,
+           verbose=0)
+    assert hm.features.passes == 2 and hm.features.hits >= 2
+
+
+def test_hyperband_continuation_skips_phase_one(tiny_backbone_name, tiny_weights, tiny_bundle):
+    hm = _hm(tiny_backbone_name, tiny_weights)
+    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 2})
+    model = hm.build(hp)
+    history = hm.fit(hp, model, tiny_bundle, epochs=4, initial_epoch=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert hm.features.passes == 0  # phase 1 was not run again
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_tune_runs_each_tuner_and_writes_results(tiny_backbone_name, tiny_weights, tiny_bundle,
+                                                 tmp_path, tuner, capsys):
+    hm = _hm(tiny_backbone_name, tiny_weights)
+    out = tmp_path / "search"
+    result = kt.tune(hm, tiny_bundle, tuner=tuner, max_trials=3, epochs=3, max_epochs=3,
+                     directory=out, verbose=1)
+    printed = capsys.readouterr().out
+    done = [r for r in result.results if r["status"] == "COMPLETED"]
+    assert len(done) >= 3
+    assert {p.name for p in out.iterdir()} >= {"results.csv", "best_config.json",
+                                                "best_model.keras", "trials.png", "features",
+                                                "search", "kertransfer_search.json"}
+    config = json.loads((out / "best_config.json").read_text())
+    assert config["score"] == max(r["score"] for r in done)
+    best = keras.saving.load_model(out / "best_model.keras")
+    x, y = tiny_bundle.as_numpy("val")
+    acc = float(np.mean(np.argmax(best.predict(x, verbose=0), -1) == y))
+    assert acc == pytest.approx(config["score"], abs=1e-6)  # the model that scored best
+    assert "val_accuracy" in printed and "Best: trial" in printed
+    # Every trial shared one pair of feature passes (train, validation).
+    assert hm.features.passes == 2
+
+
+def test_tune_refuses_a_different_search_in_the_same_directory(tiny_backbone_name, tiny_weights,
+                                                              tiny_bundle, tmp_path):
+    hm = _hm(tiny_backbone_name, tiny_weights)
+    kt.tune(hm, tiny_bundle, max_trials=1, epochs=2, directory=tmp_path, verbose=0,
+            save_best=False)
+    other = _hm(tiny_backbone_name, tiny_weights, space={"head_epochs": 2, "dropout": 0.4})
+    with pytest.raises(InvalidArgumentError, match="different search.*space.*Received"):
+        kt.tune(other, tiny_bundle, max_trials=1, epochs=2, directory=tmp_path, verbose=0)
+    # Re-running the same search continues it: the finished trial is not run again.
+    again = kt.tune(_hm(tiny_backbone_name, tiny_weights), tiny_bundle, max_trials=2, epochs=2,
+                    directory=tmp_path, verbose=0, save_best=False)
+    assert [r["trial"] for r in again.results] == ["0", "1"]
+
+
+def test_tune_errors(tiny_backbone_name, tiny_weights, tiny_data, tmp_path):
+    hm = _hm(tiny_backbone_name, tiny_weights)
+    no_val = kt.data.load(tiny_data, image_size=(16, 16), seed=0, verbose=0,
+                          validation_split=0.0)
+    with pytest.raises(DataError, match="needs validation data.*Received: objective"):
+        kt.tune(hm, no_val, directory=tmp_path)
+    with pytest.raises(InvalidArgumentError, match="Unknown tuner.*hyperband.*Received"):
+        kt.tune(hm, no_val, tuner="hyperbnd", directory=tmp_path)
+    with pytest.raises(InvalidArgumentError, match="chief's address.*Received"):
+        kt.tune(hm, no_val, objective="loss", distributed="worker", directory=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written
