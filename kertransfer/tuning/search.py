@@ -245,7 +245,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
 
     Returns:
         The KerasTuner tuner (``results_summary()``, ``get_best_models()``,
-        ...), with ``results`` set to the list of trial rows.
+        ...), with ``results`` set to the list of trial rows (empty on a worker,
+        whose trials the chief holds).
     """
     from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
 
@@ -332,7 +333,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             kt_tuner.search(data, **search_kwargs)
         if not is_worker:
             kt_tuner.save()  # the chief's last state lists no trial as running
-    kt_tuner.results = results_table(kt_tuner)
+    # A worker's oracle is a client of the chief's: the chief holds the trials.
+    kt_tuner.results = [] if is_worker else results_table(kt_tuner)
     if save_best and not is_worker:
         write_results(kt_tuner, directory, verbose=verbose)
     return kt_tuner
