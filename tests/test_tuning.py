@@ -171,3 +171,44 @@ def test_tune_errors(tiny_backbone_name, tiny_weights, tiny_data, tmp_path):
     with pytest.raises(InvalidArgumentError, match="chief's address.*Received"):
         kt.tune(hm, no_val, objective="loss", distributed="worker", directory=tmp_path)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_mixed_precision_models_keep_float32_outputs(tiny_backbone_name, tiny_weights,
+                                                     tiny_bundle):
+    hm = _hm(tiny_backbone_name, tiny_weights, mixed_precision=True)
+    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 1})
+    model = hm.build(hp)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert model.backbone.get_layer("stem_conv").compute_dtype == "float16"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    history = hm.fit(hp, model, tiny_bundle, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_cli_tune_writes_a_search(tiny_backbone_name, tiny_weights, tiny_data, tmp_path,
+                                  capsys, monkeypatch):
+    from kertransfer.cli.main import main
+
+    images = tmp_path / "images"
+    x, y = tiny_data
+    from PIL import Image
+
+    for i in range(80):
+        folder = images / f"class{y[i]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i].astype("uint8")).save(folder / f"{i}.png")
+    out = tmp_path / "search"
+    argv = ["tune", "--data", str(images), "--backbone", tiny_backbone_name, "--image-size",
+            "16", "--weights", tiny_weights, "--max-trials", "2", "--epochs", "3",
+            "--space", "head_epochs=2", "dropout=0.1", "bn=frozen,trainable",
+            "--dir", str(out), "--verbose", "0"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "searching" in printed and "bn" in printed.split("searching")[1]
+    assert "Search results (2 trials" in printed and "val_accuracy" in printed
+    assert (out / "best_config.json").exists() and (out / "trials.png").exists()
+    config = json.loads((out / "best_config.json").read_text())
+    assert config["values"]["dropout"] == 0.1 and config["values"]["head_epochs"] == 2
+    # A bad space entry is a clear error, not a traceback.
+    assert main(argv[:-4] + ["--space", "dropuot=0.1", "--dir", str(tmp_path / "x")]) == 2
+    assert "Did you mean 'dropout'" in capsys.readouterr().err

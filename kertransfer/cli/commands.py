@@ -137,6 +137,39 @@ def run_train(args) -> int:
     return 0
 
 
+def run_tune(args) -> int:
+    from kertransfer.backbones import get_backbone_spec
+    from kertransfer.data import load
+    from kertransfer.tuning import TransferHyperModel, tune
+
+    specs = [get_backbone_spec(b) for b in args.backbone]
+    size = args.image_size or (specs[0].default_size, specs[0].default_size)
+    print(f"[1/2] Loading data {args.data!r} at {size[0]}x{size[1]}")
+    data = load(args.data, image_size=size, batch_size=args.batch_size,
+                validation_split=args.validation_split, test_split=args.test_split,
+                samples_per_class=args.samples_per_class, augment=args.augment or None,
+                seed=args.seed)
+    print(data.summary())
+    hypermodel = TransferHyperModel(
+        [s.name for s in specs], data.num_classes, input_shape=(*size, 3), weights=args.weights,
+        space=dict(args.space), optimizer=args.optimizer, epochs=args.epochs,
+        batch_size=args.batch_size, mixed_precision=args.mixed_precision)
+    searched = ", ".join(hypermodel.searched()) or "nothing (every knob fixed)"
+    print(f"[2/2] {args.tuner} search in {args.dir}: searching {searched}")
+    tuner = tune(hypermodel, data, tuner=args.tuner, max_trials=args.max_trials,
+                 epochs=args.epochs, directory=args.dir, objective=args.objective,
+                 seed=args.seed, overwrite=args.overwrite, distributed=args.distributed,
+                 oracle_address=args.oracle_address, tuner_id=args.tuner_id,
+                 verbose=args.verbose)
+    if args.verbose == 0 and args.distributed != "worker":  # the table is the output
+        from kertransfer.tuning import format_results
+
+        print(f"Search results ({len(tuner.results)} trials, objective {args.objective}):")
+        print(format_results(tuner.results, args.objective,
+                             tuner.oracle.objective.direction))
+    return 0
+
+
 def run_demo(args) -> int:
     from kertransfer.demo import run_demo as demo
 

@@ -115,6 +115,75 @@ def _add_train(sub) -> None:
     p.set_defaults(command="train")
 
 
+def _space_arg(text: str):
+    """Parse one --space entry: knob=value, knob=low:high (a range) or knob=a,b,c (choices)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(
+            f"expected knob=value, knob=low:high or knob=a,b,c; received {text!r}")
+
+    def scalar(v: str):
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+        return {"none": None}.get(v.lower(), v)
+
+    if ":" in value:
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"expected a range low:high; received {text!r}")
+        return name, (scalar(parts[0]), scalar(parts[1]))
+    if "," in value:
+        return name, [scalar(v) for v in value.split(",") if v]
+    return name, scalar(value)
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="search freeze depth, learning rates and dropout",
+                       description="Run a KerasTuner search of a TransferHyperModel: every "
+                       "trial trains the head on the frozen backbone (on cached features), "
+                       "then unfreezes the searched number of top blocks. Re-running on the "
+                       "same --dir resumes the search. Writes results.csv, best_config.json, "
+                       "best_model.keras and trials.png to --dir.",
+                       formatter_class=_FORMATTER)
+    _add_data_args(p)
+    p.add_argument("--backbone", required=True, nargs="+",
+                   help="one or more registry names (several: the backbone is searched too)")
+    p.add_argument("--weights", type=_weights_arg, default="imagenet",
+                   help="imagenet, none, or a .keras / .weights.h5 file")
+    p.add_argument("--tuner", default="random", choices=["random", "bayesian", "hyperband"],
+                   help="KerasTuner's search algorithm")
+    p.add_argument("--max-trials", type=int, default=10,
+                   help="trials to run (random, bayesian)")
+    p.add_argument("--epochs", type=int, default=10,
+                   help="epochs per trial, both phases (hyperband: the most per trial)")
+    p.add_argument("--space", type=_space_arg, nargs="*", default=[],
+                   metavar="KNOB=SPEC",
+                   help="change the space: dropout=0.3 (fixed), head_lr=1e-4:1e-2 (range), "
+                   "bn=frozen,trainable (choices); knobs: unfreeze, head_lr, fine_tune_lr, "
+                   "dropout, bn, head_units, head_epochs, decay")
+    p.add_argument("--objective", default="val_accuracy", help="metric to optimize")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
+                   help="optimizer")
+    p.add_argument("--dir", required=True, help="search folder (resumed when it exists)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the search again instead of resuming it")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="train in mixed_float16 (for GPUs; the outputs stay float32)")
+    p.add_argument("--distributed", default=None, choices=["chief", "worker"],
+                   help="KerasTuner's chief/worker mode; all processes share --dir")
+    p.add_argument("--oracle-address", default=None,
+                   help="with --distributed: the chief's host:port")
+    p.add_argument("--tuner-id", default=None,
+                   help="with --distributed: this process's id (restart a dead worker with "
+                   "its id to hand its trial back)")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="0 silent, 1 progress bars, 2 one line per epoch")
+    p.set_defaults(command="tune")
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="offline demo: pretrain on digits, transfer to digits_m",
                        description="Pretrain a backbone on the embedded digits, transfer it to "
@@ -136,13 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kertransfer`` command."""
     parser = argparse.ArgumentParser(
         prog="kertransfer",
-        description="Transfer learning for Keras 3: backbones, freezing, training, demo.",
+        description="Transfer learning for Keras 3: backbones, freezing, training, search, "
+        "demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_backbones(sub)
     _add_info(sub)
     _add_train(sub)
+    _add_tune(sub)
     _add_demo(sub)
     return parser
 

@@ -79,13 +79,15 @@ def array_digest(arrays) -> str:
 
 def feature_key(model, x: np.ndarray, y: np.ndarray) -> str:
     """A key that changes when anything that changes ``model``'s features on ``(x, y)`` does:
-    backbone name, weights digest, input size, preprocessing, pooling, data fingerprint."""
+    backbone name, weights digest, input size, preprocessing, pooling, compute dtype and
+    a fingerprint of the data."""
     parts = [
         getattr(model, "backbone_name", "custom"),
         array_digest(model.backbone.get_weights()),
         "x".join(str(d) for d in model.input_shape[1:]),
         getattr(model, "preprocessing", "none"),
         getattr(model, "pooling", "none"),
+        model.backbone.compute_dtype,
         array_digest([x, y]),
     ]
     return "-".join(parts)

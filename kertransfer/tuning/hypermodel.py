@@ -84,6 +84,7 @@ class SharedFeatures:
             self.hits += 1
         else:
             self.passes += 1
+        feats = np.asarray(feats, dtype="float32")  # float16 under mixed precision
         self._memory[key] = feats
         return feats
 
@@ -126,6 +127,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
         cache_features: Train phase 1 on shared cached features when possible.
         cache_dir: Keep those features on disk there (`kt.tune` uses a folder in
             the search directory).
+        mixed_precision: Build the models under the ``mixed_float16`` policy
+            (float16 compute, float32 variables and outputs): faster on GPUs
+            with tensor cores, slower on CPUs.
         name: Hypermodel name.
 
     Examples:
@@ -141,7 +145,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
                  input_shape: Sequence[int] = (224, 224, 3), weights: Any = "imagenet",
                  space: dict | None = None, optimizer: str = "adam", epochs: int = 10,
                  batch_size: int = 32, cache_features: bool = True,
-                 cache_dir: str | os.PathLike | None = None, name: str | None = None):
+                 cache_dir: str | os.PathLike | None = None, mixed_precision: bool = False,
+                 name: str | None = None):
         super().__init__(name=name, tunable=True)
         names = [backbones] if isinstance(backbones, str) else list(backbones or [])
         if not names or not all(isinstance(b, str) for b in names):
@@ -180,6 +185,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.epochs = epochs
         self.batch_size = batch_size
         self.cache_features = cache_features
+        self.mixed_precision = bool(mixed_precision)
         self.features = SharedFeatures(cache_dir)
         self._num_blocks = {b: self._count_blocks(b) for b in self.backbones}
         self._check_unfreeze()
@@ -236,11 +242,17 @@ class TransferHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         v = self.declare(hp)
         units = int(v["head_units"])
-        model = build_transfer_model(
-            v["backbone"], self.num_classes, input_shape=self.input_shape,
-            weights=self._weights(v["backbone"]), freeze="all", bn=v["bn"],
-            dropout=float(v["dropout"]), head_units=(units,) if units else (),
-        )
+        previous = keras.config.dtype_policy()
+        if self.mixed_precision:
+            keras.config.set_dtype_policy("mixed_float16")
+        try:
+            model = build_transfer_model(
+                v["backbone"], self.num_classes, input_shape=self.input_shape,
+                weights=self._weights(v["backbone"]), freeze="all", bn=v["bn"],
+                dropout=float(v["dropout"]), head_units=(units,) if units else (),
+            )
+        finally:
+            keras.config.set_dtype_policy(previous)
         compile_for_transfer(model, float(v["head_lr"]), self.optimizer)
         return model
 

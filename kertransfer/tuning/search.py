@@ -27,6 +27,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import os
 import pathlib
@@ -201,6 +202,18 @@ def _environ(values: dict):
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Every trial builds new models, so TensorFlow's retracing warnings say nothing useful."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
          epochs: int | None = None, directory: str | os.PathLike = "runs/search",
          project_name: str = "search", objective: str = "val_accuracy",
@@ -329,7 +342,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         if validation_data is not None:
             search_kwargs["validation_data"] = validation_data
         quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet) if not verbose else contextlib.nullcontext():
+        with contextlib.redirect_stdout(quiet) if not verbose else contextlib.nullcontext(), \
+                _quiet_retracing():
             kt_tuner.search(data, **search_kwargs)
         if not is_worker:
             kt_tuner.save()  # the chief's last state lists no trial as running
