@@ -71,9 +71,18 @@ def _schedule(name: str, lr: float, steps: int):
     return lr
 
 
+def _load_data(args, size):
+    """The data bundle the --data flags describe, at ``size``."""
+    from kertransfer.data import load
+
+    return load(args.data, image_size=size, batch_size=args.batch_size,
+                validation_split=args.validation_split, test_split=args.test_split,
+                samples_per_class=args.samples_per_class, augment=args.augment or None,
+                seed=args.seed)
+
+
 def run_train(args) -> int:
     from kertransfer.backbones import get_backbone_spec
-    from kertransfer.data import load
     from kertransfer.errors import InvalidArgumentError, format_message
     from kertransfer.freezing import trainable_summary
     from kertransfer.models import build_transfer_model
@@ -90,10 +99,7 @@ def run_train(args) -> int:
     size = args.image_size or (spec.default_size, spec.default_size)
     steps_total = 4 if args.lr_find else 3
     print(f"[1/{steps_total}] Loading data {args.data!r} at {size[0]}x{size[1]}")
-    data = load(args.data, image_size=size, batch_size=args.batch_size,
-                validation_split=args.validation_split, test_split=args.test_split,
-                samples_per_class=args.samples_per_class, augment=args.augment or None,
-                seed=args.seed)
+    data = _load_data(args, size)
     print(data.summary())
     print(f"[2/{steps_total}] Building {spec.name} (weights={args.weights}, freeze={args.freeze}, "
           f"bn={args.bn})")
@@ -139,16 +145,12 @@ def run_train(args) -> int:
 
 def run_tune(args) -> int:
     from kertransfer.backbones import get_backbone_spec
-    from kertransfer.data import load
     from kertransfer.tuning import TransferHyperModel, tune
 
     specs = [get_backbone_spec(b) for b in args.backbone]
     size = args.image_size or (specs[0].default_size, specs[0].default_size)
     print(f"[1/2] Loading data {args.data!r} at {size[0]}x{size[1]}")
-    data = load(args.data, image_size=size, batch_size=args.batch_size,
-                validation_split=args.validation_split, test_split=args.test_split,
-                samples_per_class=args.samples_per_class, augment=args.augment or None,
-                seed=args.seed)
+    data = _load_data(args, size)
     print(data.summary())
     hypermodel = TransferHyperModel(
         [s.name for s in specs], data.num_classes, input_shape=(*size, 3), weights=args.weights,
