@@ -20,14 +20,15 @@ def machine() -> str:
             f"backend {keras.backend.backend()}")
 
 
-def append_row(benchmark: str, setup: str, toolkit: str, baseline: str, ratio: float,
+def append_row(benchmark: str, setup: str, toolkit: str, baseline: str, ratio: float | None,
                notes: str = "") -> None:
     """Append one row to the table in docs/benchmarks.md (creating the table if needed)."""
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     if HEADER not in text:
         text = text.rstrip() + "\n\n" + HEADER + "\n|---|---|---|---|---|---|---|\n"
     date = datetime.date.today().isoformat()
-    row = f"| {date} | {benchmark} | {setup} | {toolkit} | {baseline} | {ratio:.3f} | {notes} |"
+    ratio_text = "-" if ratio is None else f"{ratio:.3f}"
+    row = f"| {date} | {benchmark} | {setup} | {toolkit} | {baseline} | {ratio_text} | {notes} |"
     lines = text.rstrip("\n").split("\n")
     # Insert after the last row of the table that starts at HEADER.
     start = lines.index(HEADER)

@@ -30,6 +30,7 @@ __all__ = [
     "LabelError",
     "CorruptImageError",
     "MissingDependencyError",
+    "SearchError",
     "format_message",
     "suggest",
 ]
@@ -93,6 +94,10 @@ class CorruptImageError(DataError):
 
 class MissingDependencyError(KertransferError, ImportError):
     """An optional package is needed for this feature."""
+
+
+class SearchError(KertransferError, RuntimeError):
+    """A search cannot go on (its processes keep dying, or a child process failed)."""
 
 
 def _repr(value: Any) -> str:

@@ -212,3 +212,31 @@ def test_cli_tune_writes_a_search(tiny_backbone_name, tiny_weights, tiny_data, t
     # A bad space entry is a clear error, not a traceback.
     assert main(argv[:-4] + ["--space", "dropuot=0.1", "--dir", str(tmp_path / "x")]) == 2
     assert "Did you mean 'dropout'" in capsys.readouterr().err
+
+
+def test_trials_per_process_runs_the_search_in_child_processes(tiny_backbone_name, tiny_weights,
+                                                               tiny_bundle, tmp_path, capfd):
+    import pathlib
+
+    setup = pathlib.Path(__file__).parent / "fixtures" / "register_tiny.py"
+    hm = _hm(tiny_backbone_name, tiny_weights)
+    config = hm.get_config()
+    assert kt.TransferHyperModel.from_config(config).get_config() == config
+    out = tmp_path / "search"
+    result = kt.tune(hm, tiny_bundle, max_trials=5, epochs=3, directory=out,
+                     trials_per_process=2, child_setup=str(setup), verbose=1)
+    printed = capfd.readouterr().out
+    assert "Search process 3 (at most 2 trials)" in printed
+    assert "Search process 4" not in printed
+    assert [r["status"] for r in result.results] == ["COMPLETED"] * 5
+    assert (out / "best_model.keras").exists()
+    # The children shared one feature pass per split through the search folder.
+    assert len(list((out / "features").glob("*.npz"))) == 2
+    assert hm.features.passes == 0  # the parent trained nothing
+    with pytest.raises(InvalidArgumentError, match="subclass.*Received"):
+        class Sub(kt.TransferHyperModel):
+            pass
+
+        kt.tune(Sub(tiny_backbone_name, num_classes=4, input_shape=(16, 16, 3),
+                    weights=tiny_weights), tiny_bundle, directory=tmp_path / "x",
+                trials_per_process=2)

@@ -234,6 +234,44 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.declare(hp)
         return [p.name for p in hp.space if type(p).__name__ != "Fixed"]
 
+    # -- configuration (for child processes) ---------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """A JSON-able description from which `from_config` rebuilds this hypermodel."""
+        def encode(spec):
+            if isinstance(spec, tuple):
+                return {"range": list(spec)}
+            if isinstance(spec, list):
+                return {"choices": spec}
+            return {"fixed": spec}
+
+        weights = self.weights
+        if isinstance(weights, dict):
+            weights = {k: None if v is None else str(v) for k, v in weights.items()}
+        elif weights is not None:
+            weights = str(weights)
+        return {
+            "backbones": self.backbones, "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape), "weights": weights,
+            "space": {k: encode(v) for k, v in self.space_spec.items()},
+            "optimizer": self.optimizer, "epochs": self.epochs, "batch_size": self.batch_size,
+            "cache_features": self.cache_features, "mixed_precision": self.mixed_precision,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TransferHyperModel:
+        """The hypermodel `get_config` describes."""
+        def decode(spec):
+            if "range" in spec:
+                return tuple(spec["range"])
+            if "choices" in spec:
+                return list(spec["choices"])
+            return spec["fixed"]
+
+        config = dict(config)
+        config["space"] = {k: decode(v) for k, v in config.get("space", {}).items()}
+        return cls(config.pop("backbones"), config.pop("num_classes"), **config)
+
     # -- build and fit ------------------------------------------------------------------------
 
     def _weights(self, backbone: str):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import json
 import logging
@@ -42,6 +43,7 @@ from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
     InvalidTypeError,
+    SearchError,
     format_message,
     suggest,
 )
@@ -111,13 +113,41 @@ def _oracle_class(base):
     return type(f"Kertransfer{base.__name__}", (_RobustOracle, base), {})
 
 
+def resident_mib() -> float | None:
+    """Resident memory of this process in MiB (Linux), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class TrialBudgetReached(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised after a trial ends when a process has run the trials it was given."""
+
+
 class _RobustTuner:
-    """Mixin for KerasTuner tuners: the tuner's own file is written atomically."""
+    """Mixin for KerasTuner tuners: atomic tuner file; optionally stop after N trials."""
+
+    stop_after: int | None = None
 
     def save(self):
         if not self._is_worker():
             self.oracle.save()
         _atomic_write(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)  # the trial is ended and saved here
+        gc.collect()
+        # The memory this process holds after the trial: a search that leaks shows it here.
+        path = os.path.join(self.project_dir, f"trial_{trial.trial_id}", "process.json")
+        _atomic_write(path, json.dumps({"pid": os.getpid(), "rss_mib": resident_mib()}))
+        self._kt_trials_run = getattr(self, "_kt_trials_run", 0) + 1
+        if self.stop_after is not None and self._kt_trials_run >= self.stop_after:
+            raise TrialBudgetReached()
 
 
 class _Tuner(_RobustTuner, keras_tuner.Tuner):
@@ -221,7 +251,9 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
          max_epochs: int | None = None, factor: int = 3, hyperband_iterations: int = 1,
          num_initial_points: int | None = None, max_crashes: int = 2,
          distributed: str | None = None, oracle_address: str | None = None,
-         tuner_id: str | None = None, save_best: bool = True, verbose: int = 1):
+         tuner_id: str | None = None, trials_per_process: int | None = None,
+         child_setup: str | None = None, save_best: bool = True, verbose: int = 1,
+         _stop_after: int | None = None):
     """Search a `TransferHyperModel`'s space with KerasTuner, resumably.
 
     Args:
@@ -252,6 +284,15 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             chief/worker mode; every process uses the same ``directory``).
         oracle_address: The chief's ``"host:port"`` (distributed only).
         tuner_id: This process's id (default ``"chief"``, or ``"worker<pid>"``).
+        trials_per_process: Run the search in child processes that each run at
+            most this many trials and exit, one after another, each resuming
+            the search. TensorFlow keeps memory for every model a process
+            has trained, so a long search in one process grows; this bounds
+            it. The data goes to the children as arrays (no augmentation) and
+            the hypermodel as its configuration.
+        child_setup: A module name or a ``.py`` file the child processes run
+            first, e.g. one that registers custom backbones with
+            `kertransfer.register_backbone`.
         save_best: Write the results files at the end (the chief, or a
             single-process search).
         verbose: Progress output.
@@ -284,7 +325,6 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
     _check_data(data, objective, validation_data)
     env = _env_for(distributed, oracle_address, tuner_id)
     directory = pathlib.Path(directory)
-    project_dir = directory / project_name
     if hypermodel.features.disk is None:
         hypermodel.features = SharedFeatures(directory / "features")
 
@@ -295,8 +335,51 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         "data": _data_fingerprint(data if validation_data is None else (*data, *validation_data)),
         "epochs": epochs if tuner != "hyperband" else (max_epochs or epochs),
     }
-    state_path = directory / STATE_FILE
     is_worker = distributed == "worker"
+    settings = {"tuner": tuner, "objective": objective, "seed": seed,
+                "max_trials": max_trials, "max_epochs": max_epochs or epochs, "factor": factor,
+                "hyperband_iterations": hyperband_iterations,
+                "num_initial_points": num_initial_points, "max_crashes": max_crashes,
+                "project_name": project_name}
+    if trials_per_process is not None:
+        _check_children(hypermodel, data, distributed, trials_per_process)
+    _check_state(directory, state, overwrite, is_worker, directory / project_name)
+
+    if trials_per_process is not None:
+        _run_children(hypermodel, data, validation_data, directory, settings, epochs,
+                      trials_per_process, child_setup, verbose)
+        kt_tuner = _make_tuner(hypermodel, directory, **settings)
+    else:
+        with _environ(env):
+            kt_tuner = _make_tuner(hypermodel, directory, **settings)
+            done = sum(t.status == "COMPLETED" for t in kt_tuner.oracle.trials.values()) \
+                if not is_worker else 0
+            if verbose and done:
+                print(f"Resuming the search in {directory / project_name}: {done} trial(s) "
+                      "completed already")
+            kt_tuner.stop_after = _stop_after
+            search_kwargs = {"verbose": verbose}
+            if tuner != "hyperband":
+                search_kwargs["epochs"] = epochs
+            if validation_data is not None:
+                search_kwargs["validation_data"] = validation_data
+            quiet = io.StringIO()
+            with contextlib.redirect_stdout(quiet) if not verbose else contextlib.nullcontext(), \
+                    _quiet_retracing():
+                kt_tuner.search(data, **search_kwargs)
+            if not is_worker:
+                kt_tuner.save()  # the chief's last state lists no trial as running
+    # A worker's oracle is a client of the chief's: the chief holds the trials.
+    kt_tuner.results = [] if is_worker else results_table(kt_tuner)
+    if save_best and not is_worker:
+        write_results(kt_tuner, directory, verbose=verbose)
+    return kt_tuner
+
+
+def _check_state(directory: pathlib.Path, state: dict, overwrite: bool, is_worker: bool,
+                 project_dir: pathlib.Path) -> None:
+    """Refuse to resume a different search; record this one."""
+    state_path = directory / STATE_FILE
     if state_path.exists() and not overwrite:
         saved = json.loads(state_path.read_text())
         diff = sorted(k for k in state if saved.get(k) != state[k])
@@ -316,42 +399,111 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             shutil.rmtree(project_dir)
         _atomic_write(state_path, json.dumps(state, indent=2))
 
-    oracle_kwargs = {"objective": objective, "seed": seed}
-    oracle_cls = _oracle_class(TUNERS[tuner])
+
+def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: str, seed: int,
+                max_trials: int, max_epochs: int, factor: int, hyperband_iterations: int,
+                num_initial_points: int | None, max_crashes: int, project_name: str):
+    """KerasTuner's tuner with kertransfer's hardened oracle (reloads what the folder holds)."""
+    oracle_kwargs: dict[str, Any] = {"objective": objective, "seed": seed}
     if tuner == "hyperband":
-        oracle_kwargs.update(max_epochs=max_epochs or epochs, factor=factor,
+        oracle_kwargs.update(max_epochs=max_epochs, factor=factor,
                              hyperband_iterations=hyperband_iterations)
-        tuner_cls = _HyperbandTuner
+        tuner_cls: type = _HyperbandTuner
     else:
         oracle_kwargs["max_trials"] = max_trials
         if tuner == "bayesian" and num_initial_points is not None:
             oracle_kwargs["num_initial_points"] = num_initial_points
         tuner_cls = _Tuner
-    with _environ(env):
-        oracle = oracle_cls(**oracle_kwargs)
-        oracle.max_crashes = max_crashes
-        kt_tuner = tuner_cls(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
-                             project_name=project_name, overwrite=False)
-        done = sum(t.status == "COMPLETED" for t in kt_tuner.oracle.trials.values()) \
-            if not is_worker else 0
-        if verbose and done:
-            print(f"Resuming the search in {project_dir}: {done} trial(s) completed already")
-        search_kwargs = {"verbose": verbose}
-        if tuner != "hyperband":
-            search_kwargs["epochs"] = epochs
-        if validation_data is not None:
-            search_kwargs["validation_data"] = validation_data
-        quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet) if not verbose else contextlib.nullcontext(), \
-                _quiet_retracing():
-            kt_tuner.search(data, **search_kwargs)
-        if not is_worker:
-            kt_tuner.save()  # the chief's last state lists no trial as running
-    # A worker's oracle is a client of the chief's: the chief holds the trials.
-    kt_tuner.results = [] if is_worker else results_table(kt_tuner)
-    if save_best and not is_worker:
-        write_results(kt_tuner, directory, verbose=verbose)
-    return kt_tuner
+    oracle = _oracle_class(TUNERS[tuner])(**oracle_kwargs)
+    oracle.max_crashes = max_crashes
+    return tuner_cls(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
+                     project_name=project_name, overwrite=False)
+
+
+def _arrays_of(data, validation_data):
+    """``(x, y, x_val, y_val)`` of a bundle or of arrays."""
+    if hasattr(data, "as_numpy"):
+        return (*data.as_numpy("train"), *data.as_numpy("val"))
+    return (*(np.asarray(a) for a in data), *(np.asarray(a) for a in validation_data))
+
+
+def _check_children(hypermodel, data, distributed, trials_per_process) -> None:
+    from kertransfer.tuning.hypermodel import TransferHyperModel
+
+    problem = None
+    if isinstance(trials_per_process, bool) or not isinstance(trials_per_process, int) \
+            or trials_per_process < 1:
+        problem = "trials_per_process must be a positive integer."
+    elif distributed is not None:
+        problem = ("trials_per_process runs the search in child processes; it cannot be "
+                   "combined with a distributed search.")
+    elif type(hypermodel) is not TransferHyperModel:
+        problem = ("Child processes rebuild the hypermodel from its configuration, so it must "
+                   "be a TransferHyperModel, not a subclass.")
+    elif getattr(data, "augmentation", None) is not None:
+        problem = ("Child processes receive the data as arrays, without the bundle's "
+                   "augmentation.")
+    if problem:
+        raise InvalidArgumentError(
+            format_message(problem, received={"trials_per_process": trials_per_process,
+                                              "distributed": distributed,
+                                              "hypermodel": type(hypermodel).__name__})
+        )
+
+
+def _run_children(hypermodel, data, validation_data, directory: pathlib.Path, settings: dict,
+                  epochs: int, trials_per_process: int, child_setup: str | None,
+                  verbose: int) -> None:
+    """Run the search in child processes of at most ``trials_per_process`` trials each."""
+    import subprocess
+    import sys
+
+    child_dir = directory / "child"
+    child_dir.mkdir(parents=True, exist_ok=True)
+    x, y, xv, yv = _arrays_of(data, validation_data)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=child_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, x=x, y=y, x_val=xv, y_val=yv)
+        os.replace(tmp, child_dir / "data.npz")
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    config = {"hypermodel": hypermodel.get_config(), "settings": settings, "epochs": epochs,
+              "trials_per_process": trials_per_process, "child_setup": child_setup,
+              "verbose": verbose, "directory": str(directory)}
+    _atomic_write(child_dir / "config.json", json.dumps(config, indent=2))
+    command = [sys.executable, "-m", "kertransfer.tuning.child", str(child_dir)]
+    deaths = 0
+    process = 0
+    while True:
+        process += 1
+        if verbose:
+            print(f"Search process {process} (at most {trials_per_process} trials)", flush=True)
+        code = subprocess.run(command).returncode
+        if code == 0:
+            return
+        if code == CHILD_MORE:
+            deaths = 0
+            continue
+        if code == CHILD_ERROR:
+            raise SearchError(
+                format_message("A search process stopped on an error (printed above).",
+                               received={"returncode": code})
+            )
+        deaths += 1  # killed (out of memory?) or crashed: resume counts its trial
+        if deaths > settings["max_crashes"] + 1:
+            raise SearchError(
+                format_message(f"The search processes died {deaths} times in a row.",
+                               fix="Look at the output above; reduce the batch size or the "
+                               "input size if they ran out of memory.",
+                               received={"returncode": code})
+            )
+
+
+CHILD_MORE = 3  # a child ran its trials and more remain
+CHILD_ERROR = 2  # a child stopped on a kertransfer error
 
 
 def _values(trial) -> dict:
@@ -369,6 +521,11 @@ def results_table(kt_tuner) -> list[dict]:
         unfreeze = values.get(f"{backbone}/unfreeze")
         row = {"trial": t.trial_id, "status": t.status, "score": t.score,
                "best_epoch": t.best_step, "backbone": backbone, "unfreeze": unfreeze}
+        process = os.path.join(kt_tuner.project_dir, f"trial_{t.trial_id}", "process.json")
+        if os.path.exists(process):
+            with open(process) as f:
+                rss = json.load(f).get("rss_mib")
+            row["rss_mib"] = None if rss is None else round(rss)
         row.update({k: v for k, v in values.items()
                     if k != "backbone" and not k.endswith("/unfreeze")})
         rows.append(row)
