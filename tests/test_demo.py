@@ -2,12 +2,9 @@
 
 import json
 
-import pytest
-
 from kertransfer import demo
 
 
-@pytest.mark.backend_agnostic
 def test_quick_demo_runs_staged_transfer_and_saves_the_run(tiny_backbone_name, tmp_path,
                                                            capsys, monkeypatch):
     calls = []

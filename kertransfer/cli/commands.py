@@ -162,7 +162,7 @@ def run_tune(args) -> int:
                  epochs=args.epochs, directory=args.dir, objective=args.objective,
                  seed=args.seed, overwrite=args.overwrite, distributed=args.distributed,
                  oracle_address=args.oracle_address, tuner_id=args.tuner_id,
-                 verbose=args.verbose)
+                 trials_per_process=args.trials_per_process, verbose=args.verbose)
     if args.verbose == 0 and args.distributed != "worker":  # the table is the output
         from kertransfer.tuning import format_results
 

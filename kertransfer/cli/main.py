@@ -170,6 +170,9 @@ def _add_tune(sub) -> None:
     p.add_argument("--dir", required=True, help="search folder (resumed when it exists)")
     p.add_argument("--overwrite", action="store_true",
                    help="start the search again instead of resuming it")
+    p.add_argument("--trials-per-process", type=int, default=None,
+                   help="run the search in child processes of at most this many trials each "
+                   "(bounds memory: TensorFlow keeps memory for every model a process trained)")
     p.add_argument("--mixed-precision", action="store_true",
                    help="train in mixed_float16 (for GPUs; the outputs stay float32)")
     p.add_argument("--distributed", default=None, choices=["chief", "worker"],
