@@ -240,3 +240,22 @@ def test_trials_per_process_runs_the_search_in_child_processes(tiny_backbone_nam
         kt.tune(Sub(tiny_backbone_name, num_classes=4, input_shape=(16, 16, 3),
                     weights=tiny_weights), tiny_bundle, directory=tmp_path / "x",
                 trials_per_process=2)
+
+
+def test_tune_with_a_tf_distribute_strategy(tiny_backbone_name, tiny_weights, tiny_bundle,
+                                            tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.distribute strategies are for the TensorFlow backend")
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    hm = _hm(tiny_backbone_name, tiny_weights)
+    result = kt.tune(hm, tiny_bundle, max_trials=2, epochs=3, directory=tmp_path, verbose=0,
+                     distribution_strategy=strategy)
+    assert [r["status"] for r in result.results] == ["COMPLETED", "COMPLETED"]
+    best = keras.saving.load_model(tmp_path / "best_model.keras")
+    x, y = tiny_bundle.as_numpy("val")
+    acc = float(np.mean(np.argmax(best.predict(x, verbose=0), -1) == y))
+    assert acc == pytest.approx(max(r["score"] for r in result.results), abs=1e-6)
+    model = result.get_best_models(1)[0]  # built in the strategy's scope, as in the trials
+    assert "Mirrored" in type(model.get_layer("predictions").kernel.value).__name__

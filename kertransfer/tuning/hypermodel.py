@@ -24,6 +24,7 @@ best model it restores is the model that scored best, in either phase.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -186,6 +187,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.batch_size = batch_size
         self.cache_features = cache_features
         self.mixed_precision = bool(mixed_precision)
+        # Set by `tune(distribution_strategy=...)`: models, heads and optimizers a trial
+        # creates in ``fit`` are created in its scope, like the model ``build`` returns.
+        self.distribution_strategy = None
         self.features = SharedFeatures(cache_dir)
         self._num_blocks = {b: self._count_blocks(b) for b in self.backbones}
         self._check_unfreeze()
@@ -320,7 +324,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
                                          phase1_end, verbose)
             else:
                 apply_policy(model, "all", v["bn"])
-                compile_for_transfer(model, float(v["head_lr"]), self.optimizer)
+                with self._scope():
+                    compile_for_transfer(model, float(v["head_lr"]), self.optimizer)
                 h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
                               epochs=phase1_end, initial_epoch=initial_epoch,
                               callbacks=callbacks, verbose=verbose).history
@@ -328,7 +333,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
         start = max(initial_epoch, phase1_end)
         if epochs > start:
-            self._unfreeze(model, v, head)
+            with self._scope():
+                self._unfreeze(model, v, head)
             h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
                           epochs=epochs, initial_epoch=start, callbacks=callbacks,
                           verbose=verbose).history
@@ -358,18 +364,24 @@ class TransferHyperModel(keras_tuner.HyperModel):
                            received={"data": type(data).__name__})
         )
 
+    def _scope(self):
+        strategy = self.distribution_strategy
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
     def _fit_head(self, model, v, x, y, val, callbacks, initial_epoch, end, verbose):
-        feats = self.features.get(model, x, y)
-        val_data = (self.features.get(model, val[0], val[1]), val[1]) if val is not None else None
-        inputs = keras.Input(feats.shape[1:], name="features")
-        h = inputs
-        for layer in head_layers(model):
-            h = layer(h)
-        head = keras.Model(inputs, h, name="head_on_features")
-        head.activation = getattr(model, "activation", "softmax")
-        steps = max(1, -(-len(feats) // self.batch_size))
-        compile_for_transfer(head, float(v["head_lr"]), self.optimizer,
-                             steps_per_execution=min(steps, 64))
+        with self._scope():
+            feats = self.features.get(model, x, y)
+            val_data = (self.features.get(model, val[0], val[1]), val[1]) \
+                if val is not None else None
+            inputs = keras.Input(feats.shape[1:], name="features")
+            h = inputs
+            for layer in head_layers(model):
+                h = layer(h)
+            head = keras.Model(inputs, h, name="head_on_features")
+            head.activation = getattr(model, "activation", "softmax")
+            steps = max(1, -(-len(feats) // self.batch_size))
+            compile_for_transfer(head, float(v["head_lr"]), self.optimizer,
+                                 steps_per_execution=min(steps, 64))
         # The tuner's checkpoint must see the full model, whose head is this head.
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
         hist = head.fit(feats, y, batch_size=self.batch_size, epochs=end,

@@ -252,8 +252,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
          num_initial_points: int | None = None, max_crashes: int = 2,
          distributed: str | None = None, oracle_address: str | None = None,
          tuner_id: str | None = None, trials_per_process: int | None = None,
-         child_setup: str | None = None, save_best: bool = True, verbose: int = 1,
-         _stop_after: int | None = None):
+         child_setup: str | None = None, distribution_strategy: Any = None,
+         save_best: bool = True, verbose: int = 1, _stop_after: int | None = None):
     """Search a `TransferHyperModel`'s space with KerasTuner, resumably.
 
     Args:
@@ -293,6 +293,10 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         child_setup: A module name or a ``.py`` file the child processes run
             first, e.g. one that registers custom backbones with
             `kertransfer.register_backbone`.
+        distribution_strategy: A ``tf.distribute`` strategy (TensorFlow backend)
+            for several devices inside each trial; every model, head and
+            optimizer of a trial is created in its scope. Under JAX, use
+            ``keras.distribution.set_distribution`` instead.
         save_best: Write the results files at the end (the chief, or a
             single-process search).
         verbose: Progress output.
@@ -343,6 +347,13 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
                 "project_name": project_name}
     if trials_per_process is not None:
         _check_children(hypermodel, data, distributed, trials_per_process)
+        if distribution_strategy is not None:
+            raise InvalidArgumentError(
+                format_message("A distribution strategy cannot be sent to child processes.",
+                               fix="Drop trials_per_process, or the strategy.",
+                               received={"trials_per_process": trials_per_process})
+            )
+    hypermodel.distribution_strategy = distribution_strategy
     _check_state(directory, state, overwrite, is_worker, directory / project_name)
 
     if trials_per_process is not None:
@@ -351,7 +362,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         kt_tuner = _make_tuner(hypermodel, directory, **settings)
     else:
         with _environ(env):
-            kt_tuner = _make_tuner(hypermodel, directory, **settings)
+            kt_tuner = _make_tuner(hypermodel, directory, **settings,
+                                   distribution_strategy=distribution_strategy)
             done = sum(t.status == "COMPLETED" for t in kt_tuner.oracle.trials.values()) \
                 if not is_worker else 0
             if verbose and done:
@@ -402,7 +414,8 @@ def _check_state(directory: pathlib.Path, state: dict, overwrite: bool, is_worke
 
 def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: str, seed: int,
                 max_trials: int, max_epochs: int, factor: int, hyperband_iterations: int,
-                num_initial_points: int | None, max_crashes: int, project_name: str):
+                num_initial_points: int | None, max_crashes: int, project_name: str,
+                distribution_strategy: Any = None):
     """KerasTuner's tuner with kertransfer's hardened oracle (reloads what the folder holds)."""
     oracle_kwargs: dict[str, Any] = {"objective": objective, "seed": seed}
     if tuner == "hyperband":
@@ -417,7 +430,8 @@ def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: s
     oracle = _oracle_class(TUNERS[tuner])(**oracle_kwargs)
     oracle.max_crashes = max_crashes
     return tuner_cls(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
-                     project_name=project_name, overwrite=False)
+                     project_name=project_name, overwrite=False,
+                     distribution_strategy=distribution_strategy)
 
 
 def _arrays_of(data, validation_data):
@@ -598,9 +612,10 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1) -> d
         written["best_config"] = directory / "best_config.json"
         with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model = kt_tuner.get_best_models(1)[0]
+            model = kt_tuner.get_best_models(1)[0]  # built in the strategy's scope, if any
         if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)  # loads without a warning
+            with getattr(hm, "_scope", contextlib.nullcontext)():
+                model.optimizer.build(model.trainable_variables)  # loads without a warning
         fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
         os.close(fd)
         try:
