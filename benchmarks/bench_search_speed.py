@@ -62,6 +62,10 @@ class HandWritten(keras_tuner.HyperModel):
         head_lr = hp.Float("head_lr", 1e-4, 1e-2, sampling="log")
         hp.Float("fine_tune_lr", 1e-5, 1e-3, sampling="log")
         dropout = hp.Float("dropout", 0.0, 0.5, step=0.1)
+        # kertransfer declares its fixed knobs too; each takes a seed from the oracle.
+        for name, value in (("bn", "frozen"), ("head_units", 0),
+                            ("head_epochs", self.head_epochs), ("decay", 1.0)):
+            hp.Fixed(name, value)
         base = keras.applications.MobileNetV3Small(input_shape=SHAPE, include_top=False,
                                                    weights=None, include_preprocessing=True)
         base.load_weights(self.weights)
@@ -129,7 +133,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         base_tuner = keras_tuner.RandomSearch(
             HandWritten(weights, starts, args.head_epochs), objective="val_accuracy",
-            max_trials=args.trials, seed=0, directory=os.path.join(tmp, "plain"),
+            max_trials=args.trials, seed=1, directory=os.path.join(tmp, "plain"),
             project_name="plain")
         base_tuner.search(data, epochs=args.epochs, verbose=0)
         t_plain = time.perf_counter() - t0
@@ -142,6 +146,7 @@ def main(argv=None) -> int:
         hm = kt.TransferHyperModel(BACKBONE, num_classes=10, input_shape=SHAPE,
                                    weights=weights, epochs=args.epochs,
                                    space={"head_epochs": args.head_epochs})
+        # kt.tune's seed 0 is the oracle's seed 1 (KerasTuner reads 0 as "no seed").
         tuner = kt.tune(hm, data, max_trials=args.trials, epochs=args.epochs, seed=0,
                         directory=os.path.join(tmp, "kt"), verbose=0, save_best=False)
         t_kt = time.perf_counter() - t0

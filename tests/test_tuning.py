@@ -259,3 +259,17 @@ def test_tune_with_a_tf_distribute_strategy(tiny_backbone_name, tiny_weights, ti
     assert acc == pytest.approx(max(r["score"] for r in result.results), abs=1e-6)
     model = result.get_best_models(1)[0]  # built in the strategy's scope, as in the trials
     assert "Mirrored" in type(model.get_layer("predictions").kernel.value).__name__
+
+
+def test_same_seed_draws_the_same_trials(tiny_backbone_name, tiny_weights, tiny_bundle,
+                                         tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        hm = _hm(tiny_backbone_name, tiny_weights)
+        tuner = kt.tune(hm, tiny_bundle, max_trials=2, epochs=2, seed=0,
+                        directory=tmp_path / name, verbose=0, save_best=False)
+        runs.append([{k: v for k, v in r.items() if k not in ("score", "rss_mib", "status",
+                                                                "best_epoch")}
+                     for r in tuner.results])
+    assert runs[0] == runs[1]
+    assert runs[0][0] != runs[0][1]

@@ -272,7 +272,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         objective: The metric to optimize (``val_*`` metrics are maximized
             when they are accuracies, minimized when they are losses).
         validation_data: ``(x, y)`` when ``data`` is arrays.
-        seed: Seed of the oracle.
+        seed: Seed of the oracle: the same seed draws the same trials (KerasTuner
+            takes 0 for "no seed", so its oracle gets ``seed + 1``).
         overwrite: Start again instead of resuming what ``directory`` holds.
         max_epochs: Hyperband's most epochs per trial (default: ``epochs``).
         factor: Hyperband's reduction factor.
@@ -417,7 +418,8 @@ def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: s
                 num_initial_points: int | None, max_crashes: int, project_name: str,
                 distribution_strategy: Any = None):
     """KerasTuner's tuner with kertransfer's hardened oracle (reloads what the folder holds)."""
-    oracle_kwargs: dict[str, Any] = {"objective": objective, "seed": seed}
+    # KerasTuner reads a seed of 0 as "no seed" and draws a random one: shift by one.
+    oracle_kwargs: dict[str, Any] = {"objective": objective, "seed": seed + 1}
     if tuner == "hyperband":
         oracle_kwargs.update(max_epochs=max_epochs, factor=factor,
                              hyperband_iterations=hyperband_iterations)
