@@ -1,6 +1,7 @@
 """BatchNorm recalibration, train() and run folders."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -61,6 +62,9 @@ def test_train_writes_a_run_folder(tmp_path, tiny_backbone_name, tiny_data):
                                     bn="trainable")
     result = train(model, data, epochs=2, out=tmp_path / "run", config={"note": "x"}, verbose=0)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o777 & ~umask  # not 0700
     assert files == ["config.json", "history.json", "learning_curve.png", "model.keras"]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history["loss"]) == 2 and "val_accuracy" in history

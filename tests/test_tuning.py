@@ -1,6 +1,7 @@
 """TransferHyperModel and tune(): the space, two-phase trials, the shared feature cache."""
 
 import json
+import os
 
 import keras
 import keras_tuner
@@ -137,6 +138,10 @@ def test_tune_runs_each_tuner_and_writes_results(tiny_backbone_name, tiny_weight
                                                 "search", "kertransfer_search.json"}
     config = json.loads((out / "best_config.json").read_text())
     assert config["score"] == max(r["score"] for r in done)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("results.csv", "best_config.json", "best_model.keras", "trials.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # not 0600
     best = keras.saving.load_model(out / "best_model.keras")
     x, y = tiny_bundle.as_numpy("val")
     acc = float(np.mean(np.argmax(best.predict(x, verbose=0), -1) == y))

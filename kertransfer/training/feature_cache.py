@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kertransfer._fs import usual_mode
 from kertransfer.errors import InvalidArgumentError, format_message
 
 
@@ -120,6 +121,7 @@ class FeatureCache:
         feats = compute_features(model, x, batch_size=batch_size, verbose=verbose)
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".npz", dir=self.directory)
+        usual_mode(tmp)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, features=feats)

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from kertransfer._fs import usual_mode
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 
@@ -174,6 +175,7 @@ def save_run(model, out: str | os.PathLike, config: dict, history: dict,
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    usual_mode(tmp, directory=True)
     try:
         model.save(tmp / "model.keras")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))

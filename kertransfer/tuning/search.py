@@ -39,6 +39,7 @@ from typing import Any
 import keras_tuner
 import numpy as np
 
+from kertransfer._fs import usual_mode
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -56,6 +57,7 @@ def _atomic_write(path: str | os.PathLike, text: str) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    usual_mode(tmp)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -478,6 +480,7 @@ def _run_children(hypermodel, data, validation_data, directory: pathlib.Path, se
     child_dir.mkdir(parents=True, exist_ok=True)
     x, y, xv, yv = _arrays_of(data, validation_data)
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=child_dir)
+    usual_mode(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, x=x, y=y, x_val=xv, y_val=yv)
@@ -619,6 +622,7 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1) -> d
             with getattr(hm, "_scope", contextlib.nullcontext)():
                 model.optimizer.build(model.trainable_variables)  # loads without a warning
         fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
+        usual_mode(tmp)
         os.close(fd)
         try:
             model.save(tmp)
@@ -662,6 +666,7 @@ def plot_trials(rows: list[dict], path, objective: str) -> None:
     fig.tight_layout()
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    usual_mode(tmp)
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100)
