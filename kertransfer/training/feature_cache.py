@@ -62,6 +62,17 @@ def head_layers(model) -> list:
     return model.layers[start:]
 
 
+def head_on_features(model, feature_shape) -> keras.Model:
+    """A model from features of ``feature_shape`` through ``model``'s own head layers."""
+    inputs = keras.Input(tuple(feature_shape), name="features")
+    h = inputs
+    for layer in head_layers(model):
+        h = layer(h)
+    head = keras.Model(inputs, h, name="head_on_features")
+    head.activation = getattr(model, "activation", "softmax")  # picks the matching loss
+    return head
+
+
 def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
     """Backbone features (after pooling) of images ``x``, in inference mode."""
     extractor = feature_extractor(model)
@@ -181,12 +192,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     if val is not None:
         vx, vy = _arrays(val, "val")
         val_data = (compute_features(model, vx, verbose=0), vy)
-    inputs = keras.Input(feats.shape[1:], name="features")
-    h = inputs
-    for layer in head_layers(model):
-        h = layer(h)
-    head = keras.Model(inputs, h, name="head_on_features")
-    head.activation = getattr(model, "activation", "softmax")  # picks the matching loss
+    head = head_on_features(model, feats.shape[1:])
     # A head step is tiny: run many per compiled call to cut the per-step overhead.
     steps = max(1, -(-len(feats) // batch_size))
     compile_for_transfer(head, learning_rate, optimizer, steps_per_execution=min(steps, 64))

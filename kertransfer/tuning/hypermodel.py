@@ -45,7 +45,7 @@ from kertransfer.training.feature_cache import (
     _arrays,
     compute_features,
     feature_key,
-    head_layers,
+    head_on_features,
 )
 from kertransfer.training.optimizer_state import copy_optimizer_state
 from kertransfer.training.run import compile_for_transfer, make_optimizer
@@ -155,9 +155,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 format_message("backbones must be a registry name or a non-empty list of them.",
                                received={"backbones": backbones})
             )
-        self.specs = {b: get_backbone_spec(b) for b in names}  # unknown names raise here
-        self.backbones = [s.name for s in self.specs.values()]
-        self.specs = {s.name: s for s in self.specs.values()}
+        specs = [get_backbone_spec(b) for b in names]  # unknown names raise here
+        self.specs = {spec.name: spec for spec in specs}
+        self.backbones = [spec.name for spec in specs]
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise InvalidArgumentError(
                 format_message("num_classes must be a positive integer.",
@@ -373,12 +373,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             feats = self.features.get(model, x, y)
             val_data = (self.features.get(model, val[0], val[1]), val[1]) \
                 if val is not None else None
-            inputs = keras.Input(feats.shape[1:], name="features")
-            h = inputs
-            for layer in head_layers(model):
-                h = layer(h)
-            head = keras.Model(inputs, h, name="head_on_features")
-            head.activation = getattr(model, "activation", "softmax")
+            head = head_on_features(model, feats.shape[1:])
             steps = max(1, -(-len(feats) // self.batch_size))
             compile_for_transfer(head, float(v["head_lr"]), self.optimizer,
                                  steps_per_execution=min(steps, 64))
