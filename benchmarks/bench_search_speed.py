@@ -12,7 +12,12 @@ mobilenet_v3_small), ``head_lr``, ``fine_tune_lr`` and ``dropout``.
   unfreeze the top layers, recompile, fit again); every epoch runs the
   backbone.
 - kertransfer: `kt.tune` over a `TransferHyperModel`; phase 1 of every trial
-  trains on backbone features computed once for the whole search.
+  trains on backbone features computed once for the whole search, phase 2 on
+  the output of the frozen bottom blocks, computed once per cut depth.
+
+``--baseline-bn frozen`` also keeps the baseline's BatchNorm gamma and beta
+fixed in the unfrozen blocks, as kertransfer's ``bn="frozen"`` does (the Keras
+guide leaves them trainable): an ablation of one recipe difference.
 
 The hyperparameters have the same names, ranges and declaration order, and
 the oracles the same seed, so both searches draw the same trials. Printed: the
@@ -22,6 +27,7 @@ validation accuracy of each (goal: within 1 point).
 Usage::
 
     python benchmarks/bench_search_speed.py [--trials 12] [--epochs 6] [--head-epochs 4]
+        [--image-size 32] [--baseline-bn trainable|frozen]
 """
 
 from __future__ import annotations
@@ -43,17 +49,19 @@ import kertransfer as kt  # noqa: E402
 from kertransfer.freezing.apply import block_context  # noqa: E402
 
 BACKBONE = "mobilenet_v3_small"
-SHAPE = (32, 32, 3)
+SHAPE = (32, 32, 3)  # --image-size changes it
 
 
 class HandWritten(keras_tuner.HyperModel):
     """The same two-phase recipe written with plain Keras and KerasTuner."""
 
-    def __init__(self, weights: str, block_starts: list[str], head_epochs: int):
+    def __init__(self, weights: str, block_starts: list[str], head_epochs: int,
+                 freeze_bn: bool = False):
         super().__init__()
         self.weights = weights
         self.block_starts = block_starts  # name of the first layer of each block
         self.head_epochs = head_epochs
+        self.freeze_bn = freeze_bn  # BatchNorm gamma/beta stay fixed, as kertransfer's bn="frozen"
 
     def build(self, hp):
         hp.Fixed("backbone", BACKBONE)
@@ -92,6 +100,10 @@ class HandWritten(keras_tuner.HyperModel):
             cut = names.index(self.block_starts[len(self.block_starts) - k])
             for layer in base.layers[:cut]:
                 layer.trainable = False
+            if self.freeze_bn:
+                for layer in base.layers:
+                    if isinstance(layer, keras.layers.BatchNormalization):
+                        layer.trainable = False
             model.compile(keras.optimizers.Adam(hp.get("fine_tune_lr")),
                           "sparse_categorical_crossentropy", metrics=["accuracy"])
         h2 = model.fit(data.train, validation_data=data.val, epochs=epochs,
@@ -109,12 +121,18 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--head-epochs", type=int, default=4)
     parser.add_argument("--pretrain-epochs", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--baseline-bn", choices=("trainable", "frozen"), default="trainable",
+                        help="the baseline's BatchNorm gamma/beta in unfrozen blocks: trainable "
+                        "(the Keras guide) or frozen (kertransfer's bn='frozen')")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
+    global SHAPE
+    SHAPE = (args.image_size, args.image_size, 3)
     data = kt.data.load("digits_m", image_size=SHAPE[:2], batch_size=32, validation_split=0.2,
                         seed=0, verbose=0)
     print(f"{machine()}; {args.trials} trials of {args.epochs} epochs ({args.head_epochs} "
-          f"head), {BACKBONE} 32px, {data.counts['train']} training images", flush=True)
+          f"head), {BACKBONE} {SHAPE[0]}px, {data.counts['train']} training images", flush=True)
     with tempfile.TemporaryDirectory(prefix="kt-search-speed-") as tmp:
         # The "pretrained" backbone: a few epochs on the source task, clean digits.
         keras.utils.set_random_seed(0)
@@ -132,7 +150,8 @@ def main(argv=None) -> int:
 
         t0 = time.perf_counter()
         base_tuner = keras_tuner.RandomSearch(
-            HandWritten(weights, starts, args.head_epochs), objective="val_accuracy",
+            HandWritten(weights, starts, args.head_epochs, args.baseline_bn == "frozen"),
+            objective="val_accuracy",
             max_trials=args.trials, seed=1, directory=os.path.join(tmp, "plain"),
             project_name="plain")
         base_tuner.search(data, epochs=args.epochs, verbose=0)
@@ -167,7 +186,9 @@ def main(argv=None) -> int:
     if not args.no_record:
         append_row("search wall clock, plain KerasTuner / kertransfer (speed-up)",
                    f"{machine()}; random search, {args.trials} trials of {args.epochs} epochs "
-                   f"({args.head_epochs} head), {BACKBONE} 32px, {data.counts['train']} images",
+                   f"({args.head_epochs} head), {BACKBONE} {SHAPE[0]}px, "
+                   f"{data.counts['train']} images; "
+                   f"baseline BatchNorm {args.baseline_bn}",
                    f"{t_kt:.0f} s, best {best_kt:.4f}", f"{t_plain:.0f} s, best {best_plain:.4f}",
                    ratio, f"best val_accuracy {gap:+.1f} points; {sum(same)}/{len(same)} "
                    "trials with the same values; goal >= 3x, within 1 point")

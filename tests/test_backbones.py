@@ -30,7 +30,28 @@ def test_every_keras_application_is_registered():
     assert public <= ctor_names
 
 
-@pytest.mark.parametrize("name", APPLICATIONS)
+# Deeper members of a family whose block table a smaller member shares (and is
+# checked by default); building them all takes minutes, so they run with --run-slow.
+DEEPER = {f"efficientnet_b{i}" for i in range(1, 8)} | {
+    "efficientnet_v2_b1", "efficientnet_v2_b2", "efficientnet_v2_b3", "efficientnet_v2_s",
+    "efficientnet_v2_l", "convnext_small", "convnext_base", "convnext_large", "convnext_xlarge",
+    "densenet169", "densenet201", "resnet101", "resnet152", "resnet101_v2", "resnet152_v2",
+    "vgg19"}
+
+
+def _table(name):
+    spec = kt.get_backbone_spec(name)
+    return spec.family, tuple(spec.blocks), spec.unmatched
+
+
+def test_deeper_members_share_a_block_table_checked_by_default():
+    default = {_table(n) for n in APPLICATIONS if n not in DEEPER}
+    assert set(APPLICATIONS) >= DEEPER
+    assert all(_table(n) in default for n in DEEPER)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in DEEPER else n for n in APPLICATIONS])
 def test_backbone_builds_and_blocks_cover_layers_in_order(name):
     spec = kt.get_backbone_spec(name)
     size = max(spec.min_size, 32)

@@ -147,3 +147,28 @@ def test_recalibration_fixes_the_small_data_collapse():
     assert train_mode > 0.9
     assert before < 0.5, "the collapse did not happen; the test no longer shows the trap"
     assert after > 0.9
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow tracing detail")
+@pytest.mark.parametrize("prebuild", [True, False])
+def test_build_training_state_halves_the_tracing(prebuild):
+    from kertransfer.training.run import build_training_state
+
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    traces = []
+    step = model.train_step
+
+    def counted(data):
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counted
+    if prebuild:
+        build_training_state(model, (x, y))
+        assert model.optimizer.built and model.optimizer.variables
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    # A tf.function that creates variables (optimizer slots, metric totals) is traced twice.
+    assert len(traces) == (1 if prebuild else 2)

@@ -112,6 +112,61 @@ def test_two_phase_trial_freezes_then_unfreezes(tiny_backbone_name, tiny_weights
     hm.fit(_fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 0}), model2, tiny_bundle,
            verbose=0)
     assert hm.features.passes == 2 and hm.features.hits >= 2
+    # Phase 2 trained the top block on the frozen stem's outputs, computed once.
+    assert hm.features.partial_passes == 2
+
+
+def test_split_at_block_reproduces_the_model(tiny_backbone_name, tiny_data):
+    from kertransfer.training.feature_cache import split_at_block
+
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, freeze="none")
+    x = tiny_data[0][:8]
+    expected = np.asarray(model(x, training=False))
+    for block in (1, 2):
+        bottom, top = split_at_block(model, block)
+        got = np.asarray(top(bottom(x, training=False), training=False))
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        # The top part trains the model's own layers.
+        assert {id(w) for w in top.weights} >= {id(w) for w in model.layers[-1].weights}
+    assert split_at_block(model, 0) is None and split_at_block(model, 3) is None
+
+    def skip_cnn(include_top=False, weights=None, input_shape=(16, 16, 3)):
+        inputs = keras.Input(input_shape)
+        a = keras.layers.Conv2D(8, 3, padding="same", name="stem_conv")(inputs)
+        b = keras.layers.Conv2D(8, 3, padding="same", name="block1_conv")(a)
+        c = keras.layers.Add(name="block2_add")([a, b])  # the skip spans block1
+        return keras.Model(inputs, c)
+
+    kt.register_backbone("tiny_skip", skip_cnn, blocks=(("stem", "^stem_"), ("b1", "^block1_"),
+                                                         ("b2", "^block2_")),
+                         preprocessing="tf", default_size=16, min_size=8, has_imagenet=False,
+                         overwrite=True)
+    skip = kt.build_transfer_model("tiny_skip", 4, input_shape=(16, 16, 3), weights=None)
+    assert split_at_block(skip, 2) is None  # a skip connection crosses the cut
+    assert split_at_block(skip, 1) is not None
+
+
+def test_phase_two_on_cached_bottom_equals_the_whole_model(tiny_backbone_name, tiny_weights,
+                                                           tiny_data):
+    values = {f"{tiny_backbone_name}/unfreeze": 1, "head_lr": 1e-2, "fine_tune_lr": 1e-2,
+              "dropout": 0.0}
+    data = (tiny_data[0][:150], tiny_data[1][:150])
+    val = (tiny_data[0][150:], tiny_data[1][150:])
+    weights, histories = [], []
+    for budget in (2048, 0):  # the cached bottom, then through the whole model
+        hm = _hm(tiny_backbone_name, tiny_weights, partial_cache_mb=budget)
+        hp = _fixed_hp(hm, **values)
+        keras.utils.set_random_seed(3)
+        model = hm.build(hp)
+        keras.utils.set_random_seed(4)
+        histories.append(hm.fit(hp, model, data, validation_data=val, verbose=0).history)
+        weights.append(model.get_weights())
+        assert hm.features.partial_passes == (2 if budget else 0)  # train and val, once each
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    np.testing.assert_allclose(histories[0]["val_loss"], histories[1]["val_loss"], atol=1e-4)
+    assert len(histories[0]["val_loss"]) == 3
 
 
 def test_hyperband_continuation_skips_phase_one(tiny_backbone_name, tiny_weights, tiny_bundle):

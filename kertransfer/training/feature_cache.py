@@ -73,6 +73,51 @@ def head_on_features(model, feature_shape) -> keras.Model:
     return head
 
 
+def split_at_block(model, block: int) -> tuple[keras.Model, keras.Model] | None:
+    """Cut a transfer model before backbone block ``block``: ``(bottom, top)``.
+
+    ``bottom`` maps the model's images to the input of the block's first layer;
+    ``top`` maps that tensor through the rest of the backbone and the model's
+    own pooling and head layers (the same layer objects: training ``top``
+    trains ``model``). ``top(bottom(x))`` equals ``model(x)``.
+
+    Returns None when the backbone cannot be cut there: ``block`` is the first
+    block or past the last, or more than one tensor crosses the cut (a skip
+    connection spans it).
+    """
+    from kertransfer.freezing.apply import block_context
+
+    ctx = block_context(model)
+    if not 0 < block < ctx.num_blocks or block not in ctx.block_of:
+        return None
+    first = ctx.layers[ctx.block_of.index(block)]
+    backbone = model.backbone
+    names = [layer.name for layer in model.layers]
+    at = names.index(backbone.name)
+    if at < 1:
+        return None
+    try:
+        cut = first.input
+        if not isinstance(cut, keras.KerasTensor):
+            return None
+        # Keras refuses a disconnected graph: a tensor from below the cut that
+        # reaches above it (other than ``cut``) makes this raise.
+        top_backbone = keras.Model(cut, backbone.output, name="backbone_top")
+        bottom_backbone = keras.Model(backbone.input, cut, name="backbone_bottom")
+    except (ValueError, AttributeError):
+        return None
+    bottom = keras.Model(model.input, bottom_backbone(model.layers[at - 1].output),
+                         name="bottom")
+    inputs = keras.Input(tuple(cut.shape[1:]), name="cut_features")
+    h = top_backbone(inputs)
+    for layer in model.layers[at + 1:]:
+        h = layer(h)
+    top = keras.Model(inputs, h, name="top")
+    top.activation = getattr(model, "activation", "softmax")  # picks the matching loss
+    top.bottom_layers = list(bottom_backbone.layers)
+    return bottom, top
+
+
 def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
     """Backbone features (after pooling) of images ``x``, in inference mode."""
     extractor = feature_extractor(model)
@@ -89,13 +134,13 @@ def array_digest(arrays) -> str:
     return h.hexdigest()[:16]
 
 
-def feature_key(model, x: np.ndarray, y: np.ndarray) -> str:
+def feature_key(model, x: np.ndarray, y: np.ndarray, weights=None) -> str:
     """A key that changes when anything that changes ``model``'s features on ``(x, y)`` does:
-    backbone name, weights digest, input size, preprocessing, pooling, compute dtype and
-    a fingerprint of the data."""
+    backbone name, weights digest (of ``weights``, default the backbone's), input size,
+    preprocessing, pooling, compute dtype and a fingerprint of the data."""
     parts = [
         getattr(model, "backbone_name", "custom"),
-        array_digest(model.backbone.get_weights()),
+        array_digest(model.backbone.get_weights() if weights is None else weights),
         "x".join(str(d) for d in model.input_shape[1:]),
         getattr(model, "preprocessing", "none"),
         getattr(model, "pooling", "none"),
@@ -174,7 +219,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     Returns:
         The Keras history dict (and the head model with ``return_head``).
     """
-    from kertransfer.training.run import compile_for_transfer
+    from kertransfer.training.run import build_training_state, compile_for_transfer
 
     x, y = _arrays(data, "train")
     if val is None and getattr(data, "val", None) is not None and hasattr(data, "as_numpy"):
@@ -196,6 +241,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     # A head step is tiny: run many per compiled call to cut the per-step overhead.
     steps = max(1, -(-len(feats) // batch_size))
     compile_for_transfer(head, learning_rate, optimizer, steps_per_execution=min(steps, 64))
+    build_training_state(head, (feats, y))
     if seed is not None:
         keras.utils.set_random_seed(seed)
     hist = head.fit(feats, y, batch_size=batch_size, epochs=epochs, validation_data=val_data,

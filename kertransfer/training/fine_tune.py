@@ -19,7 +19,7 @@ import keras
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.optimizer_state import copy_optimizer_state
-from kertransfer.training.run import compile_for_transfer, make_optimizer
+from kertransfer.training.run import build_training_state, compile_for_transfer, make_optimizer
 from kertransfer.training.unfreezing import StagedUnfreezing
 
 
@@ -127,6 +127,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
     cbs.insert(0, stages)
     if early is not None:
         cbs.append(early)
+    build_training_state(model, train_ds)
     hist = model.fit(train_ds, validation_data=val, epochs=freeze_epochs + epochs,
                      initial_epoch=initial_epoch, shuffle=False, callbacks=cbs, verbose=verbose)
     history = {k: list(phase1.get(k, [])) + [float(v) for v in vals]

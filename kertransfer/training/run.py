@@ -43,6 +43,35 @@ def make_optimizer(name: str, learning_rate: Any) -> keras.optimizers.Optimizer:
     return OPTIMIZERS[name](learning_rate)
 
 
+def build_training_state(model, data: Any) -> None:
+    """Create a compiled model's optimizer, loss and metric variables before ``fit``.
+
+    Under TensorFlow, Keras otherwise creates them while tracing the first
+    train step, and a ``tf.function`` that creates variables is traced twice:
+    building them first halves the tracing, which dominates short runs (a
+    search trial, a few epochs on cached features). ``data`` gives the batch
+    structure: a ``tf.data.Dataset`` or ``(x, y)`` arrays. Does nothing under
+    other backends (their trainers build this state first already) or where
+    Keras has no such step.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    build = getattr(model, "_symbolic_build", None)
+    if build is None or getattr(model, "optimizer", None) is None:
+        return
+    spec = getattr(data, "element_spec", None)
+    if spec is not None:
+        batch = spec
+    elif isinstance(data, tuple) and len(data) == 2:
+        batch = (data[0][:1], data[1][:1])
+    else:
+        return
+    try:
+        build(data_batch=batch)
+    except (TypeError, ValueError, AttributeError, RuntimeError):
+        return  # fit builds it itself, tracing twice
+
+
 def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | Any = "adam",
                          metrics=("accuracy",), steps_per_execution: int = 1) -> None:
     """Compile ``model`` with the loss matching its head and an optimizer.
@@ -134,6 +163,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     start = time.perf_counter()
     bn_trained = bool(batchnorm_layers(model, "trainable"))
     val = data.val if validate_each_epoch else None
+    build_training_state(model, data.train)
     # The bundle's train split is shuffled already (seeded, every epoch).
     hist = model.fit(data.train, validation_data=val, epochs=epochs, shuffle=False,
                      callbacks=list(callbacks or []), verbose=verbose)

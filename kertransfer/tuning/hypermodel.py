@@ -10,10 +10,15 @@ A trial builds a model with `build_transfer_model` (backbone frozen), then
    same features (`SharedFeatures`): a search computes each backbone's
    features once, not once per trial.
 2. epochs ``[head_epochs, epochs)``: the top ``unfreeze`` blocks become
-   trainable (with the trial's BatchNorm mode) and training goes on through
-   the whole model at ``fine_tune_lr`` (optionally with discriminative rates),
-   the head's optimizer state carried over. ``unfreeze=0`` keeps training the
-   head on cached features.
+   trainable (with the trial's BatchNorm mode) and training goes on at
+   ``fine_tune_lr`` (optionally with discriminative rates), the head's
+   optimizer state carried over. ``unfreeze=0`` keeps training the head on
+   cached features. When the data has no augmentation, the blocks below the
+   cut are frozen and in inference mode, so their output is the same every
+   epoch: phase 2 trains the top blocks and the head on that output, computed
+   once per cut and shared by the trials that cut there (within a memory
+   budget, ``partial_cache_mb``). Otherwise, and where a skip connection spans
+   the cut, phase 2 runs through the whole model.
 
 Hyperband continues trials: KerasTuner loads the parent's best weights and
 asks for epochs ``[initial_epoch, epochs)``; phase 1 is not repeated once
@@ -24,8 +29,10 @@ best model it restores is the model that scored best, in either phase.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
+import math
 import os
 import pathlib
 from collections.abc import Sequence
@@ -46,9 +53,10 @@ from kertransfer.training.feature_cache import (
     compute_features,
     feature_key,
     head_on_features,
+    split_at_block,
 )
 from kertransfer.training.optimizer_state import copy_optimizer_state
-from kertransfer.training.run import compile_for_transfer, make_optimizer
+from kertransfer.training.run import build_training_state, compile_for_transfer, make_optimizer
 from kertransfer.tuning.space import KNOBS, declare, parse_space
 
 
@@ -61,16 +69,25 @@ class SharedFeatures:
     memory and, with ``directory``, on disk, so a resumed search or another
     worker on the same folder reuses them too.
 
+    Outputs of a frozen bottom part of the backbone (phase 2, see
+    `TransferHyperModel`) are kept in memory only, the least recently used
+    dropped first when they exceed their budget.
+
     Attributes:
         passes: Backbone passes computed so far (cache misses).
         hits: Lookups served from memory or disk.
+        partial_passes: Passes through a frozen bottom part (phase 2).
+        partial_hits: Phase-2 lookups served from memory.
     """
 
     def __init__(self, directory: str | os.PathLike | None = None):
         self.disk = FeatureCache(directory) if directory is not None else None
         self._memory: dict[str, np.ndarray] = {}
+        self._partial: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self.passes = 0
         self.hits = 0
+        self.partial_passes = 0
+        self.partial_hits = 0
 
     def get(self, model, x: np.ndarray, y: np.ndarray, verbose: int = 0) -> np.ndarray:
         key = feature_key(model, x, y)
@@ -87,6 +104,23 @@ class SharedFeatures:
             self.passes += 1
         feats = np.asarray(feats, dtype="float32")  # float16 under mixed precision
         self._memory[key] = feats
+        return feats
+
+    def get_partial(self, model, block: int, bottom, bottom_layers, x: np.ndarray,
+                    y: np.ndarray, budget_bytes: int) -> np.ndarray:
+        """``bottom``'s outputs on ``x``: the input of backbone block ``block``."""
+        weights = [w for layer in bottom_layers for w in layer.get_weights()]
+        key = f"{feature_key(model, x, y, weights=weights)}-block{block}"
+        if key in self._partial:
+            self._partial.move_to_end(key)
+            self.partial_hits += 1
+            return self._partial[key]
+        feats = np.asarray(bottom.predict(x, batch_size=64, verbose=0), dtype="float32")
+        self.partial_passes += 1
+        self._partial[key] = feats
+        while len(self._partial) > 1 and \
+                sum(a.nbytes for a in self._partial.values()) > budget_bytes:
+            self._partial.popitem(last=False)
         return feats
 
 
@@ -131,6 +165,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
         mixed_precision: Build the models under the ``mixed_float16`` policy
             (float16 compute, float32 variables and outputs): faster on GPUs
             with tensor cores, slower on CPUs.
+        partial_cache_mb: Memory for phase 2's cached outputs of the frozen
+            bottom part of the backbone (MiB; 0 turns that cache off). A trial
+            whose outputs do not fit trains through the whole model.
         name: Hypermodel name.
 
     Examples:
@@ -147,7 +184,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                  space: dict | None = None, optimizer: str = "adam", epochs: int = 10,
                  batch_size: int = 32, cache_features: bool = True,
                  cache_dir: str | os.PathLike | None = None, mixed_precision: bool = False,
-                 name: str | None = None):
+                 partial_cache_mb: int = 2048, name: str | None = None):
         super().__init__(name=name, tunable=True)
         names = [backbones] if isinstance(backbones, str) else list(backbones or [])
         if not names or not all(isinstance(b, str) for b in names):
@@ -168,6 +205,12 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 raise InvalidArgumentError(
                     format_message(f"{arg} must be a positive integer.", received={arg: value})
                 )
+        if isinstance(partial_cache_mb, bool) or not isinstance(partial_cache_mb, int) \
+                or partial_cache_mb < 0:
+            raise InvalidArgumentError(
+                format_message("partial_cache_mb must be an integer >= 0 (MiB).",
+                               received={"partial_cache_mb": partial_cache_mb})
+            )
         make_optimizer(optimizer, 1e-3)  # unknown names raise here
         if isinstance(weights, dict):
             missing = [b for b in self.backbones if b not in weights]
@@ -187,6 +230,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.batch_size = batch_size
         self.cache_features = cache_features
         self.mixed_precision = bool(mixed_precision)
+        self.partial_cache_mb = partial_cache_mb
         # Set by `tune(distribution_strategy=...)`: models, heads and optimizers a trial
         # creates in ``fit`` are created in its scope, like the model ``build`` returns.
         self.distribution_strategy = None
@@ -260,6 +304,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             "space": {k: encode(v) for k, v in self.space_spec.items()},
             "optimizer": self.optimizer, "epochs": self.epochs, "batch_size": self.batch_size,
             "cache_features": self.cache_features, "mixed_precision": self.mixed_precision,
+            "partial_cache_mb": self.partial_cache_mb,
         }
 
     @classmethod
@@ -316,6 +361,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         history: dict[str, list[float]] = {}
         head = None
         use_cache = self.cache_features and not augmented
+        fit_data = train_args[0][0] if len(train_args[0]) == 1 else (x, y)
         phase1_end = epochs if (use_cache and int(v["unfreeze"]) == 0) else head_epochs
 
         if initial_epoch < phase1_end:
@@ -326,6 +372,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 apply_policy(model, "all", v["bn"])
                 with self._scope():
                     compile_for_transfer(model, float(v["head_lr"]), self.optimizer)
+                    build_training_state(model, fit_data)
                 h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
                               epochs=phase1_end, initial_epoch=initial_epoch,
                               callbacks=callbacks, verbose=verbose).history
@@ -333,11 +380,16 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
         start = max(initial_epoch, phase1_end)
         if epochs > start:
-            with self._scope():
-                self._unfreeze(model, v, head)
-            h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
-                          epochs=epochs, initial_epoch=start, callbacks=callbacks,
-                          verbose=verbose).history
+            h = None
+            if use_cache:
+                h = self._fit_top(model, v, head, x, y, val, callbacks, start, epochs, verbose)
+            if h is None:
+                with self._scope():
+                    self._unfreeze(model, v, head)
+                    build_training_state(model, fit_data)
+                h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
+                              epochs=epochs, initial_epoch=start, callbacks=callbacks,
+                              verbose=verbose).history
             _extend(history, h)
         self._write_curves(callbacks, history, v)
         out = keras.callbacks.History()
@@ -377,6 +429,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             steps = max(1, -(-len(feats) // self.batch_size))
             compile_for_transfer(head, float(v["head_lr"]), self.optimizer,
                                  steps_per_execution=min(steps, 64))
+            build_training_state(head, (feats, y))
         # The tuner's checkpoint must see the full model, whose head is this head.
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
         hist = head.fit(feats, y, batch_size=self.batch_size, epochs=end,
@@ -384,21 +437,57 @@ class TransferHyperModel(keras_tuner.HyperModel):
                         callbacks=[relay], verbose=verbose)
         return head, hist.history
 
-    def _unfreeze(self, model, v, head) -> None:
-        k = int(v["unfreeze"])
-        num_blocks = len(block_context(model).block_names)
-        apply_policy(model, FreezeBlocks(num_blocks - k), v["bn"])
+    def _phase2_optimizer(self, model, v):
         lr = float(v["fine_tune_lr"])
-        opt: Any = self.optimizer
         if float(v["decay"]) > 1.0:
             from kertransfer.training.discriminative import discriminative
 
             opt = discriminative(make_optimizer(self.optimizer, lr), decay=float(v["decay"]))
+            opt.bind_model(model)  # the blocks of the whole model, whichever part trains
+            return lr, opt
+        return lr, make_optimizer(self.optimizer, lr)
+
+    def _unfreeze(self, model, v, head) -> None:
+        k = int(v["unfreeze"])
+        num_blocks = len(block_context(model).block_names)
+        apply_policy(model, FreezeBlocks(num_blocks - k), v["bn"])
+        lr, opt = self._phase2_optimizer(model, v)
         compile_for_transfer(model, lr, opt)
-        if head is not None and head.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-            copy_optimizer_state(head.optimizer, model.optimizer)  # the head's moments go on
-            model.optimizer.learning_rate = lr  # the copy brought the head's rate
+        _carry_head_state(head, model, lr)
+
+    def _fit_top(self, model, v, head, x, y, val, callbacks, start, epochs, verbose):
+        """Phase 2 on the cached output of the frozen bottom blocks; None when it cannot."""
+        k = int(v["unfreeze"])
+        num_blocks = len(block_context(model).block_names)
+        if self.partial_cache_mb == 0 or not 0 < k < num_blocks:
+            return None
+        apply_policy(model, FreezeBlocks(num_blocks - k), v["bn"])
+        with self._scope():
+            split = split_at_block(model, num_blocks - k)
+        if split is None:
+            return None
+        bottom, top = split
+        if any(layer.trainable and layer.weights for layer in top.bottom_layers):
+            return None  # not frozen below the cut: its output changes as it trains
+        rows = len(x) + (len(val[0]) if val is not None else 0)
+        budget = self.partial_cache_mb * 2**20
+        if rows * math.prod(bottom.output.shape[1:]) * 4 > budget:
+            return None
+        args = (model, num_blocks - k, bottom, top.bottom_layers)
+        feats = self.features.get_partial(*args, x, y, budget)
+        val_data = (self.features.get_partial(*args, val[0], val[1], budget), val[1]) \
+            if val is not None else None
+        with self._scope():
+            lr, opt = self._phase2_optimizer(model, v)
+            compile_for_transfer(top, lr, opt)
+            _carry_head_state(head, top, lr)
+            build_training_state(top, (feats, y))
+        relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
+        others = [cb for cb in callbacks if not _is_checkpoint(cb)]
+        hist = top.fit(feats, y, batch_size=self.batch_size, epochs=epochs, initial_epoch=start,
+                       validation_data=val_data, shuffle=True, callbacks=[relay, *others],
+                       verbose=verbose)
+        return hist.history
 
     def _write_curves(self, callbacks, history, values) -> None:
         """Per-epoch curves in the trial folder (KerasTuner keeps only the best epoch)."""
@@ -411,6 +500,14 @@ class TransferHyperModel(keras_tuner.HyperModel):
             tmp.write_text(json.dumps({"history": history, "values": values}, default=str))
             os.replace(tmp, path)
             return
+
+
+def _carry_head_state(head, model, lr: float) -> None:
+    """Carry the head's optimizer state (its moments) into ``model``'s optimizer."""
+    if head is not None and head.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+        copy_optimizer_state(head.optimizer, model.optimizer)
+        model.optimizer.learning_rate = lr  # the copy brought the head's rate
 
 
 def _extend(history: dict, new: dict) -> None:
