@@ -1,7 +1,7 @@
 """Memory held across the trials of a search: resident memory after trial 20 vs after trial 3.
 
 A random search of 20 small two-phase trials (mobilenet_v3_small at 32x32 on
-160 digits_m images, 3 epochs each, the unfreeze depth, rates and dropout
+200 digits_m training images, 3 epochs each, the unfreeze depth, rates and dropout
 searched), run twice:
 
 - baseline: the whole search in one process, as KerasTuner runs it;
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         (r_kt, s_kt, p_kt), (r_one, s_one, p_one) = stats[child_mode], stats["one process"]
         append_row("search memory, RSS after trial 20 / after trial 3",
                    f"{machine()}; random search, {args.trials} two-phase trials, "
-                   "mobilenet_v3_small 32px, 160 images, 3 epochs",
+                   f"mobilenet_v3_small 32px, {data.counts['train']} images, 3 epochs",
                    f"{r_kt:.3f} ({child_mode})", f"{r_one:.3f} (one process)", r_kt,
                    f"ratio column = kertransfer's; highest RSS after trials 3-{args.trials} "
                    f"{p_kt:.3f} x trial 3 ({p_one:.3f} in one process); growth per trial "
