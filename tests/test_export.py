@@ -106,3 +106,46 @@ def test_saved_model_cli_and_plain_tensorflow_read_the_export(model, tmp_path):
                     str(tmp_path / "y.npy")], check=True, env=env)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0),
                                atol=1e-5)
+
+
+KILLED_EXPORT = """
+import pathlib, sys, time
+sys.path.insert(0, sys.argv[3])
+import register_tiny  # noqa: F401
+import keras
+import kertransfer as kt
+from kertransfer.export import export_saved_model
+
+class Slow(type(keras.export.ExportArchive())):
+    def write_out(self, filepath, *args, **kwargs):
+        super().write_out(filepath, *args, **kwargs)
+        pathlib.Path(sys.argv[2]).write_text("written")
+        time.sleep(120)  # killed here, with the SavedModel written but not yet renamed
+
+keras.export.ExportArchive = Slow
+model = kt.build_transfer_model("tiny_test", 4, input_shape=(16, 16, 3), weights=None)
+export_saved_model(model, sys.argv[1], verbose=0)
+"""
+
+
+def test_a_killed_export_leaves_no_version_and_is_cleaned_up(model, tmp_path):
+    import signal
+    import time
+
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures")
+    flag = tmp_path / "written"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(tmp_path / "srv"),
+                             str(flag), fixtures], env=env)
+    deadline = time.monotonic() + 120
+    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert flag.exists(), "the export never reached its write"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = [p.name for p in (tmp_path / "srv").iterdir()]
+    assert not any(name.isdigit() for name in left)  # TF Serving sees no version
+    assert any(name.startswith(".partial-") for name in left)
+    # The next export takes version 1 and removes the dead process's partial folder.
+    assert export_saved_model(model, tmp_path / "srv", verbose=0).name == "1"
+    assert [p.name for p in (tmp_path / "srv").iterdir()] == ["1"]

@@ -17,8 +17,9 @@ the layout TF Serving watches:
 
 The version folder is written under a temporary name beside it and renamed
 when complete, so a crash or a kill never leaves a partial version that TF
-Serving would try to load; an existing version is replaced only with
-``overwrite=True``.
+Serving would try to load (TF Serving reads numbered folders only); the
+next export removes the temporary folder a killed export left. An existing
+version is replaced only with ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,24 @@ def _versions(root: pathlib.Path) -> list[int]:
     if not root.is_dir():
         return []
     return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(root: pathlib.Path) -> None:
+    """Remove the temporary folders of exports whose process died (killed mid-write)."""
+    for p in root.glob(".partial-*"):
+        parts = p.name.split("-")
+        if len(parts) > 1 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _check(model, class_names, version) -> tuple[int, int, list[str]]:
@@ -129,6 +148,7 @@ def export_saved_model(model, path: str | os.PathLike, *, class_names: Sequence[
                            received={"path": str(path), "version": number})
         )
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(root)
     activation = getattr(model, "activation", "softmax")
     table = tf.constant(names)
 
@@ -158,7 +178,7 @@ def export_saved_model(model, path: str | os.PathLike, *, class_names: Sequence[
     archive.add_endpoint("serve_image_bytes", from_bytes,
                          input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{number}.partial-", dir=root))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-{number}-", dir=root))
     try:
         names_file = tmp / "class_names.txt"
         names_file.write_text("\n".join(names) + "\n")
