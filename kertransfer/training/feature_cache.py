@@ -118,6 +118,17 @@ def split_at_block(model, block: int) -> tuple[keras.Model, keras.Model] | None:
     return bottom, top
 
 
+def compile_head(head, feats: np.ndarray, y: np.ndarray, batch_size: int, learning_rate: float,
+                 optimizer: Any = "adam") -> None:
+    """Compile a head on cached features, its training state built before ``fit``."""
+    from kertransfer.training.run import build_training_state, compile_for_transfer
+
+    # A head step is tiny: run many per compiled call to cut the per-step overhead.
+    steps = max(1, -(-len(feats) // batch_size))
+    compile_for_transfer(head, learning_rate, optimizer, steps_per_execution=min(steps, 64))
+    build_training_state(head, (feats, y))
+
+
 def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
     """Backbone features (after pooling) of images ``x``, in inference mode."""
     extractor = feature_extractor(model)
@@ -134,13 +145,13 @@ def array_digest(arrays) -> str:
     return h.hexdigest()[:16]
 
 
-def feature_key(model, x: np.ndarray, y: np.ndarray, weights=None) -> str:
+def feature_key(model, x: np.ndarray, y: np.ndarray, weights_digest: str | None = None) -> str:
     """A key that changes when anything that changes ``model``'s features on ``(x, y)`` does:
-    backbone name, weights digest (of ``weights``, default the backbone's), input size,
+    backbone name, weights digest (``weights_digest``, default the backbone's), input size,
     preprocessing, pooling, compute dtype and a fingerprint of the data."""
     parts = [
         getattr(model, "backbone_name", "custom"),
-        array_digest(model.backbone.get_weights() if weights is None else weights),
+        weights_digest or array_digest(model.backbone.get_weights()),
         "x".join(str(d) for d in model.input_shape[1:]),
         getattr(model, "preprocessing", "none"),
         getattr(model, "pooling", "none"),
@@ -219,8 +230,6 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     Returns:
         The Keras history dict (and the head model with ``return_head``).
     """
-    from kertransfer.training.run import build_training_state, compile_for_transfer
-
     x, y = _arrays(data, "train")
     if val is None and getattr(data, "val", None) is not None and hasattr(data, "as_numpy"):
         val = data.as_numpy("val")
@@ -238,10 +247,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         vx, vy = _arrays(val, "val")
         val_data = (compute_features(model, vx, verbose=0), vy)
     head = head_on_features(model, feats.shape[1:])
-    # A head step is tiny: run many per compiled call to cut the per-step overhead.
-    steps = max(1, -(-len(feats) // batch_size))
-    compile_for_transfer(head, learning_rate, optimizer, steps_per_execution=min(steps, 64))
-    build_training_state(head, (feats, y))
+    compile_head(head, feats, y, batch_size, learning_rate, optimizer)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     hist = head.fit(feats, y, batch_size=batch_size, epochs=epochs, validation_data=val_data,

@@ -50,6 +50,8 @@ from kertransfer.models import build_transfer_model
 from kertransfer.training.feature_cache import (
     FeatureCache,
     _arrays,
+    array_digest,
+    compile_head,
     compute_features,
     feature_key,
     head_on_features,
@@ -106,11 +108,11 @@ class SharedFeatures:
         self._memory[key] = feats
         return feats
 
-    def get_partial(self, model, block: int, bottom, bottom_layers, x: np.ndarray,
+    def get_partial(self, model, block: int, bottom, weights_digest: str, x: np.ndarray,
                     y: np.ndarray, budget_bytes: int) -> np.ndarray:
-        """``bottom``'s outputs on ``x``: the input of backbone block ``block``."""
-        weights = [w for layer in bottom_layers for w in layer.get_weights()]
-        key = f"{feature_key(model, x, y, weights=weights)}-block{block}"
+        """``bottom``'s outputs on ``x``: the input of backbone block ``block``
+        (``weights_digest``: of the weights below the cut)."""
+        key = f"{feature_key(model, x, y, weights_digest)}-block{block}"
         if key in self._partial:
             self._partial.move_to_end(key)
             self.partial_hits += 1
@@ -426,10 +428,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             val_data = (self.features.get(model, val[0], val[1]), val[1]) \
                 if val is not None else None
             head = head_on_features(model, feats.shape[1:])
-            steps = max(1, -(-len(feats) // self.batch_size))
-            compile_for_transfer(head, float(v["head_lr"]), self.optimizer,
-                                 steps_per_execution=min(steps, 64))
-            build_training_state(head, (feats, y))
+            compile_head(head, feats, y, self.batch_size, float(v["head_lr"]), self.optimizer)
         # The tuner's checkpoint must see the full model, whose head is this head.
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
         hist = head.fit(feats, y, batch_size=self.batch_size, epochs=end,
@@ -473,7 +472,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
         budget = self.partial_cache_mb * 2**20
         if rows * math.prod(bottom.output.shape[1:]) * 4 > budget:
             return None
-        args = (model, num_blocks - k, bottom, top.bottom_layers)
+        digest = array_digest([w for layer in top.bottom_layers for w in layer.get_weights()])
+        args = (model, num_blocks - k, bottom, digest)
         feats = self.features.get_partial(*args, x, y, budget)
         val_data = (self.features.get_partial(*args, val[0], val[1], budget), val[1]) \
             if val is not None else None
