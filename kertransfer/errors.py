@@ -31,6 +31,8 @@ __all__ = [
     "CorruptImageError",
     "MissingDependencyError",
     "SearchError",
+    "ExportError",
+    "ParityError",
     "format_message",
     "suggest",
 ]
@@ -98,6 +100,14 @@ class MissingDependencyError(KertransferError, ImportError):
 
 class SearchError(KertransferError, RuntimeError):
     """A search cannot go on (its processes keep dying, or a child process failed)."""
+
+
+class ExportError(KertransferError, RuntimeError):
+    """An export could not be written or verified (the converter failed, say)."""
+
+
+class ParityError(ExportError):
+    """An exported model's outputs differ from the Keras model's beyond the tolerance."""
 
 
 def _repr(value: Any) -> str:

@@ -1,22 +1,31 @@
-"""SavedModel export for TF Serving: versions, signatures, parity, atomic writes."""
+"""Export for serving: versions, signatures, formats, parity in a fresh process, atomic writes."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 
 import kertransfer as kt
-from kertransfer.errors import InvalidArgumentError, InvalidTypeError
-from kertransfer.export import export_saved_model
+from kertransfer.errors import (
+    ExportError,
+    IncompatibleInputError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    MissingDependencyError,
+    ParityError,
+)
 
 tf = pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                reason="SavedModel export runs under the TensorFlow backend")
+                                reason="the export formats are written under TensorFlow")
 NAMES = ["ant", "bee", "cat", "dog"]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
 @pytest.fixture
@@ -25,21 +34,45 @@ def model(tiny_backbone_name):
     return kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3), weights=None)
 
 
-def _images(n=3):
-    return np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3)).astype("float32")
+def _images(n=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 3)).astype("float32")
 
 
-def test_versions_signatures_assets_and_metadata(model, tmp_path, capsys):
-    first = export_saved_model(model, tmp_path / "srv", class_names=NAMES)
-    second = export_saved_model(model, tmp_path / "srv", class_names=NAMES)
+def _two_heads():
+    """A functional model with two named heads of different sizes."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, {"digit": keras.layers.Dense(5, activation="softmax",
+                                                            name="digit")(x),
+                                "parity": keras.layers.Dense(2, activation="softmax",
+                                                             name="parity")(x)})
+
+
+def _meta(path):
+    return json.loads((path / "kertransfer_export.json").read_text())
+
+
+def test_saved_model_versions_signatures_assets_metadata_and_parity(model, tmp_path, capsys):
+    first = kt.export(model, tmp_path / "srv", class_names=NAMES)
+    out = capsys.readouterr().out
+    assert "largest absolute difference: serving_default" in out and "serve_image_bytes" in out
+    second = kt.export(model, tmp_path / "srv", class_names=NAMES, check=False, verbose=0)
     assert (first.name, second.name) == ("1", "2")
-    assert "Exported SavedModel version 1" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "srv").iterdir()) == ["1", "2"]  # no temp left
     assert (first / "assets" / "class_names.txt").read_text().split() == NAMES
-    meta = json.loads((first / "kertransfer_export.json").read_text())
+    meta = _meta(first)
     assert meta["backbone"] == "tiny_test" and meta["input_size"] == [16, 16]
     assert meta["classes"] == NAMES and set(meta["versions"]) == {"kertransfer", "keras",
                                                                     "tensorflow"}
+    # The check ran in a process that never imported kertransfer, on both signatures.
+    parity = meta["parity"]
+    assert parity["kertransfer_imported"] is False and parity["images"] == 4
+    assert set(parity["max_abs_diff"]) == {"serving_default", "serve_image_bytes"}
+    assert max(parity["max_abs_diff"].values()) <= parity["tolerance"] == 1e-5
+    assert _meta(second)["parity"] is None
     loaded = tf.saved_model.load(str(first))
     assert set(loaded.signatures) == {"serving_default", "serve_image_bytes"}
     x = _images()
@@ -49,23 +82,43 @@ def test_versions_signatures_assets_and_metadata(model, tmp_path, capsys):
     np.testing.assert_array_equal(out["class_index"].numpy(), expected.argmax(-1))
     assert [n.decode() for n in out["class_name"].numpy()] == [NAMES[i] for i in
                                                                expected.argmax(-1)]
-    # Encoded images of the same pixels give the same answer.
-    pngs = [tf.io.encode_png(tf.constant(img.astype("uint8"))).numpy() for img in x]
+    # Encoded images of any size are decoded and resized as the data pipeline does.
+    big = np.random.default_rng(3).integers(0, 256, (2, 40, 24, 3)).astype("uint8")
+    pngs = [tf.io.encode_png(img).numpy() for img in big]
     out = loaded.signatures["serve_image_bytes"](image_bytes=tf.constant(pngs))
-    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+    resized = tf.image.resize(big.astype("float32"), (16, 16), antialias=True).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(),
+                               model.predict(np.clip(resized, 0, 255), verbose=0), atol=1e-5)
+
+
+def test_non_image_bytes_get_an_error_naming_their_positions(model, tmp_path):
+    path = kt.export(model, tmp_path, check=False, verbose=0)
+    fn = tf.saved_model.load(str(path)).signatures["serve_image_bytes"]
+    png = tf.io.encode_png(_images(1)[0].astype("uint8")).numpy()
+    assert fn(image_bytes=tf.constant([png]))["probabilities"].shape == (1, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"(?s)must be encoded images.*positions of the batch.*\[1 2\]"):
+        fn(image_bytes=tf.constant([png, b"hello", b"{\"json\": 1}"]))
+    # A convolutional model would answer for any size: the signature refuses.
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"(?s)images must have shape \[batch, 16, 16, 3\].*8 8 3"):
+        tf.saved_model.load(str(path)).signatures["serving_default"](
+            images=tf.zeros((1, 8, 8, 3)))
 
 
 def test_an_existing_version_is_kept_unless_overwrite(model, tmp_path):
-    path = export_saved_model(model, tmp_path, version=3, verbose=0)
+    path = kt.export(model, tmp_path, version=3, check=False, verbose=0)
     stamp = (path / "saved_model.pb").stat().st_mtime_ns
     with pytest.raises(InvalidArgumentError, match=r"Version 3 exists.*Received"):
-        export_saved_model(model, tmp_path, version=3, verbose=0)
+        kt.export(model, tmp_path, version=3, check=False, verbose=0)
     assert (path / "saved_model.pb").stat().st_mtime_ns == stamp
-    assert export_saved_model(model, tmp_path, version=3, overwrite=True, verbose=0) == path
-    assert export_saved_model(model, tmp_path, verbose=0).name == "4"
+    assert kt.export(model, tmp_path, version=3, overwrite=True, check=False,
+                     verbose=0) == path
+    assert kt.export(model, tmp_path, check=False, verbose=0).name == "4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3", "4"]
 
 
-def test_a_failed_export_leaves_no_version_folder(model, tmp_path, monkeypatch):
+def test_a_failed_write_leaves_no_version_folder(model, tmp_path, monkeypatch):
     class Broken(type(keras.export.ExportArchive())):
         def write_out(self, filepath, *args, **kwargs):
             super().write_out(filepath, *args, **kwargs)  # written, then the disk fills up
@@ -73,39 +126,205 @@ def test_a_failed_export_leaves_no_version_folder(model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.export, "ExportArchive", Broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_saved_model(model, tmp_path / "srv", verbose=0)
+        kt.export(model, tmp_path / "srv", verbose=0)
     assert list((tmp_path / "srv").iterdir()) == []
 
 
-def test_bad_arguments_are_named(model, tmp_path):
-    with pytest.raises(InvalidArgumentError, match=r"class_names.*4 names.*Received"):
-        export_saved_model(model, tmp_path, class_names=["a", "b"])
-    with pytest.raises(InvalidArgumentError, match=r"version.*Received: version=0"):
-        export_saved_model(model, tmp_path, version=0)
-    with pytest.raises(InvalidTypeError, match=r"Keras model.*Received: model='str'"):
-        export_saved_model("model.keras", tmp_path)
-    assert list(tmp_path.iterdir()) == []
+def test_a_parity_failure_fails_the_export_and_writes_nothing(model, tmp_path, monkeypatch):
+    import kertransfer.export.core as core
+
+    real = core.keras_probabilities
+
+    def off_by(model, images):  # the reference drifts by 1e-3 from what Keras computes
+        return {k: v + 1e-3 for k, v in real(model, images).items()}
+
+    monkeypatch.setattr(core, "keras_probabilities", off_by)
+    with pytest.raises(ParityError, match=r"largest absolute difference serving_default 0.001"
+                                          r".*Nothing was written.*Received: tolerance=1e-05"):
+        kt.export(model, tmp_path / "srv", verbose=0)
+    assert list((tmp_path / "srv").iterdir()) == []
+    # A tolerance that admits the drift lets the same export through.
+    path = kt.export(model, tmp_path / "srv", tolerance=2e-3, verbose=0)
+    assert abs(_meta(path)["parity"]["max_abs_diff"]["serving_default"] - 1e-3) < 1e-6
 
 
-def test_saved_model_cli_and_plain_tensorflow_read_the_export(model, tmp_path):
-    path = export_saved_model(model, tmp_path, class_names=NAMES, verbose=0)
-    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli",
-                            "show", "--dir", str(path), "--all"],
+def test_bad_arguments_are_named_and_nothing_is_written(model, tmp_path):
+    cases = [
+        (dict(class_names=["a", "b"]), InvalidArgumentError, r"class_names.*4 names.*Received"),
+        (dict(version=0), InvalidArgumentError, r"version.*Received: version=0"),
+        (dict(format="onxx"), InvalidArgumentError, r"Did you mean 'onnx'.*Received: format"),
+        (dict(samples=np.zeros((2, 8, 8, 3))), IncompatibleInputError,
+         r"\[n, 16, 16, 3\].*Received: samples.shape=\(2, 8, 8, 3\)"),
+        (dict(tolerance=-1), InvalidArgumentError, r"tolerance.*Received: tolerance=-1"),
+        (dict(class_names={"digit": NAMES}), InvalidArgumentError, r"4 names.*Received"),
+    ]
+    for kwargs, error, pattern in cases:
+        with pytest.raises(error, match=pattern):
+            kt.export(model, tmp_path / "srv", verbose=0, **kwargs)
+    with pytest.raises(InvalidTypeError, match=r"Keras model.*Received: model='int'"):
+        kt.export(3, tmp_path / "srv")
+    with pytest.raises(InvalidArgumentError, match=r"No Keras model there.*Received: model="):
+        kt.export(tmp_path / "missing.keras", tmp_path / "srv")
+    flat = keras.Sequential([keras.Input((10,)), keras.layers.Dense(2)])
+    with pytest.raises(IncompatibleInputError, match=r"fixed-size RGB.*Received"):
+        kt.export(flat, tmp_path / "srv")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InvalidArgumentError, match="path must be a folder"):
+        kt.export(model, tmp_path / "file")
+    with pytest.raises(InvalidArgumentError, match=r"per head.*\['digit', 'parity'\]"):
+        kt.export(_two_heads(), tmp_path / "srv", class_names=NAMES)
+    assert not (tmp_path / "srv").exists()
+
+
+def test_a_missing_converter_names_the_package(model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx now fails
+    with pytest.raises(MissingDependencyError, match=r"needs tf2onnx.*pip install tf2onnx"):
+        kt.export(model, tmp_path / "srv", format="onnx")
+    assert not (tmp_path / "srv").exists()
+
+
+def test_saved_model_cli_show_and_run_read_the_export(model, tmp_path):
+    path = kt.export(model, tmp_path / "srv", class_names=NAMES, check=False, verbose=0)
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    shown = subprocess.run(cli + ["show", "--dir", str(path), "--all"], env=ENV,
                            capture_output=True, text=True, check=True).stdout
     assert "signature_def['serve_image_bytes']" in shown and "image_bytes" in shown
     assert "signature_def['serving_default']" in shown and "probabilities" in shown
     x = _images(2)
     np.save(tmp_path / "x.npy", x)
-    code = ("import numpy as np, tensorflow as tf, sys\n"
-            "m = tf.saved_model.load(sys.argv[1])\n"
-            "out = m.signatures['serving_default'](images=tf.constant(np.load(sys.argv[2])))\n"
-            "np.save(sys.argv[3], out['probabilities'].numpy())\n"
-            "assert 'kertransfer' not in sys.modules\n")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"),
-                    str(tmp_path / "y.npy")], check=True, env=env)
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0),
-                               atol=1e-5)
+    subprocess.run(cli + ["run", "--dir", str(path), "--tag_set", "serve", "--signature_def",
+                          "serving_default", "--inputs", f"images={tmp_path / 'x.npy'}",
+                          "--outdir", str(tmp_path / "out")],
+                   env=ENV, capture_output=True, text=True, check=True)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "probabilities.npy"),
+                               model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "class_index.npy"),
+                                  model.predict(x, verbose=0).argmax(-1))
+
+
+def test_tflite_export_runs_in_the_litert_interpreter(tiny_backbone_name, tmp_path):
+    interpreter_mod = pytest.importorskip("ai_edge_litert.interpreter")
+    keras.utils.set_random_seed(0)
+    logits = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                     weights=None, activation="logits")
+    path = kt.export(logits, tmp_path, format="tflite", class_names=NAMES, verbose=0)
+    assert sorted(p.name for p in path.iterdir()) == ["class_names.txt",
+                                                      "kertransfer_export.json", "model.tflite"]
+    assert _meta(path)["parity"]["max_abs_diff"]["tflite"] <= 1e-4
+    runner = interpreter_mod.Interpreter(model_path=str(path / "model.tflite"))
+    fn = runner.get_signature_runner("serving_default")
+    x = _images(3)
+    got = fn(images=x)["probabilities"]
+    expected = tf.nn.softmax(logits.predict(x, verbose=0)).numpy()  # logits become probabilities
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+def test_onnx_export_runs_in_onnxruntime_with_every_head(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    two = _two_heads()
+    path = kt.export(two, tmp_path, format="onnx", verbose=0,
+                     class_names={"digit": list("01234"), "parity": ["even", "odd"]})
+    assert _meta(path)["parity"]["max_abs_diff"]["onnx"] <= 1e-4
+    session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert sorted(o.name for o in session.get_outputs()) == ["digit_probabilities",
+                                                             "parity_probabilities"]
+    x = _images(2)
+    got = dict(zip([o.name for o in session.get_outputs()],
+                   session.run(None, {"images": x})))
+    want = two.predict(x, verbose=0)
+    np.testing.assert_allclose(got["digit_probabilities"], want["digit"], atol=1e-4)
+    np.testing.assert_allclose(got["parity_probabilities"], want["parity"], atol=1e-4)
+
+
+def test_a_multi_head_saved_model_serves_every_head(tmp_path):
+    two = _two_heads()
+    names = {"digit": list("01234"), "parity": ["even", "odd"]}
+    path = kt.export(two, tmp_path, class_names=names, verbose=0)
+    assert _meta(path)["heads"] == ["digit", "parity"] and _meta(path)["classes"] == names
+    out = tf.saved_model.load(str(path)).signatures["serving_default"](
+        images=tf.constant(_images(2)))
+    assert {"digit_probabilities", "digit_class_name", "parity_probabilities",
+            "parity_class_index"} <= set(out)
+    want = two.predict(_images(2), verbose=0)
+    np.testing.assert_allclose(out["parity_probabilities"].numpy(), want["parity"], atol=1e-5)
+    assert [n.decode() for n in out["parity_class_name"].numpy()] == \
+        [names["parity"][i] for i in want["parity"].argmax(-1)]
+    rows = kt.export.predict(path, _images(2), top_k=1)
+    assert set(rows[0]["predictions"]) == {"digit", "parity"}
+    assert rows[0]["predictions"]["parity"][0]["class"] in ("even", "odd")
+    assert "head" in kt.export.format_predictions(rows).splitlines()[0]
+
+
+def test_keras_format_reloads_to_the_same_outputs(model, tmp_path):
+    path = kt.export(model, tmp_path, format="keras", class_names=NAMES, verbose=0)
+    assert (path / "class_names.txt").read_text().split() == NAMES
+    assert _meta(path)["parity"]["max_abs_diff"]["keras"] <= 1e-5
+    again = keras.saving.load_model(path / "model.keras")
+    np.testing.assert_allclose(again.predict(_images(), verbose=0),
+                               model.predict(_images(), verbose=0), atol=1e-6)
+
+
+def _pngs(folder, n=3, size=(20, 24)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    files = []
+    for i in range(n):
+        img = rng.integers(0, 256, (*size, 3)).astype("uint8")
+        (folder / f"img{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+        files.append(folder / f"img{i}.png")
+    return files
+
+
+def test_predict_agrees_across_a_saved_model_a_keras_run_and_the_cli(model, tmp_path, capsys):
+    from kertransfer.cli.main import main
+    from kertransfer.training import save_run
+
+    files = _pngs(tmp_path / "photos")
+    run = save_run(model, tmp_path / "run", {"class_names": NAMES,
+                                            "metrics": {"val_accuracy": 0.5}}, {"loss": [1.0]})
+    # The CLI exports the run folder: class names and training record come from it.
+    assert main(["export", str(run), "--out", str(tmp_path / "srv"), "--no-check",
+                 "--quiet"]) == 0
+    version = tmp_path / "srv" / "1"
+    assert capsys.readouterr().out.strip() == str(version)
+    meta = _meta(version)
+    assert meta["classes"] == NAMES and meta["training"]["metrics"] == {"val_accuracy": 0.5}
+    served = kt.export.predict(tmp_path / "srv", [tmp_path / "photos"], top_k=4)
+    from_run = kt.export.predict(run, files, top_k=4)
+    assert [r["file"] for r in served] == [str(f) for f in files]
+    for a, b in zip(served, from_run):
+        assert [p["class"] for p in a["predictions"]] == [p["class"] for p in b["predictions"]]
+        np.testing.assert_allclose([p["probability"] for p in a["predictions"]],
+                                   [p["probability"] for p in b["predictions"]], atol=1e-5)
+        probs = [p["probability"] for p in a["predictions"]]
+        assert probs == sorted(probs, reverse=True)
+    assert main(["predict", str(version), str(files[0]), "--top-k", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["file", "top-1", "top-2"] and str(files[0]) in table[2]
+    assert main(["predict", str(run), str(files[1]), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["file"] == str(files[1]) and len(row["predictions"]) == 3
+    assert row["predictions"][0]["class"] in NAMES
+
+
+def test_predict_errors_name_the_bad_input(model, tmp_path, capsys):
+    from kertransfer.cli.main import main
+    from kertransfer.errors import CorruptImageError, DataSourceNotFoundError
+
+    path = kt.export(model, tmp_path / "srv", check=False, verbose=0)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(CorruptImageError, match=r"Received: image=.*notes.png"):
+        kt.export.predict(path, [tmp_path / "notes.png"])
+    with pytest.raises(DataSourceNotFoundError, match=r"Received: images=.*nowhere"):
+        kt.export.predict(path, [tmp_path / "nowhere"])
+    with pytest.raises(IncompatibleInputError, match=r"\[n, 16, 16, 3\].*Received"):
+        kt.export.predict(path, np.zeros((1, 8, 8, 3)))
+    with pytest.raises(InvalidArgumentError, match=r"top_k.*Received: top_k=0"):
+        kt.export.predict(path, _images(1), top_k=0)
+    assert main(["predict", str(tmp_path / "nothing"), str(tmp_path / "notes.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 KILLED_EXPORT = """
@@ -114,7 +333,6 @@ sys.path.insert(0, sys.argv[3])
 import register_tiny  # noqa: F401
 import keras
 import kertransfer as kt
-from kertransfer.export import export_saved_model
 
 class Slow(type(keras.export.ExportArchive())):
     def write_out(self, filepath, *args, **kwargs):
@@ -124,19 +342,15 @@ class Slow(type(keras.export.ExportArchive())):
 
 keras.export.ExportArchive = Slow
 model = kt.build_transfer_model("tiny_test", 4, input_shape=(16, 16, 3), weights=None)
-export_saved_model(model, sys.argv[1], verbose=0)
+kt.export(model, sys.argv[1], verbose=0)
 """
 
 
 def test_a_killed_export_leaves_no_version_and_is_cleaned_up(model, tmp_path):
-    import signal
-    import time
-
     fixtures = os.path.join(os.path.dirname(__file__), "fixtures")
     flag = tmp_path / "written"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(tmp_path / "srv"),
-                             str(flag), fixtures], env=env)
+                             str(flag), fixtures], env=ENV)
     deadline = time.monotonic() + 120
     while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -147,5 +361,14 @@ def test_a_killed_export_leaves_no_version_and_is_cleaned_up(model, tmp_path):
     assert not any(name.isdigit() for name in left)  # TF Serving sees no version
     assert any(name.startswith(".partial-") for name in left)
     # The next export takes version 1 and removes the dead process's partial folder.
-    assert export_saved_model(model, tmp_path / "srv", verbose=0).name == "1"
+    assert kt.export(model, tmp_path / "srv", check=False, verbose=0).name == "1"
     assert [p.name for p in (tmp_path / "srv").iterdir()] == ["1"]
+
+
+def test_export_errors_reach_the_cli(tmp_path, capsys):
+    from kertransfer.cli.main import main
+
+    assert main(["export", str(tmp_path / "none"), "--out", str(tmp_path / "srv")]) == 2
+    assert "No Keras model there" in capsys.readouterr().err
+    assert not (tmp_path / "srv").exists()
+    assert issubclass(ParityError, ExportError)

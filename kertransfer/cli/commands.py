@@ -172,6 +172,25 @@ def run_tune(args) -> int:
     return 0
 
 
+def run_export(args) -> int:
+    from kertransfer.export import export
+
+    path = export(args.model, args.out, format=args.format, class_names=args.class_names,
+                  version=args.version, overwrite=args.overwrite, check=args.check,
+                  tolerance=args.tolerance, verbose=0 if args.quiet else 1)
+    if args.quiet:
+        print(path)
+    return 0
+
+
+def run_predict(args) -> int:
+    from kertransfer.export import format_predictions, predict
+
+    rows = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    print(json.dumps(rows, indent=2) if args.json else format_predictions(rows))
+    return 0
+
+
 def run_demo(args) -> int:
     from kertransfer.demo import run_demo as demo
 

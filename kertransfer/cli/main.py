@@ -204,12 +204,63 @@ def _add_demo(sub) -> None:
     p.set_defaults(command="demo")
 
 
+def _class_names_arg(text: str) -> list[str]:
+    """--class-names: a comma-separated list, or @FILE with one name per line."""
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                return [line.strip() for line in f if line.strip()]
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]!r}: {exc}") from None
+    return [name.strip() for name in text.split(",")]
+
+
+def _add_export(sub) -> None:
+    from kertransfer.export import FORMATS
+
+    p = sub.add_parser("export", help="export a model for serving (SavedModel, TFLite, ONNX)",
+                       description="Export a .keras model, a run folder (kertransfer train) or a "
+                       "search folder (kertransfer tune) as version OUT/<n>/ (TF Serving's "
+                       "layout), check it in a fresh process with its own runtime, and only "
+                       "then publish it. The run's class names and training record go into "
+                       "kertransfer_export.json.", formatter_class=_FORMATTER)
+    p.add_argument("model", help="a .keras file, a run folder or a search folder")
+    p.add_argument("--out", required=True, help="serving folder; the version goes inside it")
+    p.add_argument("--format", default="saved_model", choices=FORMATS, help="export format")
+    p.add_argument("--version", type=int, default=None,
+                   help="version number (default: one above the highest present)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--class-names", type=_class_names_arg, default=None,
+                   help="a,b,c or @FILE (one per line); default: the run's, else 0, 1, ...")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the parity check in a fresh process")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="largest absolute difference the check allows (default 1e-5; 1e-4 "
+                   "for tflite and onnx)")
+    p.add_argument("--quiet", action="store_true", help="print only the version folder")
+    p.set_defaults(command="export")
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify image files with an export or a model",
+                       description="Print the top classes of each image. MODEL is an export "
+                       "version folder (any format), a serving folder (its highest version), "
+                       "a .tflite/.onnx/.keras file, a run folder or a search folder; IMAGES are "
+                       "files or folders (searched recursively).", formatter_class=_FORMATTER)
+    p.add_argument("model", help="export, serving folder, model file, run or search folder")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(command="predict")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kertransfer`` command."""
     parser = argparse.ArgumentParser(
         prog="kertransfer",
         description="Transfer learning for Keras 3: backbones, freezing, training, search, "
-        "demo.",
+        "export, demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -217,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_train(sub)
     _add_tune(sub)
+    _add_export(sub)
+    _add_predict(sub)
     _add_demo(sub)
     return parser
 

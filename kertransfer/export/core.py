@@ -1,0 +1,458 @@
+"""``kertransfer.export``: write a model for serving, check it, and only then publish it.
+
+``export(model, "serving/flowers", class_names=[...])`` writes
+``serving/flowers/<n>/`` (the next free version number unless one is given),
+the layout TF Serving watches (and Triton's model repository uses):
+
+- ``format="saved_model"``: a SavedModel with two signatures,
+
+  - ``serving_default``: float images ``[batch, H, W, 3]`` in 0-255 (the
+    model's own preprocessing runs inside) to ``probabilities``,
+    ``class_index`` and ``class_name``;
+  - ``serve_image_bytes``: encoded JPEG/PNG/GIF/BMP strings ``[batch]`` of
+    any size, decoded and resized inside the graph (what REST and gRPC
+    clients send), to the same outputs; bytes that are not an image give an
+    error that names their positions in the batch;
+
+  and the class names as an asset (``assets/class_names.txt``);
+- ``format="tflite"``: ``model.tflite`` (LiteRT, float32, built-in ops) with
+  a ``serving_default`` signature giving ``probabilities``;
+- ``format="onnx"``: ``model.onnx``, input ``images``, output
+  ``probabilities``;
+- ``format="keras"``: ``model.keras``.
+
+Models with several heads export every head: the outputs are named
+``<head>_probabilities`` (and ``<head>_class_index``, ``<head>_class_name``).
+
+Beside the model, ``kertransfer_export.json`` records the backbone, input
+size, classes, training record, freeze configuration, the parity check and
+the kertransfer, Keras and TensorFlow versions; ``class_names.txt`` lists the
+classes (for a SavedModel, in ``assets/``).
+
+Before the version folder appears, the export is loaded in a fresh process
+with its own runtime (plain TensorFlow without kertransfer, the LiteRT
+interpreter, onnxruntime, or Keras) and its outputs compared with the Keras
+model's on sample images; the export fails with `ParityError` when the
+largest absolute difference exceeds the tolerance (1e-5 for SavedModel and
+``.keras``, 1e-4 for TFLite and ONNX).
+
+Everything is written under a temporary name beside the version folder and
+renamed when complete and checked, so a crash, a kill or a failed check never
+leaves a partial version that a server would load; the next export removes
+the temporary folder a killed export left. An existing version is replaced
+only with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from kertransfer.errors import (
+    ExportError,
+    IncompatibleInputError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    ParityError,
+    format_message,
+    suggest,
+)
+from kertransfer.export import formats
+from kertransfer.export.formats import FORMATS, SIGNATURES, Head, Plan
+from kertransfer.export.runtime import (
+    METADATA_FILE,
+    head_activation,
+    head_names,
+    keras_probabilities,
+    output_key,
+)
+
+TOLERANCES = {"saved_model": 1e-5, "keras": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
+CLASS_NAMES_FILE = "class_names.txt"
+CHECK_TIMEOUT_S = 600
+_RUNTIMES = {"saved_model": "TensorFlow, without kertransfer", "tflite": "the LiteRT interpreter",
+             "onnx": "onnxruntime", "keras": "Keras"}
+
+
+def _versions(root: pathlib.Path) -> list[int]:
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(root: pathlib.Path) -> None:
+    """Remove the temporary folders of exports whose process died (killed mid-write)."""
+    for p in root.glob(".partial-*"):
+        parts = p.name.split("-")
+        if len(parts) > 1 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _check_format(fmt) -> str:
+    if fmt not in FORMATS:
+        raise InvalidArgumentError(
+            format_message(f"Unknown export format.{suggest(str(fmt), FORMATS)}",
+                           expected=f"one of {', '.join(FORMATS)}", received={"format": fmt})
+        )
+    if fmt != "keras" and keras.backend.backend() != "tensorflow":
+        raise InvalidArgumentError(
+            format_message(f"format={fmt!r} is written by TensorFlow's converters, which need "
+                           "the TensorFlow backend.",
+                           fix="Run with KERAS_BACKEND=tensorflow (format='keras' works on "
+                               "every backend).",
+                           received={"format": fmt, "backend": keras.backend.backend()})
+        )
+    formats.require(fmt)
+    return fmt
+
+
+def _names_for(head: str | None, units: int, given) -> list[str]:
+    arg = "class_names" if head is None else f"class_names[{head!r}]"
+    if given is None:
+        return [str(i) for i in range(units)]
+    if isinstance(given, str) or not isinstance(given, Sequence) or len(given) != units:
+        raise InvalidArgumentError(
+            format_message(f"{arg} must list one name per output of the head.",
+                           expected=f"{units} names", received={arg: given})
+        )
+    return [str(c) for c in given]
+
+
+def make_plan(model, class_names=None) -> Plan:
+    """Check that ``model`` classifies fixed-size RGB images; describe its heads."""
+    if not isinstance(model, keras.Model):
+        raise InvalidTypeError(
+            format_message("export needs a Keras model or the path of one.",
+                           expected="a model from build_transfer_model, a keras.Model, a "
+                                    ".keras file or a run folder",
+                           received={"model": type(model).__name__})
+        )
+    shape = model.input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4 or shape[-1] != 3 or shape[1] is None \
+            or shape[2] is None:
+        raise IncompatibleInputError(
+            format_message("export needs a model of fixed-size RGB images.",
+                           expected="one input of shape (None, H, W, 3) with H and W set",
+                           received={"model.input_shape": shape})
+        )
+    names = head_names(model)
+    out_shapes = model.output_shape
+    if names == [None]:
+        out_shapes = {None: out_shapes if isinstance(out_shapes, tuple) else out_shapes[0]}
+        given = {None: class_names}
+    else:
+        if isinstance(out_shapes, Mapping):
+            out_shapes = dict(out_shapes)
+        else:
+            out_shapes = dict(zip(names, out_shapes))
+        if class_names is not None and not isinstance(class_names, Mapping):
+            raise InvalidArgumentError(
+                format_message("A model with several heads takes class_names per head.",
+                               expected=f"a dict with keys {names}",
+                               received={"class_names": class_names})
+            )
+        given = dict(class_names or {})
+        unknown = set(given) - set(names)
+        if unknown:
+            raise InvalidArgumentError(
+                format_message("class_names names heads the model does not have.",
+                               expected=f"keys among {names}",
+                               received={"class_names": sorted(unknown)})
+            )
+    heads = []
+    for head in names:
+        units = int(out_shapes[head][-1])
+        heads.append(Head(head, _names_for(head, units, given.get(head)),
+                          head_activation(model, head)))
+    return Plan(model, int(shape[1]), int(shape[2]), heads)
+
+
+def _check_samples(plan: Plan, samples) -> np.ndarray:
+    if samples is None:
+        rng = np.random.default_rng(0)
+        noise = rng.integers(0, 256, (2, plan.height, plan.width, 3))
+        flat = np.stack([np.zeros_like(noise[0]), np.full_like(noise[0], 255)])
+        return np.concatenate([flat, noise]).astype("float32")
+    x = np.asarray(samples, dtype="float32")
+    if x.ndim != 4 or x.shape[1:] != (plan.height, plan.width, 3) or len(x) == 0:
+        raise IncompatibleInputError(
+            format_message("samples must be a batch of images of the model's input size.",
+                           expected=f"an array [n, {plan.height}, {plan.width}, 3], n >= 1, "
+                                    "values in 0-255",
+                           received={"samples.shape": np.shape(samples)})
+        )
+    return x
+
+
+def _check_version(version) -> None:
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 1):
+        raise InvalidArgumentError(
+            format_message("version must be a positive integer (or None for the next free one).",
+                           received={"version": version})
+        )
+
+
+def _check_tolerance(tolerance, fmt) -> float:
+    if tolerance is None:
+        return TOLERANCES[fmt]
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+        raise InvalidArgumentError(
+            format_message("tolerance must be a number >= 0 (the largest absolute difference "
+                           "allowed between the export's outputs and the model's).",
+                           received={"tolerance": tolerance})
+        )
+    return float(tolerance)
+
+
+def _metadata(plan: Plan, fmt: str, info: dict, extra: dict | None, parity) -> dict[str, Any]:
+    from kertransfer.version import __version__
+
+    model = plan.model
+    versions = {"kertransfer": __version__, "keras": keras.__version__}
+    try:
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    except ImportError:  # pragma: no cover - TensorFlow is a dependency
+        pass
+    meta = {
+        "format": fmt,
+        "backbone": getattr(model, "backbone_name", "custom"),
+        "input_size": [plan.height, plan.width],
+        "input": "float32 RGB images [batch, H, W, 3] in 0-255",
+        "classes": plan.class_names,
+        "heads": [h.name for h in plan.heads] if plan.heads[0].name else None,
+        "activation": {h.name: h.activation for h in plan.heads} if plan.heads[0].name
+        else plan.heads[0].activation,
+        "preprocessing": getattr(model, "preprocessing", None),
+        "freeze": getattr(model, "freeze_config", None),
+        "bn": getattr(model, "bn_mode", None),
+        "signatures": list(SIGNATURES) if fmt == "saved_model" else
+        ([SIGNATURES[0]] if fmt == "tflite" else None),
+        "outputs": [output_key(h.name, n) for h in plan.heads for n in
+                    (("probabilities", "class_index", "class_name") if fmt == "saved_model"
+                     else ("probabilities",))],
+        "training": info.get("training"),
+        "source": info.get("source"),
+        "parity": parity,
+        "versions": versions,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def _write(plan: Plan, fmt: str, out: pathlib.Path, scratch: pathlib.Path, opset) -> None:
+    names_file = scratch / CLASS_NAMES_FILE
+    if len(plan.heads) == 1:
+        names_file.write_text("\n".join(plan.heads[0].classes) + "\n")
+    else:
+        names_file.write_text("".join(f"{h.name}\t{c}\n" for h in plan.heads for c in h.classes))
+    if fmt == "saved_model":
+        formats.write_saved_model(plan, out, names_file)
+        return
+    if fmt == "tflite":
+        formats.write_tflite(plan, out, scratch)
+    elif fmt == "onnx":
+        formats.write_onnx(plan, out, opset)
+    else:
+        formats.write_keras(plan, out)
+    shutil.copy(names_file, out / CLASS_NAMES_FILE)
+
+
+def check_parity(plan: Plan, fmt: str, folder: pathlib.Path, samples: np.ndarray,
+                 tolerance: float, scratch: pathlib.Path) -> dict[str, Any]:
+    """Load the export in a fresh process with its runtime; compare with the model.
+
+    Returns:
+        ``{"max_abs_diff": {signature: float}, "tolerance": ..., "images": n,
+        "runtime": ..., "kertransfer_imported": bool}``.
+
+    Raises:
+        ParityError: A difference exceeds ``tolerance``.
+        ExportError: The fresh process could not load or run the export.
+    """
+    check_dir = scratch / "check"
+    check_dir.mkdir()
+    np.save(check_dir / "images.npy", samples)
+    expected = {formats.IMAGES_SIGNATURE: keras_probabilities(plan.model, samples)}
+    if fmt == "saved_model":
+        import tensorflow as tf
+
+        pixels = np.clip(np.round(samples), 0, 255).astype("uint8")
+        for i, image in enumerate(pixels):
+            (check_dir / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+        expected[formats.BYTES_SIGNATURE] = keras_probabilities(plan.model,
+                                                                pixels.astype("float32"))
+    runtime = pathlib.Path(__file__).with_name("runtime.py")
+    # runpy: the script's folder is not put on sys.path, and cwd holds only the inputs.
+    launcher = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        proc = subprocess.run([sys.executable, "-c", launcher, str(runtime), fmt, str(folder),
+                               str(check_dir)], capture_output=True, text=True, env=env,
+                              cwd=check_dir, timeout=CHECK_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ExportError(f"The parity check did not finish in {CHECK_TIMEOUT_S} s.") from exc
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise ExportError(
+            format_message(f"The {fmt} export could not be loaded or run by "
+                           f"{_RUNTIMES[fmt]} in a fresh process (exit status "
+                           f"{proc.returncode}). Its last lines:\n{tail}",
+                           received={"format": fmt})
+        )
+    got = np.load(check_dir / "outputs.npz")
+    diffs: dict[str, float] = {}
+    prefix = {formats.IMAGES_SIGNATURE: "images/", formats.BYTES_SIGNATURE: "bytes/"}
+    for signature, outputs in expected.items():
+        worst = 0.0
+        for key, want in outputs.items():
+            name = prefix[signature] + key
+            if name not in got or got[name].shape != want.shape:
+                raise ParityError(
+                    format_message(f"The {fmt} export's {signature} has no output {key!r} of "
+                                   f"shape {want.shape}.",
+                                   received={"outputs": {k: got[k].shape for k in got.files}})
+                )
+            worst = max(worst, float(np.max(np.abs(got[name].astype("float64") - want))))
+        diffs[signature if fmt == "saved_model" else fmt] = worst
+    imported = json.loads((check_dir / "imported.json").read_text())["kertransfer"]
+    report = {"max_abs_diff": diffs, "tolerance": tolerance, "images": int(len(samples)),
+              "runtime": _RUNTIMES[fmt], "kertransfer_imported": imported}
+    over = {k: v for k, v in diffs.items() if not v <= tolerance}
+    if over:
+        shown = ", ".join(f"{k} {v:.3g}" for k, v in over.items())
+        raise ParityError(
+            format_message(f"The {fmt} export's outputs differ from the Keras model's by more "
+                           f"than the tolerance: largest absolute difference {shown}, on "
+                           f"{len(samples)} images, loaded by {_RUNTIMES[fmt]}. Nothing was "
+                           "written.",
+                           fix="Check the model for layers that behave differently outside "
+                               "Keras, or pass a larger tolerance if the difference is "
+                               "expected (reduced precision).",
+                           received={"tolerance": tolerance})
+        )
+    return report
+
+
+def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # noqa: A002
+           class_names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+           version: int | None = None, overwrite: bool = False, check: bool = True,
+           tolerance: float | None = None, samples=None, metadata: dict | None = None,
+           opset: int | None = None, verbose: int = 1) -> pathlib.Path:
+    """Export ``model`` for serving as version ``<path>/<n>/``; return that folder.
+
+    Args:
+        model: A Keras image classifier (``[batch, H, W, 3]`` in 0-255), or the
+            path of one: a ``.keras`` file, a run folder (``kertransfer
+            train``) or a search folder (``kertransfer tune``), whose config
+            supplies the class names and the training record.
+        path: The model's serving folder; versions go in numbered sub-folders.
+        format: ``"saved_model"`` (TF Serving), ``"tflite"`` (LiteRT),
+            ``"onnx"`` or ``"keras"``.
+        class_names: One name per output (default ``"0"``, ``"1"``, ... or the
+            run's); for several heads, a dict ``{head: names}``.
+        version: Version number (default: one above the highest present).
+        overwrite: Replace an existing version of that number.
+        check: Load the export in a fresh process with its own runtime and
+            compare its outputs with the model's before publishing it.
+        tolerance: Largest absolute difference the check allows (default
+            1e-5 for SavedModel and ``.keras``, 1e-4 for TFLite and ONNX).
+        samples: Images ``[n, H, W, 3]`` for the check (default: black,
+            white and two noise images).
+        metadata: Extra entries for ``kertransfer_export.json``.
+        opset: ONNX opset (default: tf2onnx's).
+        verbose: 0 silent, 1 a line per step.
+
+    Returns:
+        The version folder.
+
+    Raises:
+        ParityError: The export's outputs differ from the model's beyond the
+            tolerance; nothing is written.
+        MissingDependencyError: The format's converter or runtime is not
+            installed (the message names the package).
+    """
+    fmt = _check_format(format)
+    info: dict = {}
+    if isinstance(model, (str, os.PathLike)):
+        from kertransfer.export.sources import load_keras_source
+
+        source = model
+        model, info = load_keras_source(source)
+        info["source"] = str(source)
+        if class_names is None:
+            class_names = info.get("class_names")
+    plan = make_plan(model, class_names)
+    _check_version(version)
+    tol = _check_tolerance(tolerance, fmt)
+    x = _check_samples(plan, samples)
+    root = pathlib.Path(path)
+    if root.exists() and not root.is_dir():
+        raise InvalidArgumentError(
+            format_message("path must be a folder (the versions go inside it).",
+                           received={"path": str(path)})
+        )
+    existing = _versions(root)
+    number = version if version is not None else (existing[-1] + 1 if existing else 1)
+    target = root / str(number)
+    if target.exists() and not overwrite:
+        raise InvalidArgumentError(
+            format_message(f"Version {number} exists already in {root}.",
+                           fix="Pass overwrite=True to replace it, or another version.",
+                           received={"path": str(path), "version": number})
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(root)
+    log = print if verbose else (lambda *a, **k: None)
+    steps = 3 if check else 2
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-{number}-", dir=root))
+    try:
+        out = tmp / "export"
+        start = time.perf_counter()
+        log(f"[1/{steps}] Writing {fmt} for {plan.model.name} ({len(plan.heads)} head(s), "
+            f"input {plan.height}x{plan.width})", flush=True)
+        _write(plan, fmt, out, tmp, opset)
+        parity = None
+        if check:
+            log(f"[2/{steps}] Checking parity in a fresh process ({_RUNTIMES[fmt]}, "
+                f"{len(x)} images)", flush=True)
+            parity = check_parity(plan, fmt, out, x, tol, tmp)
+            shown = ", ".join(f"{k} {v:.2g}" for k, v in parity["max_abs_diff"].items())
+            log(f"      largest absolute difference: {shown} (tolerance {tol:g})", flush=True)
+        (out / METADATA_FILE).write_text(json.dumps(
+            _metadata(plan, fmt, info, metadata, parity), indent=2, default=str))
+        if target.exists():  # overwrite: move the old version aside, then swap
+            old = tmp / "replaced"
+            os.replace(target, old)
+        os.replace(out, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"[{steps}/{steps}] Exported {fmt} version {number} to {target} "
+        f"({time.perf_counter() - start:.0f}s)", flush=True)
+    return target
