@@ -14,6 +14,10 @@ Steps (all offline, on the embedded data):
    labelled examples for the same number of epochs.
 4. Print held-out target accuracy (the test split, never trained on) for
    each, with a raw-pixel logistic regression as the floor, and save the run.
+5. **Ship it**: export the transferred model for TF Serving with
+   `kertransfer.export` (checked in a fresh process against the Keras model),
+   save a few held-out test images as PNG files, and run ``kertransfer
+   predict`` on them with the export.
 
 BatchNorm moving statistics are recomputed after each training phase
 (`kertransfer.training.recalibrate_batchnorm`): with this little data
@@ -151,7 +155,7 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     return {"seed": seed, "test_accuracy": results, "seconds": times,
             "source_val_accuracy": src_acc,
             "target_counts": target.counts, "_transfer_model": transfer,
-            "_history": tr["history"], "_stages": tr["stages"]}
+            "_history": tr["history"], "_stages": tr["stages"], "_target": target}
 
 
 def _source_only(model, target) -> float:
@@ -211,11 +215,40 @@ def run_demo(out: str = "runs/demo", seeds: Sequence[int] = (0,), labels_per_cla
     config = {
         "demo": True, "backbone": backbone, "labels_per_class": labels_per_class,
         "seeds": list(seeds), "image_size": list(IMAGE_SIZE), "quick": quick,
+        "class_names": last["_target"].class_names,
         "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in per_seed],
     }
     path = save_run(last["_transfer_model"], out, config, last["_history"],
                     stages=last["_stages"])
     (path / "table.txt").write_text(header + "\n" + table + "\n")
     (path / "results.json").write_text(json.dumps(config["results"], indent=2))
-    _log(f"Saved the run to {path} ({time.perf_counter() - start:.0f}s in all)", verbose)
-    return {"table": table, "per_seed": config["results"], "out": path}
+    _log(f"Saved the run to {path}", verbose)
+    version = ship(last["_transfer_model"], last["_target"], path, verbose=verbose)
+    _log(f"Done ({time.perf_counter() - start:.0f}s in all)", verbose)
+    return {"table": table, "per_seed": config["results"], "out": path, "export": version}
+
+
+def ship(model, target, run: pathlib.Path, n_images: int = 6, verbose: int = 1) -> pathlib.Path:
+    """Export ``model`` to ``run/serving`` and run ``kertransfer predict`` on PNG files of
+    ``n_images`` held-out test images saved to ``run/samples`` (their true class is in
+    the file name). Returns the export's version folder."""
+    import keras
+    import tensorflow as tf
+
+    from kertransfer.export import export, format_predictions, predict
+
+    samples = run / "samples"
+    samples.mkdir(exist_ok=True)
+    x, y = target.as_numpy("test")
+    for i in range(min(n_images, len(x))):
+        png = tf.io.encode_png(np.clip(np.round(x[i]), 0, 255).astype("uint8")).numpy()
+        (samples / f"test{i}_true_{target.class_names[int(y[i])]}.png").write_bytes(png)
+    # SavedModels are written by TensorFlow's converters; other backends ship .keras.
+    fmt = "saved_model" if keras.backend.backend() == "tensorflow" else "keras"
+    _log(f"\nExporting the transferred model ({fmt}) to {run / 'serving'}", verbose)
+    version = export(model, run / "serving", format=fmt, class_names=target.class_names,
+                     metadata={"demo": True}, verbose=verbose)
+    if verbose:  # what `kertransfer predict` runs and prints
+        print(f"\n$ kertransfer predict {version} {samples} --top-k 2", flush=True)
+        print(format_predictions(predict(version, [samples], top_k=2)), flush=True)
+    return version

@@ -42,3 +42,16 @@ def test_quick_demo_runs_staged_transfer_and_saves_the_run(tiny_backbone_name, t
     # One history across both stages: quick mode runs 3 target epochs in all.
     assert len(history["loss"]) == 3
     assert not list(tmp_path.glob("run/.*"))  # nothing half-written beside the run
+
+    # The demo ends by exporting the model and predicting on PNGs it saved.
+    version = out["export"]
+    assert version == run / "serving" / "1"
+    meta = json.loads((version / "kertransfer_export.json").read_text())
+    assert meta["classes"] == [str(i) for i in range(10)]
+    assert max(meta["parity"]["max_abs_diff"].values()) <= meta["parity"]["tolerance"]
+    pngs = sorted(p.name for p in (run / "samples").iterdir())
+    assert len(pngs) == 6 and all(name.endswith(".png") for name in pngs)
+    assert f"$ kertransfer predict {version}" in printed
+    table = printed.split(f"$ kertransfer predict {version}")[1].splitlines()
+    assert table[1].split() == ["file", "top-1", "top-2"]
+    assert sum(".png" in line for line in table) == 6

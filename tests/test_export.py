@@ -309,6 +309,24 @@ def test_predict_agrees_across_a_saved_model_a_keras_run_and_the_cli(model, tmp_
     assert row["predictions"][0]["class"] in NAMES
 
 
+def test_a_search_folder_exports_with_its_class_names_and_score(model, tmp_path):
+    search = tmp_path / "search"
+    search.mkdir()
+    model.save(search / "best_model.keras")
+    (search / "best_config.json").write_text(json.dumps(
+        {"objective": "val_accuracy", "score": 0.75, "values": {"dropout": 0.2},
+         "class_names": NAMES}))
+    path = kt.export(search, tmp_path / "srv", check=False, verbose=0)
+    meta = _meta(path)
+    assert meta["classes"] == NAMES and meta["source"] == str(search)
+    assert meta["training"] == {"objective": "val_accuracy", "score": 0.75,
+                                "values": {"dropout": 0.2}}
+    # class_names given explicitly win over the folder's.
+    other = kt.export(search, tmp_path / "srv", class_names=list("wxyz"), check=False,
+                      verbose=0)
+    assert _meta(other)["classes"] == list("wxyz")
+
+
 def test_predict_errors_name_the_bad_input(model, tmp_path, capsys):
     from kertransfer.cli.main import main
     from kertransfer.errors import CorruptImageError, DataSourceNotFoundError

@@ -7,7 +7,8 @@ def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
         "BackboneSpec", "KertransferError", "TransferHyperModel", "TransferModel",
         "__version__", "backbones",
-        "build_transfer_model", "callbacks", "data", "errors", "fine_tune", "freeze", "freezing",
+        "build_transfer_model", "callbacks", "data", "errors", "export", "fine_tune", "freeze",
+        "freezing",
         "get_backbone_spec", "list_backbones", "lr_find", "models", "optimizers",
         "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training", "tune",
         "tuning",
@@ -20,6 +21,14 @@ def test_names_outside_scripts_rely_on():
     assert callable(kt.data.load)
     assert issubclass(kt.errors.KertransferError, Exception)
     assert kt.KertransferError is kt.errors.KertransferError
+
+
+def test_export_is_a_package_and_a_function():
+    import kertransfer.export as export_package
+
+    assert kt.export is export_package and callable(kt.export)
+    assert callable(kt.export.predict) and callable(kt.export.export)
+    assert kt.export.SIGNATURES == ("serving_default", "serve_image_bytes")
 
 
 def test_every_error_derives_from_a_builtin():

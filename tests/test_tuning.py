@@ -193,6 +193,7 @@ def test_tune_runs_each_tuner_and_writes_results(tiny_backbone_name, tiny_weight
                                                 "search", "kertransfer_search.json"}
     config = json.loads((out / "best_config.json").read_text())
     assert config["score"] == max(r["score"] for r in done)
+    assert config["class_names"] == list(tiny_bundle.class_names)  # for kertransfer export
     umask = os.umask(0)
     os.umask(umask)
     for name in ("results.csv", "best_config.json", "best_model.keras", "trials.png"):

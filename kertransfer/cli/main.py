@@ -188,11 +188,13 @@ def _add_tune(sub) -> None:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="offline demo: pretrain on digits, transfer to digits_m",
+    p = sub.add_parser("demo", help="offline demo: pretrain on digits, transfer to digits_m, "
+                       "export",
                        description="Pretrain a backbone on the embedded digits, transfer it to "
                        "digits_m with few labels per class, train the same network from "
-                       "scratch on the same labels, and print held-out accuracy for each. "
-                       "Runs offline.", formatter_class=_FORMATTER)
+                       "scratch on the same labels, and print held-out accuracy for each; "
+                       "then export the transferred model and predict on held-out images "
+                       "saved as PNG. Runs offline.", formatter_class=_FORMATTER)
     p.add_argument("--out", default="runs/demo", help="run folder to write")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="seeds to run (the table shows mean and sd over them)")
@@ -228,15 +230,16 @@ def _add_export(sub) -> None:
     p.add_argument("--out", required=True, help="serving folder; the version goes inside it")
     p.add_argument("--format", default="saved_model", choices=FORMATS, help="export format")
     p.add_argument("--version", type=int, default=None,
-                   help="version number (default: one above the highest present)")
+                   help="version number; None: one above the highest present")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--class-names", type=_class_names_arg, default=None,
-                   help="a,b,c or @FILE (one per line); default: the run's, else 0, 1, ...")
-    p.add_argument("--no-check", dest="check", action="store_false",
-                   help="skip the parity check in a fresh process")
+                   help="a,b,c or @FILE (one per line); None: the run's, else 0, 1, ...")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare the export with the model in a fresh process before "
+                   "publishing it")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="largest absolute difference the check allows (default 1e-5; 1e-4 "
-                   "for tflite and onnx)")
+                   help="largest absolute difference the check allows; None: 1e-5, or "
+                   "1e-4 for tflite and onnx")
     p.add_argument("--quiet", action="store_true", help="print only the version folder")
     p.set_defaults(command="export")
 

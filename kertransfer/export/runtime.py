@@ -70,7 +70,13 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def keras_probabilities(model, images: np.ndarray) -> dict[str, np.ndarray]:
     """What the exports serve, computed by the Keras model: ``{output name: probabilities}``."""
-    out = as_head_dict(model, model.predict(images, verbose=0, batch_size=64))
+    import keras
+
+    # Direct calls in batches: predict() would retrace its step for each new batch size.
+    chunks = [as_head_dict(model, model(images[i:i + 64], training=False))
+              for i in range(0, len(images), 64)]
+    out = {h: np.concatenate([keras.ops.convert_to_numpy(c[h]) for c in chunks])
+           for h in chunks[0]}
     result = {}
     for head, y in out.items():
         y = np.asarray(y, dtype=np.float32)

@@ -408,7 +408,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
     # A worker's oracle is a client of the chief's: the chief holds the trials.
     kt_tuner.results = [] if is_worker else results_table(kt_tuner)
     if save_best and not is_worker:
-        write_results(kt_tuner, directory, verbose=verbose)
+        write_results(kt_tuner, directory, verbose=verbose,
+                      class_names=getattr(data, "class_names", None))
     return kt_tuner
 
 
@@ -604,8 +605,12 @@ def format_results(rows: list[dict], objective: str, direction: str = "max") -> 
     return "\n".join(lines)
 
 
-def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1) -> dict:
-    """Write results.csv, best_config.json, best_model.keras and trials.png to ``directory``."""
+def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
+                  class_names=None) -> dict:
+    """Write results.csv, best_config.json, best_model.keras and trials.png to ``directory``.
+
+    ``class_names`` go into ``best_config.json``, where ``kertransfer export`` finds them.
+    """
     directory = pathlib.Path(directory)
     rows = results_table(kt_tuner)
     objective = kt_tuner.oracle.objective.name
@@ -634,6 +639,8 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1) -> d
                            or hm.weights is None else str(hm.weights),
                            "optimizer": hm.optimizer},
         }
+        if class_names is not None:
+            config["class_names"] = [str(c) for c in class_names]
         _atomic_write(directory / "best_config.json", json.dumps(config, indent=2, default=str))
         written["best_config"] = directory / "best_config.json"
         with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed
