@@ -73,10 +73,10 @@ def test_train_then_info(tmp_path, capsys):
     assert "Received: model=" in capsys.readouterr().err
 
 
-def test_train_two_phases_with_lr_find(tmp_path, capsys):
+def test_train_two_phases_with_lr_find(tiny_backbone_name, tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "--data", "digits", "--backbone", "mobilenet_v3_small",
-                 "--weights", "none", "--image-size", "32", "--samples-per-class", "5",
+    code = main(["train", "--data", "digits", "--backbone", tiny_backbone_name,
+                 "--weights", "none", "--image-size", "16", "--samples-per-class", "5",
                  "--freeze-epochs", "1", "--epochs", "1", "--unfreeze", "2", "--lr-find",
                  "--out", str(run), "--verbose", "0"])
     assert code == 0

@@ -226,10 +226,25 @@ def _check_tolerance(tolerance, fmt) -> float:
     return float(tolerance)
 
 
+def _last_fit(model) -> dict | None:
+    """The final epoch of the model's last ``fit`` (Keras keeps its History on the model)."""
+    history = getattr(getattr(model, "history", None), "history", None)
+    if not isinstance(history, dict) or not history:
+        return None
+    try:
+        final = {k: float(v[-1]) for k, v in history.items() if len(v)}
+        return {"epochs": max(len(v) for v in history.values()), "final": final}
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 def _metadata(plan: Plan, fmt: str, info: dict, extra: dict | None, parity) -> dict[str, Any]:
     from kertransfer.version import __version__
 
     model = plan.model
+    training = info.get("training")
+    if training is None and _last_fit(model) is not None:
+        training = {"last_fit": _last_fit(model)}
     versions = {"kertransfer": __version__, "keras": keras.__version__}
     try:
         import tensorflow as tf
@@ -254,7 +269,7 @@ def _metadata(plan: Plan, fmt: str, info: dict, extra: dict | None, parity) -> d
         "outputs": [output_key(h.name, n) for h in plan.heads for n in
                     (("probabilities", "class_index", "class_name") if fmt == "saved_model"
                      else ("probabilities",))],
-        "training": info.get("training"),
+        "training": training,
         "source": info.get("source"),
         "parity": parity,
         "versions": versions,
