@@ -328,9 +328,10 @@ def check_parity(plan: Plan, fmt: str, folder: pathlib.Path, samples: np.ndarray
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        proc = subprocess.run([sys.executable, "-c", launcher, str(runtime), fmt, str(folder),
-                               str(check_dir)], capture_output=True, text=True, env=env,
-                              cwd=check_dir, timeout=CHECK_TIMEOUT_S)
+        proc = subprocess.run([sys.executable, "-c", launcher, str(runtime.resolve()), fmt,
+                               str(folder.resolve()), str(check_dir.resolve())],
+                              capture_output=True, text=True, env=env, cwd=check_dir,
+                              timeout=CHECK_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
         raise ExportError(f"The parity check did not finish in {CHECK_TIMEOUT_S} s.") from exc
     if proc.returncode != 0:
