@@ -1,0 +1,257 @@
+"""Unsupervised domain adaptation: AdaBN, DANN and Deep CORAL.
+
+Labels exist on the source domain only; the target's images come without
+labels. ``adapt(model, source=..., target=..., method=...)`` trains ``model``
+(in place; it is also returned) on batches made of a source half and a target
+half:
+
+- ``"adabn"`` (Li et al., 2016): no training; the BatchNorm statistics are
+  replaced with the target's (`adabn`, a BatchNorm recalibration on target
+  images).
+- ``"dann"`` (Ganin and Lempitsky, 2015): a domain classifier on the
+  features, behind a gradient reversal layer whose factor follows
+  ``lambda_p = 2 / (1 + exp(-10 p)) - 1`` as training progress ``p`` goes
+  from 0 to 1; the learning rate anneals as ``lr / (1 + 10 p) ** 0.75``.
+- ``"coral"`` (Sun and Saenko, 2016): the classification loss plus
+  ``weight * 1/(4 d^2) * ||C_S - C_T||_F^2`` on the covariances of the
+  source and target features.
+
+The classification loss is computed on the source half only. The features
+are the pooled backbone output (the layer named ``pool`` of a
+`TransferModel`), or the input of the last layer for other models.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
+from kertransfer.methods.terms import _single
+
+METHODS = ("adabn", "dann", "coral")
+
+
+def dann_lambda(progress, gamma: float = 10.0):
+    """DANN's reversal factor ``2 / (1 + exp(-gamma p)) - 1`` at progress ``p`` in [0, 1]."""
+    return 2.0 / (1.0 + ops.exp(-gamma * progress)) - 1.0
+
+
+@keras.saving.register_keras_serializable(package="kertransfer")
+class GradientReversal(keras.layers.Layer):
+    """Identity forward; multiplies gradients by ``-factor`` backward (Ganin and Lempitsky).
+
+    Written as ``stop_gradient((1 + f) x) - f x``, so it needs no custom
+    gradient and works on every backend.
+
+    Args:
+        factor: The reversal factor (a number, or a scalar tensor at call time
+            through ``call(x, factor=...)``).
+    """
+
+    def __init__(self, factor: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, x, factor=None):
+        f = ops.cast(self.factor if factor is None else factor, x.dtype)
+        return ops.stop_gradient(x * (1.0 + f)) - f * x
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+def coral_loss(source_features, target_features):
+    """Deep CORAL's ``1/(4 d^2) * ||C_S - C_T||_F^2`` between two feature batches."""
+    return _coral(source_features, target_features, None, None)
+
+
+def _covariance(f, w):
+    """Unbiased covariance of the rows of ``f`` weighted 0/1 by ``w`` (all rows if None)."""
+    if w is None:
+        n = ops.cast(ops.shape(f)[0], f.dtype)
+        mean = ops.mean(f, axis=0, keepdims=True)
+        centred = f - mean
+        return ops.matmul(ops.transpose(centred), centred) / ops.maximum(n - 1.0, 1.0)
+    w = ops.reshape(ops.cast(w, f.dtype), (-1, 1))
+    n = ops.sum(w)
+    mean = ops.sum(f * w, axis=0, keepdims=True) / ops.maximum(n, 1.0)
+    centred = (f - mean) * w
+    return ops.matmul(ops.transpose(centred), centred) / ops.maximum(n - 1.0, 1.0)
+
+
+def _coral(fs, ft, ws, wt):
+    d = ops.cast(ops.shape(fs)[-1], fs.dtype)
+    diff = _covariance(fs, ws) - _covariance(ft, wt)
+    return ops.sum(ops.square(diff)) / (4.0 * d * d)
+
+
+def adabn(model, target, *, steps: int | None = None, verbose: int = 0) -> int:
+    """AdaBN: replace every BatchNorm layer's statistics with the target domain's.
+
+    A BatchNorm recalibration (`kertransfer.training.recalibrate_batchnorm`)
+    on target images: each layer's moving mean and variance become the
+    average of its batch means and variances over the target batches (with
+    one batch of all target images, exactly their mean and variance). Labels
+    are ignored. Returns the number of batches used.
+    """
+    from kertransfer.training import recalibrate_batchnorm
+
+    return recalibrate_batchnorm(model, _batches(target), steps=steps, verbose=verbose)
+
+
+def _batches(data):
+    """The training split of a DataBundle, or the data itself."""
+    return data.train if hasattr(data, "train") and hasattr(data, "class_names") else data
+
+
+def _feature_tensor(model):
+    try:
+        return model.get_layer("pool").output
+    except ValueError:
+        return model.layers[-1].input
+
+
+class _Adapter(keras.Model):
+    """Trains a classifier on [source; target] batches with a domain term."""
+
+    def __init__(self, classifier, method, total_steps, weight, gamma, domain_units, logits):
+        super().__init__(name=f"{method}_adapter")
+        self.net = keras.Model(_single(classifier.inputs), {"pred": classifier.outputs[0],
+                                                   "features": _feature_tensor(classifier)})
+        self.method, self.total_steps = method, float(max(total_steps, 1))
+        self.weight, self.gamma, self.logits = float(weight), float(gamma), logits
+        if method == "dann":
+            self.reverse = GradientReversal()
+            self.domain = keras.Sequential(
+                [keras.layers.Dense(domain_units, activation="relu"),
+                 keras.layers.Dense(domain_units, activation="relu"),
+                 keras.layers.Dense(1)], name="domain_classifier")
+        self.step = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                    name="adapt_step", dtype="float32")
+
+    def progress(self):
+        return ops.minimum(ops.cast(self.step, "float32") / self.total_steps, 1.0)
+
+    def call(self, x, training=False):
+        out = self.net(x, training=training)
+        result = {"pred": out["pred"], "features": out["features"]}
+        if training:
+            self.step.assign_add(1.0)
+        if self.method == "dann":
+            factor = dann_lambda(self.progress(), self.gamma)
+            result["domain"] = self.domain(self.reverse(out["features"], factor=factor))
+        return result
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        domain = ops.cast(y["domain"], "float32")
+        source = 1.0 - domain
+        pred = ops.cast(y_pred["pred"], "float32")
+        ce = keras.losses.sparse_categorical_crossentropy(y["label"], pred,
+                                                          from_logits=self.logits)
+        loss = ops.sum(ce * source) / ops.maximum(ops.sum(source), 1.0)
+        features = ops.cast(y_pred["features"], "float32")
+        if self.method == "dann":
+            logit = ops.reshape(ops.cast(y_pred["domain"], "float32"), (-1,))
+            bce = keras.losses.binary_crossentropy(ops.reshape(domain, (-1, 1)),
+                                                   ops.reshape(logit, (-1, 1)),
+                                                   from_logits=True)
+            loss = loss + self.weight * ops.mean(bce)
+        elif self.method == "coral":
+            loss = loss + self.weight * _coral(features, features, source, domain)
+        return loss
+
+
+def _mixed(source, target):
+    """Batches of [source half; target half] with labels and domain flags (tf.data)."""
+    import tensorflow as tf
+
+    def images(*batch):
+        return batch[0]
+
+    src = source
+    tgt = target.map(images) if isinstance(target.element_spec, tuple) else target
+
+    def join(s, t):
+        xs, ys = s
+        n_s, n_t = tf.shape(xs)[0], tf.shape(t)[0]
+        x = tf.concat([tf.cast(xs, tf.float32), tf.cast(t, tf.float32)], axis=0)
+        label = tf.concat([tf.cast(ys, tf.int32), tf.zeros([n_t], tf.int32)], axis=0)
+        domain = tf.concat([tf.zeros([n_s]), tf.ones([n_t])], axis=0)
+        return x, {"label": label, "domain": domain}
+
+    return tf.data.Dataset.zip((src, tgt.repeat())).map(join)
+
+
+def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
+          learning_rate: float = 1e-3, weight: float = 1.0, gamma: float = 10.0,
+          domain_units: int = 64, optimizer: str = "adam", verbose: int = 0, seed: int = 0):
+    """Adapt ``model`` from a labelled ``source`` to an unlabelled ``target`` domain.
+
+    Args:
+        model: A classifier from `kertransfer.build_transfer_model` (or any
+            Keras classifier; its features are the input of its last layer).
+        source: Labelled source data: a DataBundle (its training split) or a
+            ``tf.data`` dataset of ``(images, labels)`` batches.
+        target: Target images: a DataBundle (its training split; labels are
+            ignored) or a dataset of image batches (or ``(images, labels)``).
+        method: ``"adabn"``, ``"dann"`` or ``"coral"``.
+        epochs: Passes over the source data.
+        learning_rate: Initial rate (DANN anneals it).
+        weight: Weight of the domain term (CORAL's lambda; DANN's domain
+            loss).
+        gamma: DANN's schedule constant (10 in the paper).
+        domain_units: Width of the DANN domain classifier's two hidden layers.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, as in the paper).
+        verbose: Passed to ``fit``.
+        seed: Seed of the domain classifier's initialisation.
+
+    Returns:
+        ``model``, adapted in place.
+    """
+    if not isinstance(model, keras.Model):
+        raise InvalidTypeError(format_message("adapt needs a Keras model.",
+                                              received={"model": type(model).__name__}))
+    if method not in METHODS:
+        raise InvalidArgumentError(
+            format_message(f"Unknown adaptation method.{suggest(str(method), METHODS)}",
+                           expected=f"one of {', '.join(METHODS)}", received={"method": method}))
+    for arg, value in (("epochs", epochs),):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(format_message(f"{arg} must be a positive integer.",
+                                                      received={arg: value}))
+    if method == "adabn":
+        adabn(model, target)
+        return model
+    src, tgt = _batches(source), _batches(target)
+    steps = int(src.cardinality())
+    if steps <= 0:
+        raise InvalidArgumentError(
+            format_message("The source data must be a finite dataset of known length.",
+                           received={"source": source}))
+    keras.utils.set_random_seed(seed)
+    logits = getattr(model, "activation", "softmax") == "logits"
+    adapter = _Adapter(model, method, steps * epochs, weight, gamma, domain_units, logits)
+    lr = learning_rate
+    if method == "dann":
+        lr = _DannRate(learning_rate, steps * epochs)
+    opt = (keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd"
+           else keras.optimizers.Adam(lr))
+    adapter.compile(optimizer=opt)
+    adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps, verbose=verbose)
+    return model
+
+
+@keras.saving.register_keras_serializable(package="kertransfer")
+class _DannRate(keras.optimizers.schedules.LearningRateSchedule):
+    """DANN's annealing ``lr / (1 + 10 p) ** 0.75``."""
+
+    def __init__(self, initial: float, total_steps: int):
+        self.initial, self.total_steps = float(initial), int(total_steps)
+
+    def __call__(self, step):
+        p = ops.minimum(ops.cast(step, "float32") / float(self.total_steps), 1.0)
+        return self.initial / ops.power(1.0 + 10.0 * p, 0.75)
+
+    def get_config(self):
+        return {"initial": self.initial, "total_steps": self.total_steps}

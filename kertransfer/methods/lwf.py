@@ -1,0 +1,181 @@
+"""Learning without forgetting (Li and Hoiem, 2016), and a second head for the new task.
+
+LwF keeps a model good at its old task without the old data: on the new
+task's images, the old head is trained to keep giving the outputs it gave
+before fine-tuning (knowledge distillation at temperature 2), while a new
+head learns the new labels. `learn_without_forgetting` runs the paper's
+procedure:
+
+1. record the old head's outputs (a frozen copy of the model before
+   training, run on each batch of new images: the same numbers as a
+   recorded table, and the right ones when augmentation changes the images);
+2. warm up the new head alone (backbone and old head frozen);
+3. train everything jointly with the new task's loss plus
+   ``weight * T^2 * KL``-style distillation of the old head's temperature-2
+   outputs to the recorded ones (the `LwF` term).
+
+The same two-head model with other terms (none, `L2SP`, `EWC`) gives the
+baselines the forgetting benchmark compares.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.methods.terms import Term, _single, with_regularizers
+
+OLD, NEW = "old", "new"
+
+
+def _logits(y, activation):
+    return y if activation == "logits" else ops.log(ops.clip(y, 1e-7, 1.0))
+
+
+def add_head(model, num_classes: int, *, name: str = NEW, old_name: str = OLD,
+             dropout: float | None = None):
+    """A model with ``model``'s output as head ``old_name`` and a new softmax head.
+
+    Both heads read the features ``model``'s own head reads (the pooled
+    backbone output of a `TransferModel`); the layers are shared, not copied.
+    The result keeps ``backbone``, ``block_patterns`` and ``unmatched``, so
+    `kertransfer.freeze` and the unfreezing callbacks work on it.
+    """
+    if not isinstance(model, keras.Model):
+        raise InvalidTypeError(format_message("add_head needs a Keras model.",
+                                              received={"model": type(model).__name__}))
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise InvalidArgumentError(format_message("num_classes must be an integer >= 2.",
+                                                  received={"num_classes": num_classes}))
+    last = model.layers[-1]
+    features = last.input
+    rate = getattr(model, "dropout", 0.0) if dropout is None else dropout
+    x = keras.layers.Dropout(rate, name=f"{name}_dropout")(features) if rate else features
+    new = keras.layers.Dense(num_classes, activation="softmax", name=f"{name}_predictions",
+                             dtype="float32")(x)
+    two = keras.Model(_single(model.inputs), {old_name: model.outputs[0], name: new},
+                      name=f"{model.name}_two_heads")
+    for attr in ("backbone", "block_patterns", "unmatched", "backbone_name", "preprocessing",
+                 "bn_mode", "freeze_config"):
+        if hasattr(model, attr):
+            setattr(two, attr, getattr(model, attr))
+    two.activation = {old_name: getattr(model, "activation", "softmax"), name: "softmax"}
+    two.old_layer, two.new_layer = last, two.get_layer(f"{name}_predictions")
+    return two
+
+
+class LwF(Term):
+    """Distil the old head's temperature-softened outputs to those of the model before training.
+
+    ``weight * T^2 * mean_batch( -sum_k p_k log q_k )`` with ``p`` the recorded
+    (teacher) and ``q`` the current old-head probabilities, both softened at
+    temperature ``T`` (2 in the paper). The teacher is a frozen copy of the
+    model taken when the term is attached.
+
+    Args:
+        temperature: Distillation temperature.
+        weight: Weight of the old task (lambda_o in the paper).
+        old: Name of the old head in the model's outputs.
+    """
+
+    name = "lwf"
+
+    def __init__(self, temperature: float = 2.0, weight: float = 1.0, old: str = OLD):
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or temperature <= 0:
+            raise InvalidArgumentError(format_message("temperature must be a number > 0.",
+                                                      received={"temperature": temperature}))
+        self.temperature, self.weight, self.old = float(temperature), float(weight), old
+        self.teacher = None
+
+    def attach(self, model) -> None:
+        old = model.outputs[0] if not isinstance(model.output, dict) else model.output[self.old]
+        teacher = keras.Model(_single(model.inputs), old)
+        copy = keras.models.clone_model(teacher)  # new variables: a snapshot, not a reference
+        copy.set_weights(teacher.get_weights())
+        copy.trainable = False
+        self.teacher = copy
+        activation = getattr(model, "activation", "softmax")
+        self.activation = activation.get(self.old, "softmax") if isinstance(activation, dict) \
+            else activation
+
+    def __call__(self, model, x, y, y_pred):
+        if x is None:
+            return ops.zeros(())
+        t = self.temperature
+        current = y_pred[self.old] if isinstance(y_pred, dict) else y_pred
+        recorded = ops.stop_gradient(self.teacher(x, training=False))
+        p = ops.softmax(_logits(ops.cast(recorded, "float32"), self.activation) / t, axis=-1)
+        log_q = ops.log_softmax(_logits(ops.cast(current, "float32"), self.activation) / t,
+                                axis=-1)
+        return self.weight * t * t * ops.mean(-ops.sum(p * log_q, axis=-1))
+
+
+def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
+                  learning_rate: float = 1e-3, fine_tune_lr: float | None = None,
+                  batch_size: int = 32, verbose: int = 0, new: str = NEW, old: str = OLD):
+    """Warm up the new head alone, then train jointly with ``terms`` (the LwF procedure).
+
+    ``data`` is ``(images, new_labels)`` arrays. The old head gets no loss of
+    its own: only the terms act on it (none for plain fine-tuning).
+    """
+    import numpy as np
+
+    from kertransfer.freezing import freeze
+
+    x, y = data
+    # Keras wants a target per output: the old head's is a placeholder with no loss.
+    targets = {new: y, old: np.zeros(len(y), "int32")}
+    losses = {new: "sparse_categorical_crossentropy", old: None}
+    history = {}
+    if warmup_epochs:
+        freeze(two, "all", recompile=False)
+        two.old_layer.trainable = False
+        two.compile(keras.optimizers.Adam(learning_rate), loss=losses,
+                    metrics={new: ["accuracy"]})
+        h = two.fit(x, targets, epochs=warmup_epochs, batch_size=batch_size, verbose=verbose)
+        history["warmup"] = h.history
+    freeze(two, "none", recompile=False)  # compiled just below
+    two.old_layer.trainable = True
+    two.compile(keras.optimizers.Adam(fine_tune_lr or learning_rate), loss=losses,
+                metrics={new: ["accuracy"]})
+    if terms:
+        with_regularizers(two, list(terms))
+    h = two.fit(x, targets, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    history["joint"] = h.history
+    return history
+
+
+def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: int = 5,
+                             epochs: int = 20, temperature: float = 2.0, weight: float = 1.0,
+                             learning_rate: float = 1e-3, fine_tune_lr: float | None = None,
+                             batch_size: int = 32, verbose: int = 0):
+    """LwF: a new head for ``data``'s labels, the old head kept by distillation.
+
+    Args:
+        model: The source model (its head is the old task's).
+        data: ``(images, labels)`` arrays of the new task.
+        num_classes: Classes of the new task.
+        warmup_epochs: Epochs of the new head alone.
+        epochs: Epochs of joint training.
+        temperature: Distillation temperature (2 in the paper).
+        weight: Weight of the old task's distillation loss.
+        learning_rate: Rate of the warm-up (and of joint training unless
+            ``fine_tune_lr`` is given).
+        fine_tune_lr: Rate of joint training.
+        batch_size: Batch size.
+        verbose: Passed to ``fit``.
+
+    Returns:
+        The two-head model (outputs ``{"old": ..., "new": ...}``).
+    """
+    two = add_head(model, num_classes)
+    # The old head does not change during the warm-up (backbone and old head
+    # frozen, BatchNorm in inference mode), so the teacher taken when joint
+    # training starts is the model before training.
+    fit_two_heads(two, data, warmup_epochs=warmup_epochs, epochs=epochs,
+                  terms=[LwF(temperature=temperature, weight=weight)],
+                  learning_rate=learning_rate, fine_tune_lr=fine_tune_lr,
+                  batch_size=batch_size, verbose=verbose)
+    return two

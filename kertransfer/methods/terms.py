@@ -1,0 +1,206 @@
+"""Transfer-specific loss terms added to any model's training loss.
+
+``with_regularizers(model, [L2SP(0.01, 0.01)])`` wraps the model's
+``compute_loss``: every training step adds each term's value to the loss the
+model was compiled with. The model stays the same object, so ``fit``,
+callbacks, staged unfreezing (`kertransfer.callbacks`), `kertransfer.fine_tune`
+and saving all work unchanged, under TensorFlow and JAX (Keras runs
+``compute_loss`` in a scope where variables read their current values, so the
+terms see the weights being trained). Evaluation reports the plain loss: the
+terms are added only in training.
+
+A new term is a small class::
+
+    class L1ToStart(Term):
+        name = "l1_to_start"
+
+        def attach(self, model):             # once, when added: take snapshots
+            self.start = snapshot(parameters(model.backbone))
+
+        def __call__(self, model, x, y, y_pred):   # every training step
+            return sum(ops.sum(ops.abs(v - self.start[v.path]))
+                       for v in model.trainable_variables if v.path in self.start)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+
+TERMS_ATTR = "_kertransfer_terms"
+
+
+def parameters(layer) -> list:
+    """The learnable variables of ``layer`` whether or not it is frozen now.
+
+    BatchNorm moving statistics and other state created non-trainable are left
+    out; a frozen layer's kernels and biases are in.
+    """
+    seen, out = set(), []
+    layers = layer._flatten_layers() if hasattr(layer, "_flatten_layers") else [layer]
+    for sub in layers:
+        for v in getattr(sub, "_trainable_variables", []):
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
+
+
+def snapshot(variables) -> dict[str, keras.Variable]:
+    """Copies (not references) of ``variables``' current values, keyed by path."""
+    return {v.path: keras.Variable(ops.copy(v.value), trainable=False, dtype=v.dtype,
+                                   name=f"start_{v.name}")
+            for v in variables}
+
+
+def _single(inputs):
+    """A model's one input as a tensor (not a one-element list), else the list."""
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
+def _backbone(model, who: str):
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, keras.Model):
+        raise InvalidTypeError(
+            format_message(f"{who} needs to know which weights were pretrained.",
+                           expected="a model from build_transfer_model (it has .backbone), or "
+                                    "pretrained=[variables]",
+                           received={"model": type(model).__name__})
+        )
+    return backbone
+
+
+class Term:
+    """A loss term added to a model's training loss by `with_regularizers`.
+
+    Subclasses set ``name``, may override `attach` (called once when the term
+    is added: take snapshots there) and implement ``__call__(model, x, y,
+    y_pred)``, which returns a scalar built with ``keras.ops``.
+    """
+
+    name = "term"
+
+    def attach(self, model) -> None:
+        """Prepare for ``model`` (snapshots of its weights, say)."""
+
+    def __call__(self, model, x, y, y_pred):
+        raise NotImplementedError
+
+    def value(self, model):
+        """The term's current value outside training (for reports and tests)."""
+        return float(ops.convert_to_numpy(self(model, None, None, None)))
+
+
+class L2SP(Term):
+    """L2-SP (Li, Grandvalet and Davoine, 2018): pull fine-tuned weights to their start.
+
+    Adds ``alpha/2 * sum ||w - w0||^2`` over the pretrained weights (``w0``:
+    their values when the term is attached) and ``beta/2 * sum ||w||^2`` over
+    the new ones (the head). Only weights that are trainable at a step count
+    at that step, so frozen blocks cost nothing.
+
+    Args:
+        alpha: Strength of the pull to the pretrained start point.
+        beta: Weight decay of the new weights.
+        pretrained: The pretrained variables (default: the model's backbone).
+    """
+
+    name = "l2sp"
+
+    def __init__(self, alpha: float = 0.01, beta: float = 0.01, pretrained=None):
+        for arg, value in (("alpha", alpha), ("beta", beta)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise InvalidArgumentError(
+                    format_message(f"L2SP {arg} must be a number >= 0.",
+                                   received={arg: value}))
+        self.alpha, self.beta = float(alpha), float(beta)
+        self._pretrained = pretrained
+        self.start: dict[str, keras.Variable] = {}
+
+    def attach(self, model) -> None:
+        pretrained = self._pretrained
+        if pretrained is None:
+            pretrained = parameters(_backbone(model, "L2SP"))
+        self.start = snapshot(pretrained)
+
+    def __call__(self, model, x, y, y_pred):
+        near, new = 0.0, 0.0
+        for v in model.trainable_variables:
+            if v.path in self.start:
+                near = near + ops.sum(ops.square(v - self.start[v.path]))
+            else:
+                new = new + ops.sum(ops.square(v))
+        return 0.5 * self.alpha * near + 0.5 * self.beta * new
+
+
+def with_regularizers(model, terms: Sequence[Term]):
+    """Add transfer-specific loss terms to ``model``'s training loss; return ``model``.
+
+    Args:
+        model: A Keras model (compiled or not; compile it before ``fit``).
+        terms: `Term` objects, e.g. ``[L2SP(0.01, 0.01)]``. Each is attached
+            now (snapshots are taken of the weights as they are).
+
+    Returns:
+        The same model; ``model.regularizer_terms`` lists its terms. Calling
+        again adds more terms; `remove_regularizers` takes them all off.
+    """
+    if not isinstance(model, keras.Model):
+        raise InvalidTypeError(
+            format_message("with_regularizers needs a Keras model.",
+                           received={"model": type(model).__name__}))
+    terms = list(terms)
+    bad = [t for t in terms if not isinstance(t, Term)]
+    if bad or not terms:
+        raise InvalidArgumentError(
+            format_message("terms must be a non-empty list of kertransfer.methods terms.",
+                           expected="e.g. [kt.methods.L2SP(alpha=0.01, beta=0.01)]",
+                           received={"terms": bad or terms}))
+    for term in terms:
+        term.attach(model)
+    current = model.__dict__.get(TERMS_ATTR)
+    if current is None:
+        current = []
+        original = model.compute_loss
+
+        def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            loss = original(x, y, y_pred, sample_weight, training=training)
+            if training:
+                for term in model.__dict__.get(TERMS_ATTR, ()):
+                    loss = loss + ops.cast(term(model, x, y, y_pred), loss.dtype)
+            return loss
+
+        # Plain attributes, out of Keras' tracking: the terms hold snapshot
+        # variables that must not become part of the model's weights.
+        object.__setattr__(model, TERMS_ATTR, current)
+        object.__setattr__(model, "_kertransfer_plain_compute_loss", original)
+        object.__setattr__(model, "compute_loss", compute_loss)
+    current.extend(terms)
+    _retrace(model)
+    return model
+
+
+def remove_regularizers(model):
+    """Take every term off ``model``; return it."""
+    original = model.__dict__.get("_kertransfer_plain_compute_loss")
+    if original is not None:
+        for attr in (TERMS_ATTR, "_kertransfer_plain_compute_loss", "compute_loss"):
+            object.__delattr__(model, attr)
+        _retrace(model)
+    return model
+
+
+def regularizer_terms(model) -> list[Term]:
+    """The terms `with_regularizers` added to ``model`` (a copy of the list)."""
+    return list(model.__dict__.get(TERMS_ATTR, ()))
+
+
+def _retrace(model) -> None:
+    """Drop compiled step functions so the next ``fit`` traces the new loss."""
+    for attr in ("train_function", "test_function"):
+        if getattr(model, attr, None) is not None:
+            setattr(model, attr, None)
