@@ -12,11 +12,12 @@ from kertransfer.cli import build_parser, main
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "kertransfer", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for command in ("backbones", "info", "train", "demo"):
+    for command in ("backbones", "info", "train", "tune", "adapt", "export", "predict", "demo"):
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["backbones", "info", "train", "demo"])
+@pytest.mark.parametrize("command", ["backbones", "info", "train", "tune", "adapt", "export",
+                                     "predict", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
@@ -100,3 +101,33 @@ def test_schedule_flag(capsys):
     code = main(["train", "--data", "digits", "--backbone", "vgg16", "--out", "x",
                  "--freeze-epochs", "2", "--schedule", "cosine"])
     assert code == 2 and "Received: schedule='cosine', freeze_epochs=2" in capsys.readouterr().err
+
+
+def test_train_with_regularizers_then_adapt(tiny_backbone_name, tmp_path, capsys):
+    source = tmp_path / "source"
+    common = ["--backbone", tiny_backbone_name, "--weights", "none", "--image-size", "16",
+              "--samples-per-class", "8", "--epochs", "1", "--verbose", "0", "--freeze", "none"]
+    assert main(["train", "--data", "digits", *common, "--out", str(source)]) == 0
+    # Fine-tune on the shifted digits with both penalties (EWC's Fisher on clean digits).
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--data", "digits_m", *common[:-2], "--weights",
+                 str(source / "model.keras"), "--l2sp", "0.01", "0.001", "--ewc", "10",
+                 "--ewc-data", "digits", "--out", str(tuned)]) == 0
+    assert "Regularizers: l2sp alpha=0.01 beta=0.001; ewc lambda=10.0 on digits" in \
+        capsys.readouterr().out
+    assert json.loads((tuned / "config.json").read_text())["regularizers"][0].startswith("l2sp")
+    assert main(["train", "--data", "digits_m", *common, "--ewc", "10",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--ewc needs the source data" in capsys.readouterr().err
+    # Unsupervised adaptation of the source model to digits_m, scored on its test split.
+    adapted = tmp_path / "adapted"
+    assert main(["adapt", str(source), "--source", "digits", "--target", "digits_m",
+                 "--method", "coral", "--epochs", "1", "--verbose", "0",
+                 "--out", str(adapted)]) == 0
+    out = capsys.readouterr().out
+    assert "Target test accuracy before" in out and "Target test accuracy after" in out
+    config = json.loads((adapted / "config.json").read_text())
+    assert config["method"] == "coral" and "test_accuracy" in config["metrics"]
+    assert len(json.loads((adapted / "history.json").read_text())["loss"]) == 1
+    assert main(["adapt", str(source), "--source", "digits", "--target", "digits_m",
+                 "--method", "adabn", "--out", str(tmp_path / "bn"), "--verbose", "0"]) == 0

@@ -9,7 +9,7 @@ def test_top_level_exports():
         "__version__", "backbones",
         "build_transfer_model", "callbacks", "data", "errors", "export", "fine_tune", "freeze",
         "freezing",
-        "get_backbone_spec", "list_backbones", "lr_find", "models", "optimizers",
+        "get_backbone_spec", "list_backbones", "lr_find", "methods", "models", "optimizers",
         "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training", "tune",
         "tuning",
     ])

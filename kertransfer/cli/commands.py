@@ -112,6 +112,7 @@ def run_train(args) -> int:
     if args.lr_find:
         print(f"[3/{steps_total}] Learning-rate range test")
         lr = lr_find(model, data, plot=None, verbose=1).suggestion
+    terms = _regularizers(args, model, size)
     config = {
         "data": args.data, "image_size": list(size), "batch_size": args.batch_size,
         "backbone": spec.name, "weights": args.weights, "freeze": args.freeze, "bn": args.bn,
@@ -119,6 +120,7 @@ def run_train(args) -> int:
         "learning_rate": lr, "schedule": args.schedule, "freeze_epochs": args.freeze_epochs,
         "unfreeze": args.unfreeze, "lr_mult": args.lr_mult, "seed": args.seed,
         "class_names": data.class_names, "counts": data.counts,
+        "regularizers": terms,
     }
     if args.freeze_epochs:
         print(f"[{steps_total}/{steps_total}] Training the head {args.freeze_epochs} epochs, "
@@ -139,6 +141,84 @@ def run_train(args) -> int:
         metrics, path = result.metrics, result.out
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}")
+    print(f"Saved the run to {path}")
+    return 0
+
+
+def _regularizers(args, model, size) -> list[str]:
+    """Add the --l2sp / --ewc terms to ``model``; return their descriptions."""
+    from kertransfer.errors import InvalidArgumentError, format_message
+    from kertransfer.methods import EWC, L2SP, with_regularizers
+
+    terms, shown = [], []
+    if args.l2sp is not None:
+        if len(args.l2sp) > 2:
+            raise InvalidArgumentError(format_message("--l2sp takes ALPHA and at most BETA.",
+                                                      received={"l2sp": args.l2sp}))
+        alpha, beta = args.l2sp[0], args.l2sp[-1]
+        terms.append(L2SP(alpha=alpha, beta=beta))
+        shown.append(f"l2sp alpha={alpha} beta={beta}")
+    if args.ewc is not None:
+        if not args.ewc_data:
+            raise InvalidArgumentError(
+                format_message("--ewc needs the source data to compute the Fisher.",
+                               fix="Pass --ewc-data (digits, a folder, ...).",
+                               received={"ewc": args.ewc, "ewc_data": None}))
+        from kertransfer.data import load
+
+        source = load(args.ewc_data, image_size=size, batch_size=args.batch_size,
+                      validation_split=0.0, seed=args.seed, verbose=0)
+        if source.num_classes != int(model.output_shape[-1]):
+            raise InvalidArgumentError(
+                format_message("--ewc computes the Fisher with the model's own head, so the "
+                               "source data must have as many classes as the model outputs.",
+                               received={"ewc_data": args.ewc_data,
+                                         "classes": source.num_classes}))
+        terms.append(EWC(args.ewc, data=source, seed=args.seed))
+        shown.append(f"ewc lambda={args.ewc} on {args.ewc_data}")
+    if terms:
+        with_regularizers(model, terms)
+        print(f"Regularizers: {'; '.join(shown)}")
+    return shown
+
+
+def run_adapt(args) -> int:
+    import dataclasses
+
+    import keras
+
+    from kertransfer.data import load
+    from kertransfer.export.sources import load_keras_source
+    from kertransfer.methods import adapt
+    from kertransfer.training import evaluate_splits, save_run
+
+    model, info = load_keras_source(args.model)
+    size = (int(model.input_shape[1]), int(model.input_shape[2]))
+    print(f"[1/3] Loading source {args.source!r} and target {args.target!r} at "
+          f"{size[0]}x{size[1]}")
+    source = load(args.source, image_size=size, batch_size=args.batch_size,
+                  validation_split=0.0, seed=args.seed, verbose=0)
+    target = load(args.target, image_size=size, batch_size=args.batch_size,
+                  validation_split=0.0, test_split=args.test_split, seed=args.seed, verbose=0)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    scored = dataclasses.replace(target, val=None)
+    before = evaluate_splits(model, scored, splits=("test",)).get("test_accuracy")
+    if before is not None:
+        print(f"[2/3] Target test accuracy before: {before:.4f}; adapting with "
+              f"{args.method} ({args.epochs} epochs)")
+    adapt(model, source=source, target=target, method=args.method, epochs=args.epochs,
+          learning_rate=args.lr, weight=args.weight, seed=args.seed, verbose=args.verbose)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    metrics = evaluate_splits(model, scored, splits=("test",))
+    if "test_accuracy" in metrics:
+        print(f"[3/3] Target test accuracy after: {metrics['test_accuracy']:.4f}")
+    config = {"adapted_from": str(args.model), "source": args.source, "target": args.target,
+              "method": args.method, "epochs": args.epochs, "learning_rate": args.lr,
+              "weight": args.weight, "seed": args.seed, "metrics": metrics,
+              "target_test_accuracy_before": before,
+              "class_names": info.get("class_names", source.class_names)}
+    path = save_run(model, args.out, config, getattr(model, "adaptation_history", {}))
+    keras.backend.clear_session()
     print(f"Saved the run to {path}")
     return 0
 

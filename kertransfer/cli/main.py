@@ -109,6 +109,14 @@ def _add_train(sub) -> None:
                    help="learning-rate schedule over the run (without --freeze-epochs)")
     p.add_argument("--lr-find", action="store_true",
                    help="run the learning-rate range test first and use its suggestion")
+    p.add_argument("--l2sp", type=float, nargs="+", default=None, metavar="ALPHA [BETA]",
+                   help="L2-SP: pull the backbone to its pretrained weights with strength "
+                   "ALPHA, decay the head with BETA (default BETA=ALPHA)")
+    p.add_argument("--ewc", type=float, default=None, metavar="LAMBDA",
+                   help="EWC: penalize moving weights that matter to the source task (the "
+                   "Fisher is computed on --ewc-data with the model's own head)")
+    p.add_argument("--ewc-data", default=None,
+                   help="with --ewc: the source data (digits, digits_m, tfds:NAME or a folder)")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2],
                    help="0 silent, 1 progress bars, 2 one line per epoch")
@@ -217,6 +225,34 @@ def _class_names_arg(text: str) -> list[str]:
     return [name.strip() for name in text.split(",")]
 
 
+def _add_adapt(sub) -> None:
+    from kertransfer.methods import METHODS
+
+    p = sub.add_parser("adapt", help="adapt a model to an unlabelled target domain",
+                       description="Unsupervised domain adaptation of a trained model (a .keras "
+                       "file or a run folder): AdaBN replaces the BatchNorm statistics with the "
+                       "target's; DANN and Deep CORAL train on batches of labelled source and "
+                       "unlabelled target images. Target labels are never trained on; when the "
+                       "target has them, its test split is scored before and after.",
+                       formatter_class=_FORMATTER)
+    p.add_argument("model", help="the source model: a .keras file or a run folder")
+    p.add_argument("--source", required=True, help="labelled source data (as --data of train)")
+    p.add_argument("--target", required=True, help="target images (labels ignored)")
+    p.add_argument("--method", default="dann", choices=METHODS, help="adaptation method")
+    p.add_argument("--epochs", type=int, default=20, help="passes over the source data")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (DANN anneals it)")
+    p.add_argument("--weight", type=float, default=1.0,
+                   help="weight of the domain term (CORAL's lambda, DANN's domain loss)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size of each domain")
+    p.add_argument("--test-split", type=float, default=0.3,
+                   help="fraction of the target held out for scoring (needs its labels)")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling and init")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="0 silent, 1 progress bars, 2 one line per epoch")
+    p.set_defaults(command="adapt")
+
+
 def _add_export(sub) -> None:
     from kertransfer.export import FORMATS
 
@@ -263,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kertransfer",
         description="Transfer learning for Keras 3: backbones, freezing, training, search, "
-        "export, demo.",
+        "domain adaptation, export, demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -271,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_train(sub)
     _add_tune(sub)
+    _add_adapt(sub)
     _add_export(sub)
     _add_predict(sub)
     _add_demo(sub)

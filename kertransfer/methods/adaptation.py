@@ -207,7 +207,8 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
         seed: Seed of the domain classifier's initialisation.
 
     Returns:
-        ``model``, adapted in place.
+        ``model``, adapted in place; ``model.adaptation_history`` holds the
+        per-epoch loss of the training methods.
     """
     if not isinstance(model, keras.Model):
         raise InvalidTypeError(format_message("adapt needs a Keras model.",
@@ -238,7 +239,10 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
     opt = (keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd"
            else keras.optimizers.Adam(lr))
     adapter.compile(optimizer=opt)
-    adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps, verbose=verbose)
+    hist = adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps,
+                       verbose=verbose)
+    # Out of Keras' tracking: a record, not state of the model.
+    object.__setattr__(model, "adaptation_history", dict(hist.history))
     return model
 
 

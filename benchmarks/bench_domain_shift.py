@@ -1,0 +1,308 @@
+"""Efficacy of the domain-shift and forgetting methods, several seeds (mean +- sd).
+
+Three experiments, all offline on the embedded digits (32x32,
+``mobilenet_v3_small`` from random weights, as in the demo):
+
+``uda`` - unsupervised domain adaptation, digits -> digits_m. The 1,797
+    digits are split in two halves per seed: the source is one half, clean
+    and labelled; the target is the *other* half blended over photographs
+    (digits_m), so no underlying digit is in both domains. The target's
+    training part is used without labels; its test part (40%) scores.
+    Arms: source only; AdaBN; DANN and Deep CORAL (both starting from the
+    source model); target-supervised (the source model fine-tuned on the
+    target's labels: the ceiling). Goal: the best method at least 25 points
+    above source only.
+``forgetting`` - digits 0-4 (source) then 5-9 (target), task-incremental
+    with two heads: the source model's head is the old head, `add_head` adds
+    a new one; the new head warms up alone, then everything trains jointly
+    (`fit_two_heads`) with no term (plain fine-tuning), `L2SP`, `EWC` or
+    `LwF`. Scored: old-head accuracy on source test images after transfer
+    (forgetting) and new-head accuracy on target test images. Goal: EWC or
+    LwF keeps source accuracy 15 points above plain fine-tuning with target
+    accuracy within 3 points.
+``small`` - digits_m with 10 labels per class, the model pretrained on
+    digits (the demo's source model): plain fine-tuning against L2-SP.
+
+Results per seed are kept in ``--results`` so an interrupted run continues.
+
+Usage::
+
+    python benchmarks/bench_domain_shift.py uda [--seeds 0 1 2 3 4]
+    python benchmarks/bench_domain_shift.py forgetting
+    python benchmarks/bench_domain_shift.py small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(__file__))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from _common import append_row, machine  # noqa: E402
+
+import kertransfer as kt  # noqa: E402
+from kertransfer import methods  # noqa: E402
+from kertransfer.training import train  # noqa: E402
+
+BACKBONE = "mobilenet_v3_small"
+SIZE = (32, 32)
+SHAPE = (*SIZE, 3)
+
+
+def _arrays(name):
+    from kertransfer.data.embedded import embedded_arrays
+
+    x, y = embedded_arrays(name, SIZE)
+    return np.asarray(x, "float32"), np.asarray(y, "int64")
+
+
+def _split(n, seed, fractions):
+    """Disjoint random index sets of the given fractions of ``n``."""
+    order = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum([int(round(f * n)) for f in fractions[:-1]])
+    return np.split(order, cuts)
+
+
+def _model(num_classes, weights=None, bn="trainable"):
+    return kt.build_transfer_model(BACKBONE, num_classes, input_shape=SHAPE, weights=weights,
+                                   freeze="none", bn=bn, dropout=0.2)
+
+
+def _bundle(x, y, batch=32, seed=0):
+    return kt.data.load((x, y), image_size=SIZE, batch_size=batch, validation_split=0.0,
+                        seed=seed, verbose=0)
+
+
+def _acc(model, x, y, head=None):
+    out = model.predict(x, verbose=0, batch_size=256)
+    out = out[head] if head else out
+    return float(np.mean(np.argmax(out, -1) == y))
+
+
+def _fit(model, x, y, epochs, lr, seed):
+    """Train every layer (BatchNorm statistics recomputed after), as the demo's source."""
+    train(model, _bundle(x, y, seed=seed), epochs=epochs, learning_rate=lr, verbose=0,
+          validate_each_epoch=False)
+
+
+# -- uda ---------------------------------------------------------------------------------
+
+
+def run_uda(seed, tmp, args):
+    import tensorflow as tf
+
+    xs_all, ys_all = _arrays("digits")
+    xt_all, yt_all = _arrays("digits_m")
+    source_idx, target_idx = _split(len(ys_all), seed, [0.5, 0.5])
+    cut = int(0.6 * len(target_idx))
+    t_train, t_test = target_idx[:cut], target_idx[cut:]
+    xs, ys = xs_all[source_idx], ys_all[source_idx]
+    xt, xt_test, yt_test = xt_all[t_train], xt_all[t_test], yt_all[t_test]
+    out = {}
+    keras.utils.set_random_seed(seed)
+    src = _model(10)
+    _fit(src, xs, ys, args.source_epochs, 2e-3, seed)
+    path = pathlib.Path(tmp) / f"uda_source_{seed}.keras"
+    src.save(path)
+    out["source only"] = _acc(src, xt_test, yt_test)
+    out["source (own test)"] = _acc(src, xs_all[target_idx[cut:]], ys_all[target_idx[cut:]])
+
+    def fresh():
+        keras.utils.set_random_seed(seed)
+        return _model(10, weights=str(path))
+
+    target_images = tf.data.Dataset.from_tensor_slices(xt).shuffle(len(xt), seed=seed).batch(32)
+    source_batches = tf.data.Dataset.from_tensor_slices((xs, ys)).shuffle(len(xs), seed=seed) \
+        .batch(32, drop_remainder=True)
+    model = fresh()
+    methods.adabn(model, tf.data.Dataset.from_tensor_slices(xt).batch(len(xt)))
+    out["AdaBN"] = _acc(model, xt_test, yt_test)
+    for name, kwargs in (("DANN", {"method": "dann", "weight": 1.0}),
+                         ("CORAL", {"method": "coral", "weight": args.coral_weight})):
+        model = fresh()
+        methods.adapt(model, source=source_batches, target=target_images,
+                      epochs=args.adapt_epochs, learning_rate=args.adapt_lr, seed=seed, **kwargs)
+        kt.recalibrate_batchnorm(model, target_images)  # BN statistics of the target
+        out[name] = _acc(model, xt_test, yt_test)
+    model = fresh()
+    _fit(model, xt, yt_all[t_train], args.adapt_epochs, 1e-3, seed)
+    out["target supervised (ceiling)"] = _acc(model, xt_test, yt_test)
+    return out
+
+
+# -- forgetting ----------------------------------------------------------------------------
+
+
+def run_forgetting(seed, tmp, args):
+    x_all, y_all = _arrays("digits")
+    rng_split = []
+    for low in (0, 5):
+        idx = np.flatnonzero((y_all >= low) & (y_all < low + 5))
+        idx = np.random.default_rng(seed + low).permutation(idx)
+        cut = int(0.7 * len(idx))
+        rng_split.append((idx[:cut], idx[cut:]))
+    (s_train, s_test), (t_train, t_test) = rng_split
+    xs, ys = x_all[s_train], y_all[s_train]
+    xs_test, ys_test = x_all[s_test], y_all[s_test]
+    xt, yt = x_all[t_train], y_all[t_train] - 5
+    xt_test, yt_test = x_all[t_test], y_all[t_test] - 5
+    keras.utils.set_random_seed(seed)
+    src = _model(5)
+    _fit(src, xs, ys, args.source_epochs, 2e-3, seed)
+    path = pathlib.Path(tmp) / f"forget_source_{seed}.keras"
+    src.save(path)
+    out = {"source before transfer": _acc(src, xs_test, ys_test)}
+    arms = {
+        "plain fine-tuning": lambda two: [],
+        "L2-SP": lambda two: [methods.L2SP(alpha=args.l2sp_alpha, beta=0.01)],
+        "EWC": lambda two: [methods.EWC(args.ewc_lambda, data=xs, output="old",
+                                        samples=args.fisher_samples, seed=seed)],
+        "LwF": lambda two: [methods.LwF(temperature=2.0, weight=args.lwf_weight)],
+    }
+    for name, terms in arms.items():
+        keras.utils.set_random_seed(seed)
+        model = _model(5, weights=str(path), bn="frozen")
+        two = methods.add_head(model, 5)
+        methods.fit_two_heads(two, (xt, yt), warmup_epochs=args.warmup_epochs,
+                              epochs=args.target_epochs, terms=terms(two),
+                              learning_rate=1e-3, fine_tune_lr=args.fine_tune_lr)
+        out[f"{name}: source"] = _acc(two, xs_test, ys_test, "old")
+        out[f"{name}: target"] = _acc(two, xt_test, yt_test, "new")
+        keras.backend.clear_session()
+    return out
+
+
+# -- small ---------------------------------------------------------------------------------
+
+
+def run_small(seed, tmp, args):
+    from kertransfer.demo import load_target, pretrain_source
+
+    _, weights, _ = pretrain_source(seed, pathlib.Path(tmp), backbone=BACKBONE,
+                                    epochs=args.source_epochs)
+    target = load_target(seed, 10)
+    out = {}
+    for name, terms in (("plain fine-tuning", []),
+                        ("L2-SP", [methods.L2SP(alpha=args.l2sp_alpha, beta=0.01)])):
+        keras.utils.set_random_seed(seed)
+        model = _model(10, weights=str(weights))
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        if terms:
+            methods.with_regularizers(model, terms)
+        train(model, target, epochs=args.target_epochs, verbose=0, compile=False,
+              validate_each_epoch=False)
+        x, y = target.as_numpy("test")
+        out[name] = _acc(model, x, y)
+        keras.backend.clear_session()
+    return out
+
+
+EXPERIMENTS = {"uda": run_uda, "forgetting": run_forgetting, "small": run_small}
+
+
+def summarize(results, seeds):
+    names = list(dict.fromkeys(k for s in seeds for k in results.get(str(s), {})))
+    stats, lines = {}, [f"{'arm':<34} {'mean':>6} {'sd':>6}   per seed", "-" * 70]
+    for name in names:
+        vals = [results[str(s)][name] for s in seeds if name in results.get(str(s), {})]
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        stats[name] = (statistics.mean(vals), sd)
+        lines.append(f"{name:<34} {stats[name][0]:>6.3f} {sd:>6.3f}   "
+                     + " ".join(f"{v:.3f}" for v in vals))
+    return "\n".join(lines), stats
+
+
+def verdict(experiment, stats):
+    """The goal's line, and the row's (toolkit, baseline, ratio)."""
+    if experiment == "uda":
+        base = stats["source only"][0]
+        best = max(("AdaBN", "DANN", "CORAL"), key=lambda n: stats[n][0])
+        gain = 100 * (stats[best][0] - base)
+        return (f"best method {best}: {gain:+.1f} points over source only (goal +25)",
+                best, "source only", stats[best][0] / base)
+    if experiment == "forgetting":
+        plain_s, plain_t = stats["plain fine-tuning: source"][0], \
+            stats["plain fine-tuning: target"][0]
+        lines = []
+        for name in ("L2-SP", "EWC", "LwF"):
+            ds = 100 * (stats[f"{name}: source"][0] - plain_s)
+            dt = 100 * (stats[f"{name}: target"][0] - plain_t)
+            lines.append(f"{name}: source {ds:+.1f} points, target {dt:+.1f} points vs plain")
+        best = max(("EWC", "LwF"), key=lambda n: stats[f"{n}: source"][0])
+        return ("; ".join(lines) + " (goal: EWC or LwF source +15 with target within 3)",
+                f"{best}: source", "plain fine-tuning: source",
+                stats[f"{best}: source"][0] / max(plain_s, 1e-9))
+    gain = 100 * (stats["L2-SP"][0] - stats["plain fine-tuning"][0])
+    return (f"L2-SP {gain:+.1f} points over plain fine-tuning", "L2-SP", "plain fine-tuning",
+            stats["L2-SP"][0] / stats["plain fine-tuning"][0])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment", choices=list(EXPERIMENTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--source-epochs", type=int, default=12)
+    parser.add_argument("--adapt-epochs", type=int, default=15, help="uda: DANN/CORAL epochs")
+    parser.add_argument("--adapt-lr", type=float, default=1e-3)
+    parser.add_argument("--coral-weight", type=float, default=1e3,
+                        help="uda: CORAL's lambda (its loss is divided by 4 d^2)")
+    parser.add_argument("--warmup-epochs", type=int, default=3)
+    parser.add_argument("--target-epochs", type=int, default=15)
+    parser.add_argument("--fine-tune-lr", type=float, default=1e-3)
+    parser.add_argument("--l2sp-alpha", type=float, default=0.1)
+    parser.add_argument("--ewc-lambda", type=float, default=1e4)
+    parser.add_argument("--fisher-samples", type=int, default=300)
+    parser.add_argument("--lwf-weight", type=float, default=1.0)
+    parser.add_argument("--results", default=None, help="per-seed results file (resumable)")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args(argv)
+    key = {k: v for k, v in vars(args).items() if k not in ("seeds", "results", "no_record")}
+    results_path = pathlib.Path(args.results or os.path.join(
+        tempfile.gettempdir(), f"kertransfer_domain_shift_{args.experiment}.json"))
+    results = {}
+    if results_path.exists():
+        saved = json.loads(results_path.read_text())
+        if saved.get("key") == key:
+            results = saved["results"]
+            print(f"Continuing from {results_path}")
+    print(f"{machine()}; {args.experiment}; {BACKBONE} at {SIZE[0]}px; seeds {args.seeds}",
+          flush=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kt-domain-") as tmp:
+        for seed in args.seeds:
+            if str(seed) in results:
+                continue
+            t0 = time.perf_counter()
+            results[str(seed)] = EXPERIMENTS[args.experiment](seed, tmp, args)
+            keras.backend.clear_session()
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in results[str(seed)].items())
+            print(f"[seed {seed}] {shown} ({time.perf_counter() - t0:.0f}s)", flush=True)
+            results_path.write_text(json.dumps({"key": key, "results": results}, indent=1))
+    table, stats = summarize(results, args.seeds)
+    line, toolkit, baseline, ratio = verdict(args.experiment, stats)
+    print(f"\nTest accuracy, {len(args.seeds)} seed(s) ({time.perf_counter() - start:.0f}s this "
+          f"run)\n{table}\n{line}")
+    if not args.no_record:
+        cells = "; ".join(f"{n} {m:.3f} ± {sd:.3f}" for n, (m, sd) in stats.items())
+        settings = ", ".join(f"{k}={v}" for k, v in key.items() if k != "experiment")
+        append_row(f"domain shift: {args.experiment} (test accuracy)",
+                   f"{machine()}; {BACKBONE} {SIZE[0]}px; seeds {args.seeds}; {settings}",
+                   f"{toolkit} {stats[toolkit][0]:.3f} ± {stats[toolkit][1]:.3f}",
+                   f"{baseline} {stats[baseline][0]:.3f} ± {stats[baseline][1]:.3f}",
+                   ratio, f"{line}; all: {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
