@@ -24,7 +24,9 @@ from kertransfer.methods import (
     with_regularizers,
 )
 
-pytestmark = pytest.mark.backend_agnostic
+# Under JAX too (the tests_jax session): every formula and one run of each training
+# path; the slower comparisons run under TensorFlow only.
+agnostic = pytest.mark.backend_agnostic
 
 
 def _np(x):
@@ -47,6 +49,7 @@ def _shift(variables, rng, scale=0.1):
     return deltas
 
 
+@agnostic
 def test_l2sp_matches_its_formula_and_keeps_copies(model):
     term = L2SP(alpha=0.3, beta=0.05)
     with_regularizers(model, [term])
@@ -67,6 +70,7 @@ def test_l2sp_matches_its_formula_and_keeps_copies(model):
     assert term.value(model) == pytest.approx(expected_head, rel=1e-5)
 
 
+@agnostic
 def test_regularized_fit_stays_near_the_start_and_evaluates_the_plain_loss(model, tiny_data,
                                                                           tiny_backbone_name):
     x, y = tiny_data
@@ -107,6 +111,7 @@ def _softmax_regression():
     return keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])
 
 
+@agnostic
 def test_fisher_matches_the_per_example_gradients_of_a_softmax_regression():
     reg = _softmax_regression()
     rng = np.random.default_rng(1)
@@ -130,6 +135,7 @@ def test_fisher_matches_the_per_example_gradients_of_a_softmax_regression():
     assert not np.allclose(sampled[kernel.path], fisher[kernel.path])
 
 
+@agnostic
 def test_ewc_penalty_matches_its_formula_on_a_frozen_fisher():
     reg = _softmax_regression()
     x = np.random.default_rng(2).normal(size=(30, 5)).astype("float32")
@@ -144,6 +150,7 @@ def test_ewc_penalty_matches_its_formula_on_a_frozen_fisher():
         np.testing.assert_array_equal(_np(v.value), star[p])
 
 
+@agnostic
 def test_gradient_reversal_is_identity_forward_and_reverses_gradients():
     layer = GradientReversal()
     x = np.arange(6, dtype="float32").reshape(2, 3)
@@ -168,6 +175,7 @@ def test_gradient_reversal_is_identity_forward_and_reverses_gradients():
     assert float(_np(dann_lambda(0.5))) == pytest.approx(2 / (1 + np.exp(-5)) - 1)
 
 
+@agnostic
 def test_coral_loss_matches_numpy():
     rng = np.random.default_rng(4)
     fs = rng.normal(size=(20, 6)).astype("float32")
@@ -177,6 +185,7 @@ def test_coral_loss_matches_numpy():
     assert float(_np(coral_loss(fs, fs))) == pytest.approx(0.0, abs=1e-9)
 
 
+@agnostic
 def test_adabn_statistics_equal_the_target_features_mean_and_variance():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
@@ -195,7 +204,7 @@ def test_adabn_statistics_equal_the_target_features_mean_and_variance():
     np.testing.assert_allclose(_np(bn.moving_mean), feats.mean(0), rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["dann", "coral"])
+@pytest.mark.parametrize("method", [pytest.param("dann", marks=agnostic), "coral"])
 def test_adapt_trains_on_source_and_target_batches(model, tiny_data, method):
     import tensorflow as tf
 
@@ -215,6 +224,7 @@ def test_adapt_rejects_unknown_methods(model):
         adapt(model, source=None, target=None, method="dan")
 
 
+@agnostic
 def test_lwf_distils_the_old_head_at_temperature_two(model, tiny_data):
     x, y = tiny_data
     two = add_head(model, 3)

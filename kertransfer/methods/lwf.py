@@ -112,13 +112,28 @@ class LwF(Term):
         return self.weight * t * t * ops.mean(-ops.sum(p * log_q, axis=-1))
 
 
+def _optimizer(name: str, learning_rate: float):
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    raise InvalidArgumentError(format_message("Unknown optimizer.", expected="'sgd' or 'adam'",
+                                              received={"optimizer": name}))
+
+
 def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
                   learning_rate: float = 1e-3, fine_tune_lr: float | None = None,
-                  batch_size: int = 32, verbose: int = 0, new: str = NEW, old: str = OLD):
+                  optimizer: str = "adam", batch_size: int = 32, verbose: int = 0,
+                  new: str = NEW, old: str = OLD):
     """Warm up the new head alone, then train jointly with ``terms`` (the LwF procedure).
 
     ``data`` is ``(images, new_labels)`` arrays. The old head gets no loss of
     its own: only the terms act on it (none for plain fine-tuning).
+    ``optimizer`` is ``"adam"`` or ``"sgd"`` (momentum 0.9, as in the EWC and
+    LwF papers). With Adam, a quadratic penalty like EWC's acts weakly: Adam
+    moves every weight by about the learning rate whatever its gradient's
+    size, so a weight whose penalty gradient is small next to the task's
+    still moves at full speed.
     """
     import numpy as np
 
@@ -132,13 +147,13 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
     if warmup_epochs:
         freeze(two, "all", recompile=False)
         two.old_layer.trainable = False
-        two.compile(keras.optimizers.Adam(learning_rate), loss=losses,
+        two.compile(_optimizer(optimizer, learning_rate), loss=losses,
                     metrics={new: ["accuracy"]})
         h = two.fit(x, targets, epochs=warmup_epochs, batch_size=batch_size, verbose=verbose)
         history["warmup"] = h.history
     freeze(two, "none", recompile=False)  # compiled just below
     two.old_layer.trainable = True
-    two.compile(keras.optimizers.Adam(fine_tune_lr or learning_rate), loss=losses,
+    two.compile(_optimizer(optimizer, fine_tune_lr or learning_rate), loss=losses,
                 metrics={new: ["accuracy"]})
     if terms:
         with_regularizers(two, list(terms))
@@ -150,7 +165,7 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
 def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: int = 5,
                              epochs: int = 20, temperature: float = 2.0, weight: float = 1.0,
                              learning_rate: float = 1e-3, fine_tune_lr: float | None = None,
-                             batch_size: int = 32, verbose: int = 0):
+                             optimizer: str = "adam", batch_size: int = 32, verbose: int = 0):
     """LwF: a new head for ``data``'s labels, the old head kept by distillation.
 
     Args:
@@ -164,6 +179,7 @@ def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: in
         learning_rate: Rate of the warm-up (and of joint training unless
             ``fine_tune_lr`` is given).
         fine_tune_lr: Rate of joint training.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
         batch_size: Batch size.
         verbose: Passed to ``fit``.
 
@@ -177,5 +193,5 @@ def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: in
     fit_two_heads(two, data, warmup_epochs=warmup_epochs, epochs=epochs,
                   terms=[LwF(temperature=temperature, weight=weight)],
                   learning_rate=learning_rate, fine_tune_lr=fine_tune_lr,
-                  batch_size=batch_size, verbose=verbose)
+                  optimizer=optimizer, batch_size=batch_size, verbose=verbose)
     return two
