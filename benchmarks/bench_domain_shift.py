@@ -27,6 +27,7 @@ Results per seed are kept in ``--results`` so an interrupted run continues.
 
 Usage::
 
+    python benchmarks/bench_domain_shift.py all          # the three, 5 seeds each
     python benchmarks/bench_domain_shift.py uda [--seeds 0 1 2 3 4]
     python benchmarks/bench_domain_shift.py forgetting
     python benchmarks/bench_domain_shift.py small
@@ -261,7 +262,8 @@ def verdict(experiment, stats):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment", choices=list(EXPERIMENTS))
+    parser.add_argument("experiment", nargs="?", default="all", choices=[*EXPERIMENTS, "all"],
+                        help="one experiment, or all three in turn")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--source-epochs", type=int, default=12)
     parser.add_argument("--adapt-epochs", type=int, default=15, help="uda: DANN/CORAL epochs")
@@ -282,6 +284,11 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=None, help="per-seed results file (resumable)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
+    if args.experiment == "all":
+        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "all"]
+        if args.results:
+            parser.error("--results names one experiment's file; leave it out with 'all'")
+        return max(main([name, *rest]) for name in EXPERIMENTS)
     key = {k: v for k, v in vars(args).items() if k not in ("seeds", "results", "no_record")}
     results_path = pathlib.Path(args.results or os.path.join(
         tempfile.gettempdir(), f"kertransfer_domain_shift_{args.experiment}.json"))
