@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pathlib
 
 
 def run_backbones(args) -> int:
@@ -28,26 +27,13 @@ def run_backbones(args) -> int:
     return 0
 
 
-def _model_path(path: str) -> pathlib.Path:
-    from kertransfer.errors import InvalidArgumentError, format_message
-
-    p = pathlib.Path(path)
-    if p.is_dir():
-        p = p / "model.keras"
-    if not p.is_file():
-        raise InvalidArgumentError(
-            format_message("No model file there.", expected="a .keras file or a run folder "
-                           "with model.keras", received={"model": path})
-        )
-    return p
-
-
 def run_info(args) -> int:
     import keras
 
+    from kertransfer.export.sources import find_keras_model
     from kertransfer.freezing import trainable_summary
 
-    path = _model_path(args.model)
+    path, _ = find_keras_model(args.model)
     model = keras.saving.load_model(path, compile=False)
     summary = trainable_summary(model, print_fn=None)
     if args.json:

@@ -243,8 +243,9 @@ def _metadata(plan: Plan, fmt: str, info: dict, extra: dict | None, parity) -> d
 
     model = plan.model
     training = info.get("training")
-    if training is None and _last_fit(model) is not None:
-        training = {"last_fit": _last_fit(model)}
+    if training is None:
+        last = _last_fit(model)
+        training = {"last_fit": last} if last is not None else None
     versions = {"kertransfer": __version__, "keras": keras.__version__}
     try:
         import tensorflow as tf

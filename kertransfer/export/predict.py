@@ -117,21 +117,18 @@ def _image_files(images: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
     return files
 
 
-def _decode(path: pathlib.Path, size: tuple[int, int]) -> np.ndarray:
+def _decode(path: pathlib.Path, data: bytes):
+    """Decode one file's bytes to RGB uint8; a clear error names a file that is no image."""
     import tensorflow as tf
 
-    from kertransfer.data.images import to_model_image
-
     try:
-        image = tf.io.decode_image(path.read_bytes(), channels=3, dtype=tf.uint8,
-                                   expand_animations=False)
+        return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
     except (tf.errors.InvalidArgumentError, ValueError) as exc:
         raise CorruptImageError(
             format_message("This file is not an image that can be decoded.",
                            expected="a JPEG, PNG, GIF or BMP file",
                            received={"image": str(path)})
         ) from exc
-    return to_model_image(image, size).numpy()
 
 
 def _classes(runner: Runner, head: str | None, units: int) -> list[str]:
@@ -194,11 +191,16 @@ def predict(source, images, *, top_k: int = 3, batch_size: int = 32) -> list[dic
         files = _image_files(images)
         names = [str(f) for f in files]
         batches = []
+        from kertransfer.data.images import to_model_image
+
         for i in range(0, len(files), batch_size):
-            chunk = files[i:i + batch_size]
-            pixels = np.stack([_decode(f, size) for f in chunk])  # names a corrupt file
-            batches.append(("bytes", [f.read_bytes() for f in chunk]) if runner.takes_bytes
-                           else ("array", pixels))
+            chunk = [(f, f.read_bytes()) for f in files[i:i + batch_size]]
+            decoded = [_decode(f, data) for f, data in chunk]  # names a corrupt file
+            if runner.takes_bytes:  # the export decodes and resizes the bytes itself
+                batches.append(("bytes", [data for _, data in chunk]))
+            else:
+                batches.append(("array", np.stack([to_model_image(im, size).numpy()
+                                                   for im in decoded])))
     outputs: list[dict[str, np.ndarray]] = []
     for kind, batch in batches:
         outputs.append(runner.from_bytes(batch) if kind == "bytes"
