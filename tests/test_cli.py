@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import keras
 import pytest
 
 from kertransfer.cli import build_parser, main
@@ -116,6 +117,10 @@ def test_train_with_regularizers_then_adapt(tiny_backbone_name, tmp_path, capsys
     assert "Regularizers: l2sp alpha=0.01 beta=0.001; ewc lambda=10.0 on digits" in \
         capsys.readouterr().out
     assert json.loads((tuned / "config.json").read_text())["regularizers"][0].startswith("l2sp")
+    # Each term's value per epoch is in the run's history; the model saves and reloads.
+    history = json.loads((tuned / "history.json").read_text())
+    assert history["l2sp"][0] > 0 and history["ewc"][0] >= 0
+    assert len(keras.saving.load_model(tuned / "model.keras").weights) > 0
     assert main(["train", "--data", "digits_m", *common, "--ewc", "10",
                  "--out", str(tmp_path / "x")]) == 2
     assert "--ewc needs the source data" in capsys.readouterr().err

@@ -88,13 +88,20 @@ def test_regularized_fit_stays_near_the_start_and_evaluates_the_plain_loss(model
     with_regularizers(model, [L2SP(alpha=5.0, beta=0.0)])  # lr * alpha < 1: stable
     assert [t.name for t in regularizer_terms(model)] == ["l2sp"]
     plain.fit(x, y, epochs=2, batch_size=50, verbose=0)
-    model.fit(x, y, epochs=2, batch_size=50, verbose=0)
+    history = model.fit(x, y, epochs=2, batch_size=50, verbose=0).history
     assert drift(model) < 0.5 * drift(plain)
-    # evaluate() reports the compiled loss alone.
-    with_term = model.evaluate(x, y, verbose=0)
+    # The term is logged under its name: 0 at the start, growing as weights move.
+    assert len(history["l2sp"]) == 2 and 0 < history["l2sp"][0] < history["l2sp"][1]
+    assert "l2sp" not in plain.fit(x, y, epochs=1, batch_size=50, verbose=0).history
+    # evaluate() reports the compiled loss alone, and the term's value beside it.
+    with_term = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert with_term["l2sp"] == pytest.approx(regularizer_terms(model)[0].value(model),
+                                              rel=1e-4)
     remove_regularizers(model)
     assert regularizer_terms(model) == []
-    assert model.evaluate(x, y, verbose=0) == pytest.approx(with_term, rel=1e-6)
+    plain_eval = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert "l2sp" not in plain_eval
+    assert plain_eval["loss"] == pytest.approx(with_term["loss"], rel=1e-6)
 
 
 def test_bad_terms_are_named(model):

@@ -135,6 +135,8 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
     size, so a weight whose penalty gradient is small next to the task's
     still moves at full speed.
     """
+    import warnings
+
     import numpy as np
 
     from kertransfer.freezing import freeze
@@ -151,8 +153,11 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
                     metrics={new: ["accuracy"]})
         h = two.fit(x, targets, epochs=warmup_epochs, batch_size=batch_size, verbose=verbose)
         history["warmup"] = h.history
-    freeze(two, "none", recompile=False)  # compiled just below
-    two.old_layer.trainable = True
+    with warnings.catch_warnings():  # compiled just below
+        warnings.filterwarnings("ignore", message=".*compiled before its trainable layers")
+        freeze(two, "none", recompile=False)
+    # With no term the old head gets no gradient: leave it frozen.
+    two.old_layer.trainable = bool(terms)
     two.compile(_optimizer(optimizer, fine_tune_lr or learning_rate), loss=losses,
                 metrics={new: ["accuracy"]})
     if terms:

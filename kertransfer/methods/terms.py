@@ -7,7 +7,10 @@ callbacks, staged unfreezing (`kertransfer.callbacks`), `kertransfer.fine_tune`
 and saving all work unchanged, under TensorFlow and JAX (Keras runs
 ``compute_loss`` in a scope where variables read their current values, so the
 terms see the weights being trained). Evaluation reports the plain loss: the
-terms are added only in training.
+terms are added only in training. Each term's value is also logged under its
+name (``l2sp``, ``ewc``, ``lwf``; ``val_l2sp`` on validation data, where it is
+measured but not added), so the History and the run's learning curves show
+how much each term weighs against the task loss.
 
 A new term is a small class::
 
@@ -32,6 +35,7 @@ from keras import ops
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 
 TERMS_ATTR = "_kertransfer_terms"
+TRACKERS_ATTR = "_kertransfer_term_trackers"
 
 
 def parameters(layer) -> list:
@@ -164,21 +168,39 @@ def with_regularizers(model, terms: Sequence[Term]):
         term.attach(model)
     current = model.__dict__.get(TERMS_ATTR)
     if current is None:
-        current = []
+        current, trackers = [], []
         original = model.compute_loss
 
         def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
             loss = original(x, y, y_pred, sample_weight, training=training)
-            if training:
-                for term in model.__dict__.get(TERMS_ATTR, ()):
-                    loss = loss + ops.cast(term(model, x, y, y_pred), loss.dtype)
+            pairs = zip(model.__dict__.get(TERMS_ATTR, ()),
+                        model.__dict__.get(TRACKERS_ATTR, ()))
+            for term, tracker in pairs:
+                value = ops.cast(term(model, x, y, y_pred), loss.dtype)
+                tracker.update_state(value)
+                if training:
+                    loss = loss + value
             return loss
 
         # Plain attributes, out of Keras' tracking: the terms hold snapshot
         # variables that must not become part of the model's weights.
         object.__setattr__(model, TERMS_ATTR, current)
+        object.__setattr__(model, TRACKERS_ATTR, trackers)
         object.__setattr__(model, "_kertransfer_plain_compute_loss", original)
         object.__setattr__(model, "compute_loss", compute_loss)
+    trackers = model.__dict__[TRACKERS_ATTR]
+    taken = {m.name for m in model.metrics} | {"loss"}
+    for term in terms:
+        name, k = term.name, 2
+        while name in taken:
+            name, k = f"{term.name}_{k}", k + 1
+        taken.add(name)
+        # A Mean per term in the model's own metric list: logged by fit and
+        # evaluate, reset each epoch, carried as metric state under JAX, and
+        # not saved with the model.
+        tracker = keras.metrics.Mean(name=name)
+        trackers.append(tracker)
+        model._metrics.append(tracker)
     current.extend(terms)
     _retrace(model)
     return model
@@ -188,7 +210,10 @@ def remove_regularizers(model):
     """Take every term off ``model``; return it."""
     original = model.__dict__.get("_kertransfer_plain_compute_loss")
     if original is not None:
-        for attr in (TERMS_ATTR, "_kertransfer_plain_compute_loss", "compute_loss"):
+        trackers = {id(t) for t in model.__dict__[TRACKERS_ATTR]}
+        model._metrics[:] = [m for m in model._metrics if id(m) not in trackers]
+        for attr in (TERMS_ATTR, TRACKERS_ATTR, "_kertransfer_plain_compute_loss",
+                     "compute_loss"):
             object.__delattr__(model, attr)
         _retrace(model)
     return model

@@ -210,7 +210,9 @@ def save_run(model, out: str | os.PathLike, config: dict, history: dict,
         model.save(tmp / "model.keras")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / "history.json").write_text(json.dumps(history, indent=2))
-        plot_history(history, tmp / "learning_curve.png", stages=stages)
+        # Loss terms that kertransfer.methods.with_regularizers logs (a layer above).
+        terms = [t.name for t in model.__dict__.get("_kertransfer_term_trackers", ())]
+        plot_history(history, tmp / "learning_curve.png", stages=stages, terms=terms)
         if out.exists():
             backup = out.with_name(f".{out.name}.old")
             if backup.exists():
@@ -227,7 +229,7 @@ def save_run(model, out: str | os.PathLike, config: dict, history: dict,
 
 
 def plot_history(history: dict[str, list[float]], path, title: str | None = None,
-                 stages=None) -> None:
+                 stages=None, terms=()) -> None:
     """Save learning curves (loss and accuracy, train and validation) as a PNG.
 
     Args:
@@ -236,6 +238,8 @@ def plot_history(history: dict[str, list[float]], path, title: str | None = None
         title: Optional figure title.
         stages: Optional ``[(epoch, label), ...]`` (0-based epoch where each
             stage begins); each boundary after the first is marked.
+        terms: Names of logged loss terms (``"l2sp"``, ...) drawn dashed on
+            the loss panel, beside the loss that includes them.
     """
     import matplotlib
 
@@ -250,6 +254,10 @@ def plot_history(history: dict[str, list[float]], path, title: str | None = None
         ax.plot(epochs, history[metric], label=f"train {metric}")
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], label=f"val {metric}")
+        if metric == "loss":
+            for term in terms:
+                if term in history:
+                    ax.plot(epochs, history[term], linestyle="--", label=f"{term} term")
         for epoch, label in list(stages or [])[1:]:
             ax.axvline(epoch + 0.5, color="gray", linestyle="--", linewidth=1)
             ax.annotate(label, (epoch + 0.5, 1.0), xycoords=("data", "axes fraction"),
