@@ -27,6 +27,7 @@ from kertransfer.backbones import get_backbone_spec, list_backbones, register_ba
 from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import KertransferError
 from kertransfer.freezing import freeze, trainable_summary
+from kertransfer.methods.pretext import pretrain
 from kertransfer.models import TransferModel, build_transfer_model
 from kertransfer.training import fine_tune, lr_find, recalibrate_batchnorm
 from kertransfer.tuning import TransferHyperModel, tune
@@ -53,6 +54,7 @@ __all__ = [
     "methods",
     "models",
     "optimizers",
+    "pretrain",
     "recalibrate_batchnorm",
     "register_backbone",
     "trainable_summary",

@@ -10,7 +10,8 @@ def test_top_level_exports():
         "build_transfer_model", "callbacks", "data", "errors", "export", "fine_tune", "freeze",
         "freezing",
         "get_backbone_spec", "list_backbones", "lr_find", "methods", "models", "optimizers",
-        "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training", "tune",
+        "pretrain", "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training",
+        "tune",
         "tuning",
     ])
     for name in kt.__all__:
@@ -21,6 +22,7 @@ def test_names_outside_scripts_rely_on():
     assert callable(kt.data.load)
     assert issubclass(kt.errors.KertransferError, Exception)
     assert kt.KertransferError is kt.errors.KertransferError
+    assert kt.pretrain is kt.methods.pretrain and callable(kt.pretrain)
 
 
 def test_export_is_a_package_and_a_function():

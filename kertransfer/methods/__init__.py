@@ -7,6 +7,9 @@
 - Unsupervised domain adaptation with `adapt`: ``"adabn"`` (`adabn`),
   ``"dann"`` (gradient reversal, `GradientReversal`) and ``"coral"``
   (`coral_loss`).
+- Pretraining a backbone on a source task with `pretrain` (also
+  ``kertransfer.pretrain``): ``"supervised"``, ``"rotation"``, ``"simclr"``
+  or ``"autoencoder"``.
 """
 
 from kertransfer.methods.adaptation import (
@@ -19,6 +22,15 @@ from kertransfer.methods.adaptation import (
 )
 from kertransfer.methods.fisher import EWC, fisher_diagonal
 from kertransfer.methods.lwf import LwF, add_head, fit_two_heads, learn_without_forgetting
+from kertransfer.methods.pretext import (
+    TASKS,
+    PretextModel,
+    PretrainResult,
+    nt_xent,
+    pretrain,
+    rotate_batch,
+    simclr_augmentation,
+)
 from kertransfer.methods.terms import (
     L2SP,
     Term,
@@ -29,7 +41,8 @@ from kertransfer.methods.terms import (
     with_regularizers,
 )
 
-__all__ = ["EWC", "L2SP", "METHODS", "GradientReversal", "LwF", "Term", "adabn", "adapt",
-           "add_head", "coral_loss", "dann_lambda", "fisher_diagonal", "fit_two_heads",
-           "learn_without_forgetting", "parameters", "regularizer_terms", "remove_regularizers",
-           "snapshot", "with_regularizers"]
+__all__ = ["EWC", "L2SP", "METHODS", "TASKS", "GradientReversal", "LwF", "PretextModel",
+           "PretrainResult", "Term", "adabn", "adapt", "add_head", "coral_loss", "dann_lambda",
+           "fisher_diagonal", "fit_two_heads", "learn_without_forgetting", "nt_xent",
+           "parameters", "pretrain", "regularizer_terms", "remove_regularizers", "rotate_batch",
+           "simclr_augmentation", "snapshot", "with_regularizers"]

@@ -195,19 +195,19 @@ def _unaugmented_train(data):
 
 
 def save_run(model, out: str | os.PathLike, config: dict, history: dict,
-             stages=None) -> pathlib.Path:
+             stages=None, model_file: str = "model.keras") -> pathlib.Path:
     """Write a run folder atomically: a crash leaves the old folder or none.
 
-    Files: ``model.keras``, ``config.json``, ``history.json`` and
-    ``learning_curve.png`` (with ``stages``, ``[(epoch, label), ...]``, its
-    stage boundaries are marked).
+    Files: ``model.keras`` (or ``model_file``), ``config.json``,
+    ``history.json`` and ``learning_curve.png`` (with ``stages``,
+    ``[(epoch, label), ...]``, its stage boundaries are marked).
     """
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     usual_mode(tmp, directory=True)
     try:
-        model.save(tmp / "model.keras")
+        model.save(tmp / model_file)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / "history.json").write_text(json.dumps(history, indent=2))
         # Loss terms that kertransfer.methods.with_regularizers logs (a layer above).
