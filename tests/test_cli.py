@@ -136,3 +136,21 @@ def test_train_with_regularizers_then_adapt(tiny_backbone_name, tmp_path, capsys
     assert len(json.loads((adapted / "history.json").read_text())["loss"]) == 1
     assert main(["adapt", str(source), "--source", "digits", "--target", "digits_m",
                  "--method", "adabn", "--out", str(tmp_path / "bn"), "--verbose", "0"]) == 0
+
+
+def test_pretrain_then_train_from_the_pretrained_backbone(tiny_backbone_name, tmp_path, capsys):
+    out = tmp_path / "rot"
+    assert main(["pretrain", "--data", "digits_m", "--backbone", tiny_backbone_name, "--task",
+                 "rotation", "--image-size", "16", "--epochs", "1", "--verbose", "0",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"Saved the backbone to {out / 'backbone.keras'}" in printed
+    assert json.loads((out / "config.json").read_text())["task"] == "rotation"
+    assert main(["train", "--data", "digits", "--backbone", tiny_backbone_name, "--weights",
+                 str(out / "backbone.keras"), "--image-size", "16", "--samples-per-class", "4",
+                 "--epochs", "1", "--verbose", "0", "--out", str(tmp_path / "run")]) == 0
+    assert main(["pretrain", "--data", "digits", "--backbone", tiny_backbone_name, "--task",
+                 "rotation", "--image-size", "16", "--epochs", "0", "--out", str(tmp_path / "x")]
+                ) == 2
+    assert "Received: epochs=0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

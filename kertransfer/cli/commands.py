@@ -209,6 +209,25 @@ def run_adapt(args) -> int:
     return 0
 
 
+def run_pretrain(args) -> int:
+    import keras
+
+    from kertransfer.methods import pretrain
+
+    print(f"Pretraining {args.backbone} on {args.data!r} ({args.task}, {args.epochs} epochs, "
+          f"{args.image_size}x{args.image_size})")
+    result = pretrain(args.backbone, args.data, task=args.task,
+                      input_shape=(args.image_size, args.image_size, 3), weights=args.weights,
+                      epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                      temperature=args.temperature, projection_dim=args.projection_dim,
+                      out=args.out, seed=args.seed, verbose=args.verbose)
+    keras.backend.clear_session()
+    if not args.verbose:
+        print(f"Saved the backbone to {result.path}")
+    print(f"Use it with: kertransfer train --backbone {args.backbone} --weights {result.path} ...")
+    return 0
+
+
 def run_tune(args) -> int:
     from kertransfer.backbones import get_backbone_spec
     from kertransfer.tuning import TransferHyperModel, tune

@@ -253,6 +253,36 @@ def _add_adapt(sub) -> None:
     p.set_defaults(command="adapt")
 
 
+def _add_pretrain(sub) -> None:
+    from kertransfer.methods import TASKS
+
+    p = sub.add_parser("pretrain", help="pretrain a backbone (supervised or self-supervised)",
+                       description="Pretrain a backbone on a source task and save it as "
+                       "OUT/backbone.keras, which `train --weights` and "
+                       "build_transfer_model(weights=...) load. supervised uses the labels; "
+                       "rotation (predict 0/90/180/270 degrees), simclr (two augmented views, "
+                       "NT-Xent loss) and autoencoder (reconstruct the input) ignore them.",
+                       formatter_class=_FORMATTER)
+    p.add_argument("--data", required=True,
+                   help="source: digits, digits_m, tfds:NAME, or an image folder")
+    p.add_argument("--backbone", required=True, help="registry name (kertransfer backbones)")
+    p.add_argument("--task", default="simclr", choices=TASKS, help="pretext task")
+    p.add_argument("--image-size", type=int, default=32, help="square input size in pixels")
+    p.add_argument("--weights", type=_weights_arg, default=None,
+                   help="starting weights: none, imagenet, or a .keras / .weights.h5 file")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the data")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--temperature", type=float, default=0.5, help="simclr: NT-Xent temperature")
+    p.add_argument("--projection-dim", type=int, default=64,
+                   help="simclr: width of the projection output")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, shuffling, augmentation")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="0 silent, 1 progress bars, 2 one line per epoch")
+    p.set_defaults(command="pretrain")
+
+
 def _add_export(sub) -> None:
     from kertransfer.export import FORMATS
 
@@ -299,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kertransfer",
         description="Transfer learning for Keras 3: backbones, freezing, training, search, "
-        "domain adaptation, export, demo.",
+        "domain adaptation, pretraining, export, demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -308,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_tune(sub)
     _add_adapt(sub)
+    _add_pretrain(sub)
     _add_export(sub)
     _add_predict(sub)
     _add_demo(sub)
