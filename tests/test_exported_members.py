@@ -7,7 +7,8 @@ def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
         "BackboneSpec", "KertransferError", "TransferHyperModel", "TransferModel",
         "__version__", "backbones",
-        "build_transfer_model", "callbacks", "data", "errors", "export", "fine_tune", "freeze",
+        "build_transfer_model", "callbacks", "data", "errors", "export", "fewshot",
+        "fine_tune", "freeze",
         "freezing",
         "get_backbone_spec", "list_backbones", "lr_find", "methods", "models", "optimizers",
         "pretrain", "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training",
@@ -23,6 +24,9 @@ def test_names_outside_scripts_rely_on():
     assert issubclass(kt.errors.KertransferError, Exception)
     assert kt.KertransferError is kt.errors.KertransferError
     assert kt.pretrain is kt.methods.pretrain and callable(kt.pretrain)
+    from kertransfer.fewshot import PrototypeClassifier, evaluate_episodes
+
+    assert kt.fewshot.PrototypeClassifier is PrototypeClassifier and callable(evaluate_episodes)
 
 
 def test_export_is_a_package_and_a_function():

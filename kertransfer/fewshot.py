@@ -1,0 +1,306 @@
+"""Few-shot classification on a pretrained backbone's features.
+
+With one to a few labelled images per class, fine-tuning overfits; a fixed
+backbone and a simple classifier on its features do better:
+
+- `PrototypeClassifier` (Snell, Swersky and Zemel, 2017): each class is the
+  mean of its examples' L2-normalised features; an image goes to the nearest
+  prototype (squared Euclidean distance; probabilities are a softmax of
+  the negative distances).
+- `LogisticClassifier` (Tian et al., 2020, "Rethinking few-shot image
+  classification"): multinomial logistic regression on the L2-normalised
+  features.
+
+`evaluate_episodes` scores either one on N-way K-shot episodes drawn from a
+labelled set, with a 95% confidence interval; features are computed once
+and reused by every episode.
+
+The ``backbone`` argument is, in every function here: a model from
+`kertransfer.build_transfer_model` (its pooled features, with its own
+preprocessing), any ``keras.Model`` or callable from raw images to features
+(4-D outputs are average-pooled), or ``"pixels"`` (the flattened raw
+pixels scaled to [0, 1]: the baseline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
+
+__all__ = ["EpisodeResult", "LogisticClassifier", "PrototypeClassifier", "evaluate_episodes",
+           "extract_features"]
+
+CLASSIFIERS = ("prototype", "logistic")
+
+
+def _feature_function(backbone):
+    """Images (raw, 0-255) -> a features function, per the module's ``backbone`` rules."""
+    if isinstance(backbone, str):
+        if backbone != "pixels":
+            raise InvalidArgumentError(format_message(
+                "A backbone given by name must be 'pixels' (the raw-pixel baseline).",
+                expected="a model from build_transfer_model, a keras.Model or callable from "
+                         "images to features, or 'pixels'",
+                received={"backbone": backbone}))
+        return lambda x: np.asarray(x, "float32").reshape(len(x), -1) / 255.0
+    if isinstance(backbone, keras.Model):
+        try:
+            model = keras.Model(backbone.inputs, backbone.get_layer("pool").output)
+        except ValueError:
+            model = backbone
+        return lambda x: model.predict(x, verbose=0, batch_size=256)
+    if callable(backbone):
+        return backbone
+    raise InvalidTypeError(format_message(
+        "backbone must give features of images.",
+        expected="a model from build_transfer_model, a keras.Model or callable, or 'pixels'",
+        received={"backbone": type(backbone).__name__}))
+
+
+def extract_features(backbone, images, *, batch_size: int = 256) -> np.ndarray:
+    """Features ``[N, D]`` of raw images (0-255) under ``backbone`` (see the module notes)."""
+    images = np.asarray(images, "float32")
+    if images.ndim != 4 or len(images) == 0:
+        raise DataError(format_message(
+            "images must be a non-empty array [N, height, width, channels].",
+            received={"images": f"array of shape {images.shape}"}))
+    fn = _feature_function(backbone)
+    parts = [np.asarray(fn(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+    f = np.concatenate(parts).astype("float32")
+    if f.ndim == 4:
+        f = f.mean(axis=(1, 2))
+    return f.reshape(len(f), -1)
+
+
+def _normalise(f):
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
+def _labels(labels, n):
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(format_message(
+            "labels must be one label per image.",
+            expected=f"an array of shape ({n},)", received={"labels": f"shape {y.shape}"}))
+    if len(np.unique(y)) < 2:
+        raise DataError(format_message("A classifier needs examples of at least two classes.",
+                                       received={"classes": np.unique(y).tolist()}))
+    return y
+
+
+class _FeatureClassifier:
+    """Shared parts: features, normalisation, fit/predict on raw images."""
+
+    def __init__(self, backbone, *, normalize: bool = True, batch_size: int = 256):
+        self.backbone = backbone
+        self.normalize = bool(normalize)
+        self.batch_size = int(batch_size)
+        self._features = None
+        self.classes_: np.ndarray | None = None
+
+    def features(self, images) -> np.ndarray:
+        """The (normalised) features the classifier works on."""
+        if self._features is None:
+            self._features = _feature_function(self.backbone)
+        f = extract_features(self._features, images, batch_size=self.batch_size)
+        return _normalise(f) if self.normalize else f
+
+    def fit(self, images, labels):
+        """Fit on the support set: ``images`` (raw) with ``labels``; returns ``self``."""
+        f = self.features(images)
+        return self.fit_features(f, _labels(labels, len(f)))
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Class probabilities ``[N, classes]``, columns in the order of ``classes_``."""
+        self._check_fitted()
+        return self.proba_features(self.features(images))
+
+    def predict(self, images) -> np.ndarray:
+        """The predicted label of each image (labels as given to `fit`)."""
+        return self.classes_[np.argmax(self.predict_proba(images), axis=1)]
+
+    def score(self, images, labels) -> float:
+        """Accuracy on ``images`` with true ``labels``."""
+        return float(np.mean(self.predict(images) == np.asarray(labels)))
+
+    def _check_fitted(self):
+        if self.classes_ is None:
+            raise InvalidArgumentError(format_message(
+                f"{type(self).__name__} is not fitted yet.", fix="call fit(images, labels) first",
+                received={"classes_": None}))
+
+    def fit_features(self, f, y):  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def proba_features(self, f):  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+
+class PrototypeClassifier(_FeatureClassifier):
+    """Prototypical-network classifier (Snell et al. 2017) on a fixed backbone.
+
+    ``fit`` stores one prototype per class: the mean of the class's
+    L2-normalised support features. ``predict`` picks the nearest prototype
+    by squared Euclidean distance; ``predict_proba`` is the softmax of the
+    negative distances.
+
+    Args:
+        backbone: See the module notes (a model from `build_transfer_model`,
+            a model or callable from images to features, or ``"pixels"``).
+        normalize: L2-normalise features (as in the paper's cosine variants
+            and Tian et al.; recommended).
+        batch_size: Images per feature batch.
+
+    Attributes:
+        classes_: The labels, in the order of the prototypes.
+        prototypes_: ``[classes, D]`` array.
+    """
+
+    def fit_features(self, f, y):
+        """Fit on features ``f`` ``[N, D]`` (already normalised) and labels ``y``."""
+        self.classes_ = np.unique(y)
+        self.prototypes_ = np.stack([f[y == c].mean(axis=0) for c in self.classes_])
+        return self
+
+    def proba_features(self, f):
+        d = ((f[:, None, :] - self.prototypes_[None]) ** 2).sum(-1)
+        logits = -d - (-d).max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+class LogisticClassifier(_FeatureClassifier):
+    """Logistic regression on L2-normalised features (Tian et al. 2020's baseline).
+
+    Args:
+        backbone: See the module notes.
+        C: Inverse L2 strength of scikit-learn's ``LogisticRegression``.
+        normalize: L2-normalise features first.
+        batch_size: Images per feature batch.
+    """
+
+    def __init__(self, backbone, *, C: float = 10.0, normalize: bool = True,  # noqa: N803
+                 batch_size: int = 256):
+        super().__init__(backbone, normalize=normalize, batch_size=batch_size)
+        if isinstance(C, bool) or not isinstance(C, (int, float)) or C <= 0:
+            raise InvalidArgumentError(format_message("C must be a number > 0.",
+                                                      received={"C": C}))
+        self.C = float(C)
+
+    def fit_features(self, f, y):
+        from sklearn.linear_model import LogisticRegression
+
+        self._lr = LogisticRegression(C=self.C, max_iter=1000).fit(f, y)
+        self.classes_ = self._lr.classes_
+        return self
+
+    def proba_features(self, f):
+        return self._lr.predict_proba(f)
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    """Accuracy over N-way K-shot episodes.
+
+    Attributes:
+        mean: Mean query accuracy over the episodes.
+        ci95: Half-width of the 95% confidence interval of the mean
+            (``1.96 * sd / sqrt(episodes)``).
+        accuracies: Accuracy of each episode.
+        ways, shots, queries: The episode shape.
+        classifier: ``"prototype"`` or ``"logistic"``.
+    """
+
+    mean: float
+    ci95: float
+    accuracies: np.ndarray
+    ways: int
+    shots: int
+    queries: int
+    classifier: str
+
+    def __str__(self) -> str:
+        return (f"{self.ways}-way {self.shots}-shot ({self.classifier}, "
+                f"{len(self.accuracies)} episodes): {self.mean:.3f} ± {self.ci95:.3f}")
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(format_message(f"{name} must be a positive integer.",
+                                                  received={name: value}))
+
+
+def evaluate_episodes(backbone, images, labels, *, ways: int = 5, shots: int = 1,
+                      queries: int = 15, episodes: int = 200, classifier: str = "prototype",
+                      seed: int = 0, normalize: bool = True, batch_size: int = 256,
+                      C: float = 10.0) -> EpisodeResult:  # noqa: N803
+    """Score a few-shot classifier on random N-way K-shot episodes.
+
+    Each episode draws ``ways`` classes, then ``shots`` support and
+    ``queries`` query images per class (disjoint); the classifier is fitted
+    on the support set and scored on the queries. Features of all images are
+    computed once.
+
+    Args:
+        backbone: See the module notes.
+        images: Raw images ``[N, H, W, C]`` (0-255).
+        labels: Their labels ``[N]``.
+        ways: Classes per episode.
+        shots: Labelled examples per class.
+        queries: Query images per class.
+        episodes: Number of episodes.
+        classifier: ``"prototype"`` or ``"logistic"``.
+        seed: Seed of the episode sampling.
+        normalize: L2-normalise features.
+        batch_size: Images per feature batch.
+        C: ``LogisticClassifier``'s C.
+
+    Returns:
+        An `EpisodeResult` (mean accuracy with its 95% interval).
+    """
+    for name, value in (("ways", ways), ("shots", shots), ("queries", queries),
+                        ("episodes", episodes)):
+        _positive(name, value)
+    if classifier not in CLASSIFIERS:
+        raise InvalidArgumentError(format_message(
+            "Unknown few-shot classifier.", expected=f"one of {', '.join(CLASSIFIERS)}",
+            received={"classifier": classifier}))
+    if ways < 2:
+        raise InvalidArgumentError(format_message("An episode needs at least 2 ways.",
+                                                  received={"ways": ways}))
+    images = np.asarray(images)
+    y = _labels(labels, len(images))
+    classes, counts = np.unique(y, return_counts=True)
+    usable = classes[counts >= shots + queries]
+    if len(usable) < ways:
+        raise DataError(format_message(
+            f"Only {len(usable)} classes have {shots + queries} images (shots + queries).",
+            expected=f"at least {ways} such classes",
+            received={"ways": ways, "shots": shots, "queries": queries}))
+    cls = PrototypeClassifier if classifier == "prototype" else LogisticClassifier
+    kwargs = {"C": C} if classifier == "logistic" else {}
+    model = cls(backbone, normalize=normalize, batch_size=batch_size, **kwargs)
+    f = model.features(images)
+    rng = np.random.default_rng(seed)
+    by_class = {c: np.flatnonzero(y == c) for c in usable}
+    accs = np.empty(episodes)
+    for e in range(episodes):
+        chosen = rng.choice(usable, ways, replace=False)
+        support, query = [], []
+        for c in chosen:
+            idx = rng.choice(by_class[c], shots + queries, replace=False)
+            support.append(idx[:shots])
+            query.append(idx[shots:])
+        support, query = np.concatenate(support), np.concatenate(query)
+        model.fit_features(f[support], y[support])
+        pred = model.classes_[np.argmax(model.proba_features(f[query]), axis=1)]
+        accs[e] = np.mean(pred == y[query])
+    sd = float(np.std(accs, ddof=1)) if episodes > 1 else 0.0
+    return EpisodeResult(mean=float(accs.mean()), ci95=1.96 * sd / math.sqrt(episodes),
+                         accuracies=accs, ways=ways, shots=shots, queries=queries,
+                         classifier=classifier)
