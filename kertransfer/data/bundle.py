@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class DataBundle:
         seed: Seed of the split, shuffling and augmentation.
         class_counts: Examples per class in each split, ``{"train": [n0, n1, ...], ...}``.
         augmentation: The layer applied to train batches, or ``None``.
+        tasks: ``{task: classes}`` when the labels are per task (see
+            `with_tasks`), else ``None``.
     """
 
     train: tf.data.Dataset
@@ -57,6 +59,7 @@ class DataBundle:
     class_counts: dict[str, list[int]] = field(default_factory=dict)
     augmentation: keras.layers.Layer | None = None
     _unbatched: Callable[[str], tf.data.Dataset] | None = None
+    tasks: dict[str, int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -100,6 +103,58 @@ class DataBundle:
             labels.append(y)
         return np.concatenate(images), np.concatenate(labels)
 
+    def with_tasks(self, tasks: Mapping[str, Any]) -> DataBundle:
+        """This data with one label per task, for a multi-task model.
+
+        Args:
+            tasks: ``{task: rule}``. A rule is ``None`` (the bundle's own
+                labels) or a lookup table with one entry per class: the
+                label that class has in the task. For digits,
+                ``{"digit": None, "parity": [k % 2 for k in range(10)]}``.
+
+        Returns:
+            A bundle whose splits yield ``(images, {task: labels})``; its
+            ``tasks`` is ``{task: classes}``, which ``build_transfer_model``
+            takes as ``num_classes``. `as_numpy` still returns the original
+            labels.
+        """
+        import dataclasses
+
+        import tensorflow as tf
+
+        if not isinstance(tasks, Mapping) or not tasks:
+            raise InvalidArgumentError(format_message(
+                "tasks must be a non-empty mapping {task: None or lookup table}.",
+                expected='e.g. {"digit": None, "parity": [k % 2 for k in range(10)]}',
+                received={"tasks": tasks}))
+        tables, sizes = {}, {}
+        for name, rule in tasks.items():
+            if rule is None:
+                tables[name], sizes[name] = None, self.num_classes
+                continue
+            table = np.asarray(rule)
+            ok = table.ndim == 1 and len(table) == self.num_classes and \
+                np.issubdtype(table.dtype, np.integer) and table.min() >= 0
+            if not ok:
+                raise InvalidArgumentError(format_message(
+                    f"Task {name!r} needs one non-negative integer label per class.",
+                    expected=f"None, or a sequence of {self.num_classes} integers "
+                             f"(classes {self.class_names[:3]}...)",
+                    received={name: rule}))
+            tables[name] = tf.constant(table.astype("int32"))
+            sizes[name] = int(table.max()) + 1
+
+        def relabel(x, y):
+            y = tf.cast(y, tf.int32)
+            return x, {name: y if table is None else tf.gather(table, y)
+                       for name, table in tables.items()}
+
+        def mapped(ds):
+            return None if ds is None else ds.map(relabel)
+
+        return dataclasses.replace(self, train=mapped(self.train), val=mapped(self.val),
+                                   test=mapped(self.test), tasks=sizes)
+
     def summary(self) -> str:
         """Return a short human-readable description of the bundle.
 
@@ -129,6 +184,9 @@ class DataBundle:
             lines.append(f"  {split + ':':<9} {self.counts[split]} examples{spread}{extra}")
         if self.skipped_files:
             lines.append(f"  skipped:  {len(self.skipped_files)} corrupt file(s)")
+        if self.tasks:
+            lines.append("  tasks:    " + ", ".join(f"{k} ({n} classes)"
+                                                    for k, n in self.tasks.items()))
         lines.append(f"  seed:     {self.seed}")
         return "\n".join(lines)
 

@@ -36,7 +36,17 @@ def output_key(head: str | None, name: str = "probabilities") -> str:
 
 
 def head_names(model) -> list[str | None]:
-    """``[None]`` for a model with one output, else its output names in order."""
+    """``[None]`` for a model with one output, else its output names in order.
+
+    A model built with a dict of outputs is named by the dict's keys (Keras'
+    ``output_names`` are the layers' names, which may differ).
+    """
+    try:
+        structure = model.output
+    except (AttributeError, ValueError):
+        structure = None
+    if isinstance(structure, dict) and len(structure) > 1:
+        return [str(k) for k in structure]
     names = list(getattr(model, "output_names", None) or [])
     return [None] if len(names) <= 1 else [str(n) for n in names]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -37,12 +38,66 @@ def _check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     return value
 
 
-def _check_num_classes(num_classes: Any) -> int:
+_TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _check_heads(num_classes: Any, activation: Any) -> tuple[Any, Any]:
+    """Check ``num_classes`` (an int, or ``{task: units}``) and the activation(s)."""
+    if not isinstance(num_classes, Mapping):
+        if isinstance(activation, Mapping):
+            raise InvalidArgumentError(format_message(
+                "A mapping of activations needs a mapping of heads.",
+                expected="num_classes={task: units, ...}, or one activation name",
+                received={"num_classes": num_classes, "activation": dict(activation)}))
+        n = _check_num_classes(num_classes)
+        _check_activation(n, activation, "num_classes")
+        return n, activation
+    if not num_classes:
+        raise InvalidArgumentError(format_message(
+            "num_classes needs at least one head.", expected='e.g. {"digit": 10, "parity": 2}',
+            received={"num_classes": dict(num_classes)}))
+    bad = [k for k in num_classes if not isinstance(k, str) or not _TASK_NAME.match(k)
+           or k in ("head", "image")]
+    if bad:
+        raise InvalidArgumentError(format_message(
+            "Head names must be identifiers (letters, digits, _; starting with a letter), "
+            "other than 'head' and 'image'.",
+            expected='e.g. {"digit": 10, "parity": 2}',
+            received={"num_classes": dict(num_classes)}))
+    heads = {k: _check_num_classes(v, f"num_classes[{k!r}]") for k, v in num_classes.items()}
+    if isinstance(activation, Mapping):
+        if set(activation) != set(heads):
+            raise InvalidArgumentError(format_message(
+                "activation must name the same heads as num_classes.",
+                expected=f"keys {sorted(heads)}", received={"activation": dict(activation)}))
+        acts = dict(activation)
+    else:
+        acts = {k: activation for k in heads}
+    for k, n in heads.items():
+        _check_activation(n, acts[k], f"num_classes[{k!r}]")
+    return heads, acts
+
+
+def _check_activation(n: int, activation: Any, where: str) -> None:
+    _check_choice(activation, "activation", ACTIVATIONS)
+    if activation == "softmax" and n == 1:
+        raise InvalidArgumentError(
+            format_message(
+                "A softmax over one class always outputs 1.",
+                expected="num_classes >= 2 with softmax, or activation='sigmoid' for a single "
+                "binary output",
+                received={where: n, "activation": activation},
+            )
+        )
+
+
+def _check_num_classes(num_classes: Any, where: str = "num_classes") -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
         raise InvalidTypeError(
             format_message(
-                "num_classes must be an integer.",
-                received={"num_classes": num_classes},
+                "num_classes must be an integer, or a mapping {head: integer} for several "
+                "heads.",
+                received={where: num_classes},
             )
         )
     if num_classes < 1:
@@ -51,7 +106,7 @@ def _check_num_classes(num_classes: Any) -> int:
                 "num_classes must be at least 1.",
                 expected="the number of classes of the target task (1 for a single sigmoid "
                 "output)",
-                received={"num_classes": num_classes},
+                received={where: num_classes},
             )
         )
     return int(num_classes)
@@ -126,14 +181,14 @@ def _check_weights(weights: Any) -> Any:
 
 def build_transfer_model(
     backbone: str | keras.Model,
-    num_classes: int,
+    num_classes: int | Mapping[str, int],
     *,
     input_shape: Sequence[int] | None = None,
     weights: str | os.PathLike | None = "imagenet",
     pooling: str = "avg",
     dropout: float = 0.2,
     head_units: Sequence[int] = (),
-    activation: str = "softmax",
+    activation: str | Mapping[str, str] = "softmax",
     freeze: Any = "all",
     bn: str = "frozen",
     preprocessing: str | None = None,
@@ -152,7 +207,12 @@ def build_transfer_model(
             headless ``keras.Model`` (its blocks follow the rule in
             `kertransfer.backbones.blocks` unless ``blocks`` is given;
             the model object is used as-is, not copied).
-        num_classes: Number of classes (output units).
+        num_classes: Number of classes (output units), or ``{task: classes}``
+            for one backbone with several named heads (multi-task): the
+            model's outputs are then a dict keyed by task, each head with
+            its own dense stack (``<task>_dense_<i>``) and output layer
+            (``<task>_predictions``). Compile it with per-task losses, loss
+            weights and metrics (`kertransfer.training.train` does).
         input_shape: ``(height, width, channels)``; defaults to the
             backbone's default size with 3 channels.
         weights: ``"imagenet"`` (downloaded once into the Keras cache), a
@@ -162,7 +222,8 @@ def build_transfer_model(
         pooling: ``"avg"``, ``"max"`` or ``"flatten"``.
         dropout: Dropout rate in the head, in [0, 1).
         head_units: Widths of extra dense layers in the head (ReLU).
-        activation: ``"softmax"``, ``"sigmoid"`` (multi-label) or ``"logits"``.
+        activation: ``"softmax"``, ``"sigmoid"`` (multi-label) or ``"logits"``;
+            with several heads, one for all or ``{task: activation}``.
         freeze: ``"all"`` (train the head only), ``"none"``, a number of blocks
             frozen from the bottom, a fraction of the blocks, a block name
             (frozen up to and including it), a list of these, or a
@@ -197,19 +258,9 @@ def build_transfer_model(
         >>> model.output_shape
         (None, 5)
     """
-    num_classes = _check_num_classes(num_classes)
+    num_classes, activation = _check_heads(num_classes, activation)
     _check_choice(pooling, "pooling", POOLINGS)
-    _check_choice(activation, "activation", ACTIVATIONS)
     check_bn_mode(bn)
-    if activation == "softmax" and num_classes == 1:
-        raise InvalidArgumentError(
-            format_message(
-                "A softmax over one class always outputs 1.",
-                expected="num_classes >= 2 with softmax, or activation='sigmoid' for a single "
-                "binary output",
-                received={"num_classes": num_classes, "activation": activation},
-            )
-        )
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise InvalidArgumentError(
             format_message("dropout must be a rate in [0, 1).", received={"dropout": dropout})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -26,6 +26,25 @@ def _pooling_layer(pooling: str, rank: int):
     return cls(name="pool")
 
 
+def _head(x, num_classes: int, activation: str, dropout: float, head_units, prefix: str):
+    """``[dropout -> Dense(units, relu)]* -> dropout -> Dense(num_classes)``, names prefixed.
+
+    With no prefix the layers are ``head_dense_<i>``, ``head_dropout`` and
+    ``predictions`` (a single-task model); a task ``digit`` gets
+    ``digit_dense_<i>``, ``digit_dropout`` and ``digit_predictions``.
+    """
+    stem = prefix or "head_"
+    for i, units in enumerate(head_units):
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{stem}dropout_{i}")(x)
+        x = keras.layers.Dense(int(units), activation="relu", name=f"{stem}dense_{i}")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{stem}dropout")(x)
+    act = None if activation == "logits" else activation
+    return keras.layers.Dense(num_classes, activation=act, name=f"{prefix}predictions",
+                              dtype="float32")(x)
+
+
 @keras.saving.register_keras_serializable(package="kertransfer")
 class TransferModel(keras.Model):
     """A backbone with a classification head, built with the functional API.
@@ -38,11 +57,13 @@ class TransferModel(keras.Model):
 
     Args:
         backbone: The headless network (a ``keras.Model``).
-        num_classes: Number of output units.
+        num_classes: Number of output units, or ``{task: units}`` for one head
+            per task (outputs keyed by task name).
         pooling: ``"avg"``, ``"max"`` or ``"flatten"``.
         dropout: Dropout rate before each dense layer of the head.
         head_units: Widths of hidden dense layers in the head.
-        activation: ``"softmax"``, ``"sigmoid"`` (multi-label) or ``"logits"``.
+        activation: ``"softmax"``, ``"sigmoid"`` (multi-label) or ``"logits"``;
+            with several heads, one for all or ``{task: activation}``.
         preprocessing: The `Preprocess` mode for raw images.
         block_patterns: Ordered ``(block_name, regex)`` pairs for the backbone.
         unmatched: Block rule for unmatched layers (``"previous"``/``"next"``).
@@ -55,12 +76,12 @@ class TransferModel(keras.Model):
     def __init__(
         self,
         backbone: keras.Model,
-        num_classes: int,
+        num_classes: int | Mapping[str, int],
         *,
         pooling: str = "avg",
         dropout: float = 0.2,
         head_units: Sequence[int] = (),
-        activation: str = "softmax",
+        activation: str | Mapping[str, str] = "softmax",
         preprocessing: str = "none",
         block_patterns: Sequence[Sequence[str]] = (),
         unmatched: str = "previous",
@@ -75,19 +96,21 @@ class TransferModel(keras.Model):
         pool = _pooling_layer(pooling, len(x.shape))
         if pool is not None:
             x = pool(x)
-        for i, units in enumerate(head_units):
-            if dropout:
-                x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
-            x = keras.layers.Dense(int(units), activation="relu", name=f"head_dense_{i}")(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        act = None if activation == "logits" else activation
-        outputs = keras.layers.Dense(
-            num_classes, activation=act, name="predictions", dtype="float32"
-        )(x)
+        if isinstance(num_classes, Mapping):
+            # Several tasks: one head per name, each with its own dense stack.
+            activations = activation if isinstance(activation, Mapping) else {
+                head: activation for head in num_classes}
+            outputs = {head: _head(x, int(n), activations[head], dropout, head_units,
+                                   prefix=f"{head}_")
+                       for head, n in num_classes.items()}
+            num_classes = {head: int(n) for head, n in num_classes.items()}
+            activation = {head: activations[head] for head in num_classes}
+        else:
+            outputs = _head(x, int(num_classes), activation, dropout, head_units, prefix="")
+            num_classes = int(num_classes)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.backbone = backbone
-        self.num_classes = int(num_classes)
+        self.num_classes = num_classes
         self.pooling = pooling
         self.dropout = float(dropout)
         self.head_units = tuple(int(u) for u in head_units)
@@ -117,6 +140,11 @@ class TransferModel(keras.Model):
         self.compile(**config)
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)  # create its variables to load into
+
+    @property
+    def heads(self) -> dict[str, int] | None:
+        """``{task: units}`` of a multi-task model; None for a single head."""
+        return dict(self.num_classes) if isinstance(self.num_classes, dict) else None
 
     @property
     def block_names(self) -> list[str]:

@@ -32,9 +32,11 @@ def _count(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
+def _can_cache(train, wanted: bool, freeze_epochs: int, model=None) -> tuple[bool, str]:
     if not wanted or not freeze_epochs:
         return False, "not asked for"
+    if getattr(train, "tasks", None) or isinstance(getattr(model, "num_classes", None), dict):
+        return False, "the model has several heads (phase 1 trains them through the backbone)"
     if not hasattr(train, "as_numpy"):
         return False, "it needs a kertransfer DataBundle (a plain dataset may augment inside)"
     if getattr(train, "augmentation", None) is not None:
@@ -94,7 +96,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         from kertransfer.training.discriminative import discriminative
 
         opt = discriminative(make_optimizer(optimizer, base_lr), decay=decay)
-    use_cache, why = _can_cache(train, cache_features, freeze_epochs)
+    use_cache, why = _can_cache(train, cache_features, freeze_epochs, model)
     if cache_features and freeze_epochs and not use_cache and verbose:
         print(f"Feature cache skipped: {why}")
     cbs = list(callbacks or [])

@@ -18,12 +18,24 @@ from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 
 
-def loss_for(model) -> keras.losses.Loss:
-    """The loss that matches a transfer model's output activation."""
-    activation = getattr(model, "activation", "softmax")
+def _loss_for_activation(activation: str) -> keras.losses.Loss:
     if activation == "sigmoid":
         return keras.losses.BinaryCrossentropy()
     return keras.losses.SparseCategoricalCrossentropy(from_logits=activation == "logits")
+
+
+def _metric_for_activation(activation: str, metrics):
+    if activation == "sigmoid":
+        return [keras.metrics.BinaryAccuracy(name="accuracy")]
+    return list(metrics)
+
+
+def loss_for(model):
+    """The loss that matches a transfer model's output activation (a dict per head)."""
+    activation = getattr(model, "activation", "softmax")
+    if isinstance(activation, dict):
+        return {head: _loss_for_activation(act) for head, act in activation.items()}
+    return _loss_for_activation(activation)
 
 
 OPTIMIZERS = {
@@ -73,23 +85,41 @@ def build_training_state(model, data: Any) -> None:
 
 
 def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | Any = "adam",
-                         metrics=("accuracy",), steps_per_execution: int = 1) -> None:
-    """Compile ``model`` with the loss matching its head and an optimizer.
+                         metrics=("accuracy",), steps_per_execution: int = 1,
+                         loss_weights: dict[str, float] | None = None) -> None:
+    """Compile ``model`` with the loss matching its head(s) and an optimizer.
 
     Args:
         model: A model from ``build_transfer_model``.
         learning_rate: Learning rate, when ``optimizer`` is a name.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a Keras optimizer.
-        metrics: Metrics to track.
+        metrics: Metrics to track (of every head, for a multi-task model).
         steps_per_execution: Training steps per compiled call (more cuts the
             per-step overhead of tiny models, such as a head on cached features).
+        loss_weights: ``{task: weight}`` of a multi-task model's losses (1 for
+            a task left out); the loss is their weighted sum.
     """
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, learning_rate)
-    if getattr(model, "activation", "softmax") == "sigmoid":
-        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
-    model.compile(optimizer=optimizer, loss=loss_for(model), metrics=list(metrics),
-                  steps_per_execution=steps_per_execution)
+    activation = getattr(model, "activation", "softmax")
+    kwargs = {}
+    if isinstance(activation, dict):
+        weights = dict(loss_weights or {})
+        unknown = sorted(set(weights) - set(activation))
+        if unknown:
+            raise InvalidArgumentError(format_message(
+                "loss_weights names heads the model does not have.",
+                expected=f"keys among {sorted(activation)}", received={"loss_weights": weights}))
+        metrics = {head: _metric_for_activation(act, metrics) for head, act in activation.items()}
+        kwargs["loss_weights"] = {head: float(weights.get(head, 1.0)) for head in activation}
+    else:
+        if loss_weights:
+            raise InvalidArgumentError(format_message(
+                "loss_weights needs a model with several heads.",
+                received={"loss_weights": loss_weights}))
+        metrics = _metric_for_activation(activation, metrics)
+    model.compile(optimizer=optimizer, loss=loss_for(model), metrics=metrics,
+                  steps_per_execution=steps_per_execution, **kwargs)
 
 
 @dataclasses.dataclass
@@ -127,8 +157,8 @@ def evaluate_splits(model, data, splits=("val", "test")) -> dict[str, float]:
 def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
           optimizer: str | Any = "adam", callbacks=None, recalibrate_bn: str | bool = "auto",
           out: str | os.PathLike | None = None, config: dict | None = None,
-          verbose: int = 1, compile: bool = True, validate_each_epoch: bool = True
-          ) -> TrainResult:
+          verbose: int = 1, compile: bool = True, validate_each_epoch: bool = True,
+          loss_weights: dict[str, float] | None = None) -> TrainResult:
     """Fit ``model`` on ``data`` (a `kertransfer.data.DataBundle`), evaluate, save.
 
     Args:
@@ -150,6 +180,9 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
             final evaluation happens either way). Turn it off when BatchNorm
             trains on little data: before recalibration its moving statistics
             lag, and per-epoch validation scores look like chance.
+        loss_weights: ``{task: weight}`` for a multi-task model (when
+            compiling here); its data gives ``{task: labels}`` (see
+            `kertransfer.data.DataBundle.with_tasks`).
 
     Returns:
         A `TrainResult`.
@@ -159,7 +192,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
             format_message("epochs must be a positive integer.", received={"epochs": epochs})
         )
     if compile:
-        compile_for_transfer(model, learning_rate, optimizer)
+        compile_for_transfer(model, learning_rate, optimizer, loss_weights=loss_weights)
     start = time.perf_counter()
     bn_trained = bool(batchnorm_layers(model, "trainable"))
     val = data.val if validate_each_epoch else None
