@@ -231,11 +231,11 @@ def _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
 
 
 def _dataset(data, task, input_shape, batch_size, seed):
-    """``(training batches, unaugmented image batches, num_classes, image shape)``."""
-    import tensorflow as tf
+    """``(training data, unaugmented image batches, num_classes, image shape)``.
 
-    from kertransfer.data import load
-
+    Arrays stay arrays (``fit`` batches and shuffles them, and no TensorFlow
+    is needed, as under JAX alone); everything else becomes ``tf.data``.
+    """
     labelled = task == "supervised"
     if isinstance(data, np.ndarray):
         if data.ndim != 4:
@@ -248,10 +248,12 @@ def _dataset(data, task, input_shape, batch_size, seed):
                 expected="(images, labels), a dataset name or folder, or a DataBundle",
                 received={"data": f"array of shape {data.shape}"}))
         x = data.astype("float32")
-        train = tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=seed) \
-            .batch(batch_size, drop_remainder=len(x) >= batch_size)
-        clean = tf.data.Dataset.from_tensor_slices(x).batch(max(batch_size, 64))
-        return train, clean, None, tuple(x.shape[1:])
+        clean = [x[i:i + 64] for i in range(0, len(x), 64)]
+        return x, clean, None, tuple(x.shape[1:])
+    import tensorflow as tf
+
+    from kertransfer.data import load
+
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         images_spec = spec[0] if isinstance(spec, tuple) else spec
@@ -353,7 +355,12 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
                            image_shape=shape)
     pretext.compile(optimizer=keras.optimizers.Adam(learning_rate))
     start = time.perf_counter()
-    history = pretext.fit(train, epochs=epochs, verbose=verbose).history
+    if isinstance(train, np.ndarray):
+        history = pretext.fit(train, epochs=epochs, batch_size=batch_size, shuffle=True,
+                              verbose=verbose).history
+    else:
+        history = pretext.fit(train, epochs=epochs, shuffle=False,  # shuffled by tf.data
+                              verbose=verbose).history
     seconds = time.perf_counter() - start
     recalibrate_batchnorm(base, clean)  # statistics of unaugmented images, not of views
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
