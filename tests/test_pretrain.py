@@ -46,7 +46,6 @@ def test_nt_xent_matches_numpy():
     assert float(_np(nt_xent(z1.astype("float32"), z1.astype("float32"), t))) < float(_np(got))
 
 
-@agnostic
 def test_simclr_positives_are_views_of_the_same_image(tiny_backbone_name):
     rng = np.random.default_rng(2)  # smooth images, so that a crop still resembles its source
     coarse = rng.uniform(0, 255, (8, 4, 4, 3)).astype("float32")

@@ -239,7 +239,7 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
     opt = (keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd"
            else keras.optimizers.Adam(lr))
     adapter.compile(optimizer=opt)
-    hist = adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps,
+    hist = adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps, shuffle=False,
                        verbose=verbose)
     # Out of Keras' tracking: a record, not state of the model.
     object.__setattr__(model, "adaptation_history", dict(hist.history))
