@@ -36,20 +36,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
-import statistics
 import sys
-import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import append_row, machine  # noqa: E402
+from _common import experiments_main  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
 from kertransfer import methods  # noqa: E402
@@ -223,18 +219,6 @@ def run_small(seed, tmp, args):
 EXPERIMENTS = {"uda": run_uda, "forgetting": run_forgetting, "small": run_small}
 
 
-def summarize(results, seeds):
-    names = list(dict.fromkeys(k for s in seeds for k in results.get(str(s), {})))
-    stats, lines = {}, [f"{'arm':<34} {'mean':>6} {'sd':>6}   per seed", "-" * 70]
-    for name in names:
-        vals = [results[str(s)][name] for s in seeds if name in results.get(str(s), {})]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        stats[name] = (statistics.mean(vals), sd)
-        lines.append(f"{name:<34} {stats[name][0]:>6.3f} {sd:>6.3f}   "
-                     + " ".join(f"{v:.3f}" for v in vals))
-    return "\n".join(lines), stats
-
-
 def verdict(experiment, stats):
     """The goal's line, and the row's (toolkit, baseline, ratio)."""
     if experiment == "uda":
@@ -260,7 +244,7 @@ def verdict(experiment, stats):
             stats["L2-SP"][0] / stats["plain fine-tuning"][0])
 
 
-def main(argv=None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", nargs="?", default="all", choices=[*EXPERIMENTS, "all"],
                         help="one experiment, or all three in turn")
@@ -282,49 +266,12 @@ def main(argv=None) -> int:
     parser.add_argument("--ewc-lambda", type=float, default=1e4)
     parser.add_argument("--fisher-samples", type=int, default=300)
     parser.add_argument("--lwf-weight", type=float, default=1.0)
-    parser.add_argument("--results", default=None, help="per-seed results file (resumable)")
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args(argv)
-    if args.experiment == "all":
-        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "all"]
-        if args.results:
-            parser.error("--results names one experiment's file; leave it out with 'all'")
-        return max(main([name, *rest]) for name in EXPERIMENTS)
-    key = {k: v for k, v in vars(args).items() if k not in ("seeds", "results", "no_record")}
-    results_path = pathlib.Path(args.results or os.path.join(
-        tempfile.gettempdir(), f"kertransfer_domain_shift_{args.experiment}.json"))
-    results = {}
-    if results_path.exists():
-        saved = json.loads(results_path.read_text())
-        if saved.get("key") == key:
-            results = saved["results"]
-            print(f"Continuing from {results_path}")
-    print(f"{machine()}; {args.experiment}; {BACKBONE} at {SIZE[0]}px; seeds {args.seeds}",
-          flush=True)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="kt-domain-") as tmp:
-        for seed in args.seeds:
-            if str(seed) in results:
-                continue
-            t0 = time.perf_counter()
-            results[str(seed)] = EXPERIMENTS[args.experiment](seed, tmp, args)
-            keras.backend.clear_session()
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in results[str(seed)].items())
-            print(f"[seed {seed}] {shown} ({time.perf_counter() - t0:.0f}s)", flush=True)
-            results_path.write_text(json.dumps({"key": key, "results": results}, indent=1))
-    table, stats = summarize(results, args.seeds)
-    line, toolkit, baseline, ratio = verdict(args.experiment, stats)
-    print(f"\nTest accuracy, {len(args.seeds)} seed(s) ({time.perf_counter() - start:.0f}s this "
-          f"run)\n{table}\n{line}")
-    if not args.no_record:
-        cells = "; ".join(f"{n} {m:.3f} ± {sd:.3f}" for n, (m, sd) in stats.items())
-        settings = ", ".join(f"{k}={v}" for k, v in key.items() if k != "experiment")
-        append_row(f"domain shift: {args.experiment} (test accuracy)",
-                   f"{machine()}; {BACKBONE} {SIZE[0]}px; seeds {args.seeds}; {settings}",
-                   f"{toolkit} {stats[toolkit][0]:.3f} ± {stats[toolkit][1]:.3f}",
-                   f"{baseline} {stats[baseline][0]:.3f} ± {stats[baseline][1]:.3f}",
-                   ratio, f"{line}; all: {cells}")
-    return 0
+    return parser
+
+
+def main(argv=None) -> int:
+    return experiments_main(make_parser, argv, EXPERIMENTS, "domain shift",
+                            f"{BACKBONE} at {SIZE[0]}px", verdict)
 
 
 if __name__ == "__main__":
