@@ -9,6 +9,7 @@ from typing import Any
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "builtin", "none")
 UNMATCHED_RULES = ("previous", "next")
+INPUT_KINDS = ("image", "sequence")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,9 @@ class BackboneSpec:
         family: Family name, for tables.
         constructor_kwargs: Extra constructor keyword arguments.
         has_imagenet: Whether ``weights="imagenet"`` is available.
+        inputs: ``"image"`` (``input_shape`` is ``(height, width, channels)``)
+            or ``"sequence"`` (``(timesteps, features)`` or ``(timesteps,)``
+            token ids; ``default_size`` and ``min_size`` count timesteps).
     """
 
     name: str
@@ -51,12 +55,15 @@ class BackboneSpec:
     family: str = ""
     constructor_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     has_imagenet: bool = True
+    inputs: str = "image"
 
     def __post_init__(self) -> None:
         if self.preprocessing not in PREPROCESSING_MODES:
             raise ValueError(
                 f"preprocessing must be one of {PREPROCESSING_MODES}; got {self.preprocessing!r}"
             )
+        if self.inputs not in INPUT_KINDS:
+            raise ValueError(f"inputs must be one of {INPUT_KINDS}; got {self.inputs!r}")
         if self.unmatched not in UNMATCHED_RULES:
             raise ValueError(f"unmatched must be one of {UNMATCHED_RULES}; got {self.unmatched!r}")
         object.__setattr__(self, "blocks", tuple((str(n), str(p)) for n, p in self.blocks))
@@ -73,7 +80,7 @@ class BackboneSpec:
         module_name, _, attr = self.constructor.rpartition(".")
         return getattr(importlib.import_module(module_name), attr)
 
-    def construct(self, input_shape: tuple[int, int, int], weights: str | None = None) -> Any:
+    def construct(self, input_shape: tuple[int, ...], weights: str | None = None) -> Any:
         """Build the headless network (``include_top=False``)."""
         ctor = self.resolve_constructor()
         return ctor(

@@ -112,8 +112,34 @@ def _check_num_classes(num_classes: Any, where: str = "num_classes") -> int:
     return int(num_classes)
 
 
+def _check_sequence_shape(input_shape: Any, spec: BackboneSpec) -> tuple[int, ...]:
+    """``(timesteps,)`` of token ids or ``(timesteps, features)`` of a series."""
+    if input_shape is None:
+        return (spec.default_size, 1)
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
+    ok = len(shape) in (1, 2) and all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape)
+    if not ok:
+        raise InvalidArgumentError(
+            format_message(
+                f"{spec.name!r} is a sequence backbone: input_shape is (timesteps, features) "
+                "for a time series or (timesteps,) for token ids.",
+                expected=f"e.g. ({spec.default_size}, 1) or ({spec.default_size},)",
+                received={"input_shape": input_shape},
+            )
+        )
+    if shape[0] < spec.min_size:
+        raise IncompatibleInputError(
+            format_message(f"The sequence is shorter than {spec.name!r} accepts.",
+                           expected=f"at least {spec.min_size} timesteps",
+                           received={"input_shape": shape}))
+    return tuple(int(d) for d in shape)
+
+
 def _check_input_shape(input_shape: Any, spec: BackboneSpec | None, weights: Any,
-                       preprocessing: str) -> tuple[int, int, int]:
+                       preprocessing: str) -> tuple[int, ...]:
+    if spec is not None and spec.inputs == "sequence":
+        return _check_sequence_shape(input_shape, spec)
     if input_shape is None:
         size = spec.default_size if spec else None
         if size is None:

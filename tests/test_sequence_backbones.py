@@ -1,0 +1,81 @@
+"""Sequence backbones (LSTM, GRU, Transformer encoder): blocks, freezing, transfer."""
+
+import keras
+import numpy as np
+import pytest
+
+import kertransfer as kt
+from kertransfer.callbacks import StagedUnfreezing
+from kertransfer.errors import InvalidArgumentError
+
+agnostic = pytest.mark.backend_agnostic
+NAMES = ["lstm", "gru", "transformer"]
+
+
+def _series(n=64, steps=12, features=2, seed=0):
+    """Two classes: a rising or a falling trend, under noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    t = np.linspace(-1, 1, steps)[None, :, None]
+    x = np.where(y[:, None, None] == 1, t, -t) + rng.normal(0, 0.3, (n, steps, features))
+    return x.astype("float32"), y.astype("int32")
+
+
+def _weights(layer):
+    return [np.array(w) for w in layer.get_weights()]
+
+
+@agnostic
+@pytest.mark.parametrize("name", NAMES)
+def test_blocks_are_encoder_layers_for_series_and_tokens(name):
+    model = kt.build_transfer_model(name, 3, input_shape=(12, 2), weights=None, freeze=1)
+    assert model.block_names == ["stem", "layer0", "layer1"]
+    assert model.output_shape == (None, 3)
+    frozen = [layer for layer in model.backbone.layers if layer.name.startswith("stem_")]
+    assert frozen and not any(layer.trainable for layer in frozen)
+    assert all(layer.trainable for layer in model.backbone.layers
+               if layer.name.startswith("layer1_"))
+    tokens = kt.build_transfer_model(name, 3, input_shape=(12,), weights=None)
+    ids = np.random.default_rng(0).integers(0, 100, (4, 12)).astype("float32")
+    assert tuple(tokens(ids).shape) == (4, 3)
+    assert tokens.backbone.get_layer("stem_embedding") is not None
+
+
+@agnostic
+def test_bad_sequence_shapes_are_named():
+    with pytest.raises(InvalidArgumentError, match=r"sequence backbone.*Received: input_shape"):
+        kt.build_transfer_model("lstm", 2, input_shape=(8, 8, 3), weights=None)
+    with pytest.raises(InvalidArgumentError, match=r"no ImageNet weights.*Received"):
+        kt.build_transfer_model("gru", 2, input_shape=(8, 1))  # the default weights="imagenet"
+    with pytest.raises(InvalidArgumentError, match=r"Received: input_shape=\(0, 1\)"):
+        kt.build_transfer_model("gru", 2, input_shape=(0, 1), weights=None)
+
+
+@pytest.mark.parametrize("name", ["transformer"])
+def test_a_trained_encoder_transfers_with_staged_unfreezing(name, tmp_path):
+    x, y = _series()
+    keras.utils.set_random_seed(0)
+    source = kt.build_transfer_model(name, 2, input_shape=(12, 2), weights=None, freeze="none")
+    source.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
+                   metrics=["accuracy"])
+    source.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    source.save(tmp_path / "source.keras")
+    # A new task on the same encoder: its weights load by layer name.
+    target = kt.build_transfer_model(name, 3, input_shape=(12, 2),
+                                     weights=str(tmp_path / "source.keras"), freeze="all")
+    np.testing.assert_allclose(target.backbone.predict(x[:4], verbose=0),
+                               source.backbone.predict(x[:4], verbose=0), atol=1e-5)
+    stem = target.backbone.layers[1]
+    top = next(layer for layer in target.backbone.layers if layer.name.startswith("layer1_")
+               and layer.weights)
+    before_stem, before_top = _weights(stem), _weights(top)
+    target.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    yt = (np.arange(len(y)) % 3).astype("int32")
+    target.fit(x, yt, epochs=2, batch_size=16, verbose=0,
+               callbacks=[StagedUnfreezing([(0, "head"), (1, 1)], verbose=0)])
+    # The top encoder layer trained in epoch 2; the stem never did.
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(stem), before_stem))
+    assert not all(np.array_equal(a, b) for a, b in zip(_weights(top), before_top))
+    again = keras.saving.load_model(tmp_path / "source.keras")
+    np.testing.assert_allclose(again.predict(x[:4], verbose=0), source.predict(x[:4], verbose=0),
+                               atol=1e-5)
