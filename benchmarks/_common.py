@@ -43,7 +43,8 @@ def run_seeds(name: str, run, seeds, key: dict, results_path=None) -> dict:
     """Run ``run(seed, tmp)`` for each seed, keeping results in a file so a rerun continues.
 
     ``key`` (the settings) is stored beside the results; a file made with other
-    settings is ignored. Returns ``{str(seed): {arm: value}}``.
+    settings is ignored (settings added to the script since, absent from the
+    file's key, do not count). Returns ``{str(seed): {arm: value}}``.
     """
     import json
     import tempfile
@@ -54,7 +55,8 @@ def run_seeds(name: str, run, seeds, key: dict, results_path=None) -> dict:
     results = {}
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("key") == key:
+        old = saved.get("key") or {}
+        if old and all(key.get(k) == v for k, v in old.items()):
             results = saved["results"]
             print(f"Continuing from {path}")
     with tempfile.TemporaryDirectory(prefix="kt-bench-") as tmp:

@@ -1,7 +1,8 @@
-"""Efficacy of pretraining, few-shot classifiers and multi-task heads, several seeds.
+"""Efficacy of pretraining, few-shot, multi-task heads and sequence transfer, several seeds.
 
-All offline on the embedded digits, ``mobilenet_v3_small`` at 32x32 from
-random weights (as in the demo). Three experiments:
+All offline: the embedded digits with ``mobilenet_v3_small`` at 32x32 from
+random weights (as in the demo), and generated waveforms with a GRU
+encoder. Four experiments:
 
 ``ssl`` - self-supervised pretraining on every digits_m image without labels
     (rotation, SimCLR), then 10 labelled images per class: each backbone is
@@ -17,12 +18,18 @@ random weights (as in the demo). Three experiments:
 ``multitask`` - digits_m with 10 labels per class: the digit head alone
     against the digit head trained beside an auxiliary parity head (weight
     0.5) on the same backbone.
+``sequence`` - the embedded waveforms (`kertransfer.data.waveforms`): a GRU
+    encoder trained on the six source shapes (150 series each), then the
+    four target shapes (faster, drifting, noisier) from 5 labelled series per
+    class: fine-tuned from the source model against the same network from
+    random weights, with a linear probe and logistic regression on the raw
+    series beside them; 100 test series per class.
 
 Results per seed are kept in ``--results`` so an interrupted run continues.
 
 Usage::
 
-    python benchmarks/bench_pretrain.py all          # the three, 5 seeds each
+    python benchmarks/bench_pretrain.py all          # every experiment, 5 seeds each
     python benchmarks/bench_pretrain.py ssl [--seeds 0 1 2 3 4]
 """
 
@@ -131,7 +138,39 @@ def run_multitask(seed, tmp, args):
     return out
 
 
-EXPERIMENTS = {"ssl": run_ssl, "fewshot": run_fewshot, "multitask": run_multitask}
+def run_sequence(seed, tmp, args):
+    from kertransfer.data import waveforms
+
+    name = args.sequence_backbone
+    xs, ys, _ = waveforms("source", 150, seed=seed)
+    xt, yt, _ = waveforms("target", args.sequence_labels, seed=1000 + seed)
+    x_test, y_test, _ = waveforms("target", 100, seed=2000 + seed)
+
+    def fitted(num_classes, weights, x, y, epochs, batch_size):
+        keras.utils.set_random_seed(seed)
+        model = kt.build_transfer_model(name, num_classes, input_shape=xs.shape[1:],
+                                        weights=weights, freeze="none")
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+        return model
+
+    source = fitted(6, None, xs, ys, args.source_epochs, 32)
+    path = os.path.join(tmp, f"{name}_source_{seed}.keras")
+    source.save(path)
+    out = {}
+    for arm, weights in (("transfer (fine-tuned)", path), ("scratch", None)):
+        model = fitted(4, weights, xt, yt, args.target_epochs, 8)
+        out[arm] = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    probe = LogisticClassifier(kt.build_transfer_model(name, 4, input_shape=xs.shape[1:],
+                                                       weights=path)).fit(xt, yt)
+    out["transfer (linear probe)"] = probe.score(x_test, y_test)
+    out["raw series (logistic regression)"] = _pixels((xt, yt), (x_test, y_test))
+    return out
+
+
+EXPERIMENTS = {"ssl": run_ssl, "fewshot": run_fewshot, "multitask": run_multitask,
+               "sequence": run_sequence}
 
 
 def verdict(experiment, stats):
@@ -150,6 +189,11 @@ def verdict(experiment, stats):
         base = best.replace(best.split(",")[0], "raw pixels")
         return ("report, 95% intervals averaged over seeds: " + "; ".join(lines), best, base,
                 stats[best][0] / stats[base][0])
+    if experiment == "sequence":
+        base = stats["scratch"][0]
+        best = max((n for n in stats if n.startswith("transfer")), key=lambda n: stats[n][0])
+        return (f"best {best}: {100 * (stats[best][0] - base):+.1f} points over scratch",
+                best, "scratch", stats[best][0] / base)
     gain = 100 * (stats["digit head with parity head"][0] - stats["digit head alone"][0])
     return (f"auxiliary parity head: {gain:+.1f} points on the digit", "digit head with parity "
             "head", "digit head alone",
@@ -159,7 +203,7 @@ def verdict(experiment, stats):
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", nargs="?", default="all", choices=[*EXPERIMENTS, "all"],
-                        help="one experiment, or all three in turn")
+                        help="one experiment, or all in turn")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--pretrain-epochs", type=int, default=15,
                         help="rotation and SimCLR epochs")
@@ -167,12 +211,17 @@ def make_parser() -> argparse.ArgumentParser:
                         help="pretraining batch (SimCLR: 2x views, 254 negatives)")
     parser.add_argument("--temperature", type=float, default=0.5, help="SimCLR temperature")
     parser.add_argument("--source-epochs", type=int, default=12,
-                        help="fewshot: supervised pretraining on digits 0-4")
+                        help="fewshot: supervised pretraining on digits 0-4; sequence: source "
+                        "training")
     parser.add_argument("--target-epochs", type=int, default=30,
-                        help="fine-tuning epochs on 10 labels per class")
+                        help="fine-tuning epochs on the few target labels")
     parser.add_argument("--episodes", type=int, default=300, help="fewshot: episodes per arm")
     parser.add_argument("--aux-weight", type=float, default=0.5,
                         help="multitask: weight of the parity loss")
+    parser.add_argument("--sequence-backbone", default="gru", choices=["gru", "lstm",
+                                                                       "transformer"])
+    parser.add_argument("--sequence-labels", type=int, default=5,
+                        help="sequence: labelled target series per class")
     return parser
 
 

@@ -18,8 +18,8 @@ and reused by every episode.
 The ``backbone`` argument is, in every function here: a model from
 `kertransfer.build_transfer_model` (its pooled features, with its own
 preprocessing), any ``keras.Model`` or callable from raw images to features
-(4-D outputs are average-pooled), or ``"pixels"`` (the flattened raw
-pixels scaled to [0, 1]: the baseline).
+(outputs with more than two axes are averaged over the middle ones), or
+``"pixels"`` (the flattened raw pixels scaled to [0, 1]: the baseline).
 """
 
 from __future__ import annotations
@@ -65,15 +65,16 @@ def _feature_function(backbone):
 def extract_features(backbone, images, *, batch_size: int = 256) -> np.ndarray:
     """Features ``[N, D]`` of raw images (0-255) under ``backbone`` (see the module notes)."""
     images = np.asarray(images, "float32")
-    if images.ndim != 4 or len(images) == 0:
+    if images.ndim < 2 or len(images) == 0:
         raise DataError(format_message(
-            "images must be a non-empty array [N, height, width, channels].",
+            "images must be a non-empty array [N, ...]: images [N, height, width, channels], "
+            "or sequences [N, timesteps, features] for a sequence backbone.",
             received={"images": f"array of shape {images.shape}"}))
     fn = _feature_function(backbone)
     parts = [np.asarray(fn(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
     f = np.concatenate(parts).astype("float32")
-    if f.ndim == 4:
-        f = f.mean(axis=(1, 2))
+    if f.ndim > 2:  # feature maps or per-timestep vectors: average over space or time
+        f = f.mean(axis=tuple(range(1, f.ndim - 1)))
     return f.reshape(len(f), -1)
 
 

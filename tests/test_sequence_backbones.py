@@ -79,3 +79,30 @@ def test_a_trained_encoder_transfers_with_staged_unfreezing(name, tmp_path):
     again = keras.saving.load_model(tmp_path / "source.keras")
     np.testing.assert_allclose(again.predict(x[:4], verbose=0), source.predict(x[:4], verbose=0),
                                atol=1e-5)
+
+
+@agnostic
+def test_waveforms_are_a_seeded_source_and_shifted_target():
+    from kertransfer.data import waveforms
+
+    xs, ys, source = waveforms("source", 5, timesteps=32, seed=3)
+    xt, yt, target = waveforms("target", 5, timesteps=32, seed=3)
+    assert xs.shape == (30, 32, 1) and xt.shape == (20, 32, 1) and xs.dtype == np.float32
+    assert source[:4] == target and len(source) == 6
+    np.testing.assert_array_equal(np.bincount(ys), [5] * 6)
+    np.testing.assert_array_equal(waveforms("source", 5, timesteps=32, seed=3)[0], xs)
+    assert not np.allclose(waveforms("source", 5, timesteps=32, seed=4)[0], xs)
+    with pytest.raises(InvalidArgumentError, match=r"Received: domain='test'"):
+        waveforms("test")
+
+
+@agnostic
+def test_fewshot_classifiers_take_a_sequence_model():
+    from kertransfer.data import waveforms
+    from kertransfer.fewshot import LogisticClassifier
+
+    x, y, _ = waveforms("target", 6, timesteps=16, seed=0)
+    model = kt.build_transfer_model("gru", 4, input_shape=(16, 1), weights=None)
+    clf = LogisticClassifier(model).fit(x, y)
+    assert clf.predict_proba(x).shape == (24, 4)
+    assert 0.0 <= clf.score(x, y) <= 1.0

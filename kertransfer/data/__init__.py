@@ -4,6 +4,8 @@ Sources: the embedded ``"digits"`` and ``"digits_m"`` datasets (offline),
 ``"tfds:NAME"`` (TensorFlow Datasets), a folder of class subfolders, or
 ``(x, y)`` numpy arrays. Each becomes stratified, seeded train/val/test
 ``tf.data`` pipelines of raw RGB images (float32, 0..255) and int32 labels.
+``waveforms`` generates an embedded time-series source and target (arrays,
+for the sequence backbones).
 
 Example::
 
@@ -27,14 +29,16 @@ if TYPE_CHECKING:
     from kertransfer.data.augment import build_augmentation
     from kertransfer.data.bundle import DataBundle
     from kertransfer.data.loader import list_sources, load
+    from kertransfer.data.waveforms import waveforms
 
-__all__ = ["DataBundle", "build_augmentation", "list_sources", "load"]
+__all__ = ["DataBundle", "build_augmentation", "list_sources", "load", "waveforms"]
 
 _HOMES = {
     "DataBundle": "kertransfer.data.bundle",
     "build_augmentation": "kertransfer.data.augment",
     "list_sources": "kertransfer.data.loader",
     "load": "kertransfer.data.loader",
+    "waveforms": "kertransfer.data.waveforms",
 }
 
 
