@@ -106,3 +106,14 @@ def test_fewshot_classifiers_take_a_sequence_model():
     clf = LogisticClassifier(model).fit(x, y)
     assert clf.predict_proba(x).shape == (24, 4)
     assert 0.0 <= clf.score(x, y) <= 1.0
+
+
+def test_pretrain_supervised_on_sequences_loads_into_a_new_task(tmp_path):
+    x, y = _series(n=32)
+    result = kt.pretrain("gru", (x, y), task="supervised", epochs=1, batch_size=16,
+                         out=tmp_path / "gru", verbose=0)
+    model = kt.build_transfer_model("gru", 3, input_shape=(12, 2), weights=str(result.path))
+    np.testing.assert_allclose(model.backbone.predict(x[:3], verbose=0),
+                               result.backbone.predict(x[:3], verbose=0), atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match=r"works on images.*Received: task='simclr'"):
+        kt.pretrain("gru", (x, y), task="simclr")

@@ -237,6 +237,18 @@ def _dataset(data, task, input_shape, batch_size, seed):
     is needed, as under JAX alone); everything else becomes ``tf.data``.
     """
     labelled = task == "supervised"
+    if isinstance(data, tuple) and len(data) == 2 and np.ndim(data[0]) in (2, 3):
+        # Sequences [N, timesteps(, features)] with labels, for a sequence backbone.
+        if not labelled:
+            raise InvalidArgumentError(format_message(
+                f"task={task!r} works on images; sequences can be pretrained with "
+                "task='supervised'.", received={"task": task}))
+        x, y = np.asarray(data[0], "float32"), np.asarray(data[1]).astype("int32")
+        if y.shape != (len(x),):
+            raise DataError(format_message("labels must be one integer per sequence.",
+                                           received={"labels": f"shape {y.shape}"}))
+        clean = [x[i:i + 64] for i in range(0, len(x), 64)]
+        return (x, y), clean, int(y.max()) + 1, tuple(x.shape[1:])
     if isinstance(data, np.ndarray):
         if data.ndim != 4:
             raise DataError(format_message(
@@ -302,7 +314,8 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
             arrays, an images array (unlabelled), a ``tf.data`` dataset of
             image batches or ``(images, labels)`` batches, or a DataBundle
             (its training split). Labels are ignored except for
-            ``task="supervised"``.
+            ``task="supervised"``. For a sequence backbone (``"gru"``, ...),
+            ``(sequences, labels)`` arrays with ``task="supervised"``.
         task: ``"supervised"``, ``"rotation"``, ``"simclr"`` or
             ``"autoencoder"``.
         input_shape: ``(height, width, 3)``; taken from the data when it
@@ -330,9 +343,10 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
     _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
     keras.utils.set_random_seed(seed)
     train, clean, num_classes, shape = _dataset(data, task, input_shape, batch_size, seed)
-    if input_shape is not None and tuple(input_shape[:2]) != tuple(shape[:2]):
+    compared = 2 if len(shape) == 3 else len(shape)  # images: height and width
+    if input_shape is not None and tuple(input_shape)[:compared] != tuple(shape)[:compared]:
         raise InvalidArgumentError(format_message(
-            "input_shape does not match the images' size.",
+            "input_shape does not match the data's shape.",
             expected=f"input_shape={shape} (or leave it out)",
             received={"input_shape": tuple(input_shape)}))
     if task == "rotation" and shape[0] != shape[1]:
@@ -355,8 +369,9 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
                            image_shape=shape)
     pretext.compile(optimizer=keras.optimizers.Adam(learning_rate))
     start = time.perf_counter()
-    if isinstance(train, np.ndarray):
-        history = pretext.fit(train, epochs=epochs, batch_size=batch_size, shuffle=True,
+    if isinstance(train, (np.ndarray, tuple)):
+        x, y = train if isinstance(train, tuple) else (train, None)
+        history = pretext.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True,
                               verbose=verbose).history
     else:
         history = pretext.fit(train, epochs=epochs, shuffle=False,  # shuffled by tf.data
