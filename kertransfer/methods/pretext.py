@@ -230,6 +230,11 @@ def _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
                                                       received={arg: value}))
 
 
+def _chunks(x, size: int = 64) -> list:
+    """``x`` in batches of ``size`` (for the BatchNorm recalibration)."""
+    return [x[i:i + size] for i in range(0, len(x), size)]
+
+
 def _dataset(data, task, input_shape, batch_size, seed):
     """``(training data, unaugmented image batches, num_classes, image shape)``.
 
@@ -247,7 +252,7 @@ def _dataset(data, task, input_shape, batch_size, seed):
         if y.shape != (len(x),):
             raise DataError(format_message("labels must be one integer per sequence.",
                                            received={"labels": f"shape {y.shape}"}))
-        clean = [x[i:i + 64] for i in range(0, len(x), 64)]
+        clean = _chunks(x)
         return (x, y), clean, int(y.max()) + 1, tuple(x.shape[1:])
     if isinstance(data, np.ndarray):
         if data.ndim != 4:
@@ -260,7 +265,7 @@ def _dataset(data, task, input_shape, batch_size, seed):
                 expected="(images, labels), a dataset name or folder, or a DataBundle",
                 received={"data": f"array of shape {data.shape}"}))
         x = data.astype("float32")
-        clean = [x[i:i + 64] for i in range(0, len(x), 64)]
+        clean = _chunks(x)
         return x, clean, None, tuple(x.shape[1:])
     import tensorflow as tf
 
@@ -297,7 +302,7 @@ def _dataset(data, task, input_shape, batch_size, seed):
                       validation_split=0.0, seed=seed, verbose=0)
     train = bundle.train if labelled else bundle.train.map(lambda x, *_: x)
     x, _ = bundle.as_numpy("train")
-    clean = [x[i:i + 64] for i in range(0, len(x), 64)]
+    clean = _chunks(x)
     return train, clean, bundle.num_classes, (*bundle.image_size, 3)
 
 
