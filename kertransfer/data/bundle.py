@@ -44,6 +44,8 @@ class DataBundle:
         augmentation: The layer applied to train batches, or ``None``.
         tasks: ``{task: classes}`` when the labels are per task (see
             `with_tasks`), else ``None``.
+        task_tables: ``{task: lookup table or None}`` behind ``tasks``
+            (see `task_labels`), else ``None``.
     """
 
     train: tf.data.Dataset
@@ -60,6 +62,7 @@ class DataBundle:
     augmentation: keras.layers.Layer | None = None
     _unbatched: Callable[[str], tf.data.Dataset] | None = None
     tasks: dict[str, int] | None = None
+    task_tables: dict[str, np.ndarray | None] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -127,10 +130,10 @@ class DataBundle:
                 "tasks must be a non-empty mapping {task: None or lookup table}.",
                 expected='e.g. {"digit": None, "parity": [k % 2 for k in range(10)]}',
                 received={"tasks": tasks}))
-        tables, sizes = {}, {}
+        tables, sizes, lookups = {}, {}, {}
         for name, rule in tasks.items():
             if rule is None:
-                tables[name], sizes[name] = None, self.num_classes
+                tables[name], sizes[name], lookups[name] = None, self.num_classes, None
                 continue
             table = np.asarray(rule)
             ok = table.ndim == 1 and len(table) == self.num_classes and \
@@ -141,7 +144,8 @@ class DataBundle:
                     expected=f"None, or a sequence of {self.num_classes} integers "
                              f"(classes {self.class_names[:3]}...)",
                     received={name: rule}))
-            tables[name] = tf.constant(table.astype("int32"))
+            lookups[name] = table.astype("int32")
+            tables[name] = tf.constant(lookups[name])
             sizes[name] = int(table.max()) + 1
 
         def relabel(x, y):
@@ -153,7 +157,19 @@ class DataBundle:
             return None if ds is None else ds.map(relabel)
 
         return dataclasses.replace(self, train=mapped(self.train), val=mapped(self.val),
-                                   test=mapped(self.test), tasks=sizes)
+                                   test=mapped(self.test), tasks=sizes, task_tables=lookups)
+
+    def task_labels(self, labels: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """The per-task labels of class labels ``labels`` (from `as_numpy`).
+
+        Returns ``labels`` unchanged when the bundle has no tasks, else
+        ``{task: labels}`` as its splits yield them.
+        """
+        if not self.task_tables:
+            return labels
+        labels = np.asarray(labels, dtype="int32")
+        return {name: labels if table is None else table[labels]
+                for name, table in self.task_tables.items()}
 
     def summary(self) -> str:
         """Return a short human-readable description of the bundle.

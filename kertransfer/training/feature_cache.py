@@ -29,8 +29,9 @@ from kertransfer._fs import usual_mode
 from kertransfer.errors import InvalidArgumentError, format_message
 
 
-def _arrays(data: Any, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels as arrays, from a bundle, an (x, y) pair or a dataset of batches."""
+def _arrays(data: Any, split: str = "train") -> tuple[np.ndarray, Any]:
+    """Images and labels as arrays, from a bundle, an (x, y) pair or a dataset of batches
+    (whose labels may be a dict per task)."""
     if hasattr(data, "as_numpy"):
         return data.as_numpy(split)
     if isinstance(data, tuple) and len(data) == 2:
@@ -38,14 +39,23 @@ def _arrays(data: Any, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for batch in data:
         xs.append(keras.ops.convert_to_numpy(batch[0]))
-        ys.append(keras.ops.convert_to_numpy(batch[1]))
+        ys.append(keras.tree.map_structure(keras.ops.convert_to_numpy, batch[1]))
     if not xs:
         raise InvalidArgumentError(
             format_message("No data to compute features from.",
                            expected="a DataBundle, (x, y) arrays, or a dataset of batches",
                            received={"data": data})
         )
+    if isinstance(ys[0], dict):  # labels per task
+        return np.concatenate(xs), {k: np.concatenate([y[k] for y in ys]) for k in ys[0]}
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def task_labels(data: Any, y: np.ndarray):
+    """The labels ``data``'s splits yield for class labels ``y``: a dict per task
+    for a bundle with tasks (`kertransfer.data.DataBundle.with_tasks`), else ``y``."""
+    relabel = getattr(data, "task_labels", None)
+    return relabel(y) if callable(relabel) and not isinstance(y, dict) else y
 
 
 def feature_extractor(model) -> keras.Model:
@@ -55,22 +65,43 @@ def feature_extractor(model) -> keras.Model:
     return keras.Model(model.input, model.get_layer(name).output, name="feature_extractor")
 
 
-def head_layers(model) -> list:
-    """The layers after the pooling layer, in order."""
+def _pool_name(model) -> str:
     names = [layer.name for layer in model.layers]
-    start = names.index("pool") + 1 if "pool" in names else names.index(model.backbone.name) + 1
-    return model.layers[start:]
+    return "pool" if "pool" in names else model.backbone.name
+
+
+def head_layers(model) -> list:
+    """The layers after the pooling layer, in order (every head's, for several heads)."""
+    names = [layer.name for layer in model.layers]
+    return model.layers[names.index(_pool_name(model)) + 1:]
+
+
+def _layers_after(model, layer_name: str, inputs) -> Any:
+    """``model``'s own layers from the output of ``layer_name`` on, applied to ``inputs``.
+
+    The same layer objects (training the result trains ``model``); the outputs
+    keep the model's structure, a dict of heads for a multi-task model.
+    """
+    names = [layer.name for layer in model.layers]
+    # The tensor in ``model``'s graph: a nested model's ``output`` is its own graph's.
+    start = model.layers[names.index(layer_name) + 1].input
+    rest = keras.Model(start, model.output, name=f"after_{layer_name}")
+    return rest(inputs)
+
+
+def _with_activation(new, model) -> keras.Model:
+    new.activation = getattr(model, "activation", "softmax")  # picks the matching loss(es)
+    return new
 
 
 def head_on_features(model, feature_shape) -> keras.Model:
-    """A model from features of ``feature_shape`` through ``model``'s own head layers."""
+    """A model from features of ``feature_shape`` through ``model``'s own head layers.
+
+    For a multi-task model its outputs are the dict of heads, as the model's.
+    """
     inputs = keras.Input(tuple(feature_shape), name="features")
-    h = inputs
-    for layer in head_layers(model):
-        h = layer(h)
-    head = keras.Model(inputs, h, name="head_on_features")
-    head.activation = getattr(model, "activation", "softmax")  # picks the matching loss
-    return head
+    outputs = _layers_after(model, _pool_name(model), inputs)
+    return _with_activation(keras.Model(inputs, outputs, name="head_on_features"), model)
 
 
 def split_at_block(model, block: int) -> tuple[keras.Model, keras.Model] | None:
@@ -109,23 +140,21 @@ def split_at_block(model, block: int) -> tuple[keras.Model, keras.Model] | None:
     bottom = keras.Model(model.input, bottom_backbone(model.layers[at - 1].output),
                          name="bottom")
     inputs = keras.Input(tuple(cut.shape[1:]), name="cut_features")
-    h = top_backbone(inputs)
-    for layer in model.layers[at + 1:]:
-        h = layer(h)
-    top = keras.Model(inputs, h, name="top")
-    top.activation = getattr(model, "activation", "softmax")  # picks the matching loss
+    outputs = _layers_after(model, backbone.name, top_backbone(inputs))
+    top = _with_activation(keras.Model(inputs, outputs, name="top"), model)
     top.bottom_layers = list(bottom_backbone.layers)
     return bottom, top
 
 
-def compile_head(head, feats: np.ndarray, y: np.ndarray, batch_size: int, learning_rate: float,
-                 optimizer: Any = "adam") -> None:
+def compile_head(head, feats: np.ndarray, y: Any, batch_size: int, learning_rate: float,
+                 optimizer: Any = "adam", loss_weights: dict[str, float] | None = None) -> None:
     """Compile a head on cached features, its training state built before ``fit``."""
     from kertransfer.training.run import build_training_state, compile_for_transfer
 
     # A head step is tiny: run many per compiled call to cut the per-step overhead.
     steps = max(1, -(-len(feats) // batch_size))
-    compile_for_transfer(head, learning_rate, optimizer, steps_per_execution=min(steps, 64))
+    compile_for_transfer(head, learning_rate, optimizer, steps_per_execution=min(steps, 64),
+                         loss_weights=loss_weights)
     build_training_state(head, (feats, y))
 
 
@@ -204,6 +233,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
                            optimizer: Any = "adam", batch_size: int = 32, val: Any = None,
                            cache_dir: str | os.PathLike | None = None, shuffle: bool = True,
                            seed: int | None = 0, callbacks=None, verbose: int = 1,
+                           loss_weights: dict[str, float] | None = None,
                            return_head: bool = False):
     """Train the head of ``model`` on cached backbone features.
 
@@ -224,7 +254,8 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         seed: Seed for the shuffling (None: unseeded).
         callbacks: Keras callbacks for the head's ``fit``.
         verbose: Progress output.
-
+        loss_weights: ``{task: weight}`` for a multi-task model (its data a
+            bundle from `kertransfer.data.DataBundle.with_tasks`).
         return_head: Also return the head model (its optimizer holds the state).
 
     Returns:
@@ -245,9 +276,10 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     val_data = None
     if val is not None:
         vx, vy = _arrays(val, "val")
-        val_data = (compute_features(model, vx, verbose=0), vy)
+        val_data = (compute_features(model, vx, verbose=0), task_labels(data, vy))
+    y = task_labels(data, y)
     head = head_on_features(model, feats.shape[1:])
-    compile_head(head, feats, y, batch_size, learning_rate, optimizer)
+    compile_head(head, feats, y, batch_size, learning_rate, optimizer, loss_weights)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     hist = head.fit(feats, y, batch_size=batch_size, epochs=epochs, validation_data=val_data,

@@ -32,11 +32,9 @@ def _count(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _can_cache(train, wanted: bool, freeze_epochs: int, model=None) -> tuple[bool, str]:
+def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
     if not wanted or not freeze_epochs:
         return False, "not asked for"
-    if getattr(train, "tasks", None) or isinstance(getattr(model, "num_classes", None), dict):
-        return False, "the model has several heads (phase 1 trains them through the backbone)"
     if not hasattr(train, "as_numpy"):
         return False, "it needs a kertransfer DataBundle (a plain dataset may augment inside)"
     if getattr(train, "augmentation", None) is not None:
@@ -49,7 +47,8 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
               base_lr: float = 1e-3, lr_mult: float = 0.1, unfreeze: int | str = "all",
               decay: float | None = None, optimizer: str = "adam", patience: int | None = 3,
               recalibrate_bn: bool | str = "auto", cache_features: bool = True,
-              callbacks=None, verbose: int = 1) -> dict[str, Any]:
+              callbacks=None, loss_weights: dict[str, float] | None = None,
+              verbose: int = 1) -> dict[str, Any]:
     """Train the head on the frozen backbone, then fine-tune, in one ``fit()``.
 
     Args:
@@ -75,6 +74,8 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
             backbone and a message says why.
         callbacks: Extra Keras callbacks (on phase 1 too, unless it runs on cached
             features, where the model's fit starts at phase 2).
+        loss_weights: ``{task: weight}`` of a multi-task model's losses (its
+            data from `kertransfer.data.DataBundle.with_tasks`).
         verbose: Keras verbosity.
 
     Returns:
@@ -96,7 +97,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         from kertransfer.training.discriminative import discriminative
 
         opt = discriminative(make_optimizer(optimizer, base_lr), decay=decay)
-    use_cache, why = _can_cache(train, cache_features, freeze_epochs, model)
+    use_cache, why = _can_cache(train, cache_features, freeze_epochs)
     if cache_features and freeze_epochs and not use_cache and verbose:
         print(f"Feature cache skipped: {why}")
     cbs = list(callbacks or [])
@@ -115,14 +116,14 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         phase1, head = train_head_on_features(
             model, train, epochs=freeze_epochs, learning_rate=base_lr, optimizer=optimizer,
             batch_size=getattr(train, "batch_size", 32), val=val, verbose=verbose,
-            return_head=True)
-        compile_for_transfer(model, base_lr, opt)
+            loss_weights=loss_weights, return_head=True)
+        compile_for_transfer(model, base_lr, opt, loss_weights=loss_weights)
         model.optimizer.build(model.trainable_variables)
         copy_optimizer_state(head.optimizer, model.optimizer)  # the head's moments go on
         schedule = [(freeze_epochs, unfreeze, float(lr_mult))]
         initial_epoch = freeze_epochs
     else:
-        compile_for_transfer(model, base_lr, opt)
+        compile_for_transfer(model, base_lr, opt, loss_weights=loss_weights)
         schedule = [(0, "head"), (freeze_epochs, unfreeze, float(lr_mult))] if freeze_epochs \
             else [(0, unfreeze, float(lr_mult))]
     stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)

@@ -75,7 +75,7 @@ def build_training_state(model, data: Any) -> None:
     if spec is not None:
         batch = spec
     elif isinstance(data, tuple) and len(data) == 2:
-        batch = (data[0][:1], data[1][:1])
+        batch = (data[0][:1], keras.tree.map_structure(lambda a: a[:1], data[1]))
     else:
         return
     try:

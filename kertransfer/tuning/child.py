@@ -34,10 +34,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from kertransfer.errors import KertransferError
     from kertransfer.tuning.hypermodel import TransferHyperModel
-    from kertransfer.tuning.search import CHILD_ERROR, CHILD_MORE, TrialBudgetReached, tune
+    from kertransfer.tuning.search import (
+        CHILD_ERROR,
+        CHILD_MORE,
+        TrialBudgetReached,
+        labels_from,
+        tune,
+    )
 
     with np.load(child_dir / "data.npz") as f:
-        x, y, xv, yv = f["x"], f["y"], f["x_val"], f["y_val"]
+        arrays = dict(f)
+    x, y, xv, yv = (arrays["x"], labels_from(arrays, "y"), arrays["x_val"],
+                    labels_from(arrays, "y_val"))
     settings = dict(config["settings"])
     try:
         hypermodel = TransferHyperModel.from_config(config["hypermodel"])

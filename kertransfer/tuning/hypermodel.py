@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -47,6 +48,7 @@ from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_me
 from kertransfer.freezing.apply import apply_policy, block_context
 from kertransfer.freezing.policies import FreezeBlocks
 from kertransfer.models import build_transfer_model
+from kertransfer.models.build import _check_heads
 from kertransfer.training.feature_cache import (
     FeatureCache,
     _arrays,
@@ -126,6 +128,25 @@ class SharedFeatures:
         return feats
 
 
+@dataclasses.dataclass
+class _Split:
+    """Arrays of one split: images, the labels ``fit`` takes (a dict per task for
+    several heads), and one array of them that keys the feature caches."""
+
+    x: np.ndarray
+    labels: Any
+    key: np.ndarray
+
+    @classmethod
+    def of(cls, x, y, relabel=None) -> _Split:
+        if relabel is not None:  # a bundle: class labels, relabelled per task when it has tasks
+            return cls(x, relabel(y), np.asarray(y))
+        if isinstance(y, dict):
+            labels = {k: np.asarray(v) for k, v in y.items()}
+            return cls(x, labels, np.stack([labels[k] for k in sorted(labels)], axis=-1))
+        return cls(x, np.asarray(y), np.asarray(y))
+
+
 class _Relay(keras.callbacks.Callback):
     """Forward the head's epochs to the tuner's callbacks, with the full model."""
 
@@ -149,7 +170,13 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     Args:
         backbones: A registry name or a list of them (searched as ``backbone``).
-        num_classes: Number of classes.
+        num_classes: Number of classes, or ``{task: classes}`` for a model
+            with one head per task (its data from
+            `kertransfer.data.DataBundle.with_tasks`, or arrays with a label
+            dict; the objective then names a task, ``"val_<task>_accuracy"``).
+        activation: The output activation (``"softmax"`` by default), or
+            ``{task: activation}``; as in `kertransfer.build_transfer_model`.
+        loss_weights: ``{task: weight}`` of a multi-task model's losses.
         input_shape: ``(height, width, 3)`` of the model input.
         weights: ``"imagenet"``, a weights file, None, or a mapping
             ``{backbone: weights}``.
@@ -181,7 +208,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
         ['bn', 'fine_tune_lr', 'head_lr', 'mobilenet_v3_small/unfreeze']
     """
 
-    def __init__(self, backbones: str | Sequence[str], num_classes: int, *,
+    def __init__(self, backbones: str | Sequence[str], num_classes: int | dict[str, int], *,
+                 activation: str | dict[str, str] = "softmax",
+                 loss_weights: dict[str, float] | None = None,
                  input_shape: Sequence[int] = (224, 224, 3), weights: Any = "imagenet",
                  space: dict | None = None, optimizer: str = "adam", epochs: int = 10,
                  batch_size: int = 32, cache_features: bool = True,
@@ -197,11 +226,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
         specs = [get_backbone_spec(b) for b in names]  # unknown names raise here
         self.specs = {spec.name: spec for spec in specs}
         self.backbones = [spec.name for spec in specs]
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise InvalidArgumentError(
-                format_message("num_classes must be a positive integer.",
-                               received={"num_classes": num_classes})
-            )
+        num_classes, _ = _check_heads(num_classes, activation)
+        if loss_weights:
+            _check_loss_weights(num_classes, loss_weights)
         for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(
@@ -223,6 +250,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
                                    received={"weights": weights})
                 )
         self.num_classes = num_classes
+        self.activation = dict(activation) if isinstance(activation, dict) else activation
+        self.loss_weights = dict(loss_weights) if loss_weights else None
         self.input_shape = tuple(int(d) for d in input_shape)
         self.weights = weights
         self.space_spec = dict(space or {})
@@ -302,6 +331,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             weights = str(weights)
         return {
             "backbones": self.backbones, "num_classes": self.num_classes,
+            "activation": self.activation, "loss_weights": self.loss_weights,
             "input_shape": list(self.input_shape), "weights": weights,
             "space": {k: encode(v) for k, v in self.space_spec.items()},
             "optimizer": self.optimizer, "epochs": self.epochs, "batch_size": self.batch_size,
@@ -325,6 +355,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     # -- build and fit ------------------------------------------------------------------------
 
+    @property
+    def tasks(self) -> list[str] | None:
+        """The head names of a multi-task hypermodel, else None."""
+        return list(self.num_classes) if isinstance(self.num_classes, dict) else None
+
     def _weights(self, backbone: str):
         return self.weights[backbone] if isinstance(self.weights, dict) else self.weights
 
@@ -339,11 +374,16 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 v["backbone"], self.num_classes, input_shape=self.input_shape,
                 weights=self._weights(v["backbone"]), freeze="all", bn=v["bn"],
                 dropout=float(v["dropout"]), head_units=(units,) if units else (),
+                activation=self.activation,
             )
         finally:
             keras.config.set_dtype_policy(previous)
-        compile_for_transfer(model, float(v["head_lr"]), self.optimizer)
+        self._compile(model, float(v["head_lr"]), self.optimizer)
         return model
+
+    def _compile(self, model, learning_rate, optimizer, **kwargs) -> None:
+        compile_for_transfer(model, learning_rate, optimizer, loss_weights=self.loss_weights,
+                             **kwargs)
 
     def fit(self, hp, model, data=None, *args, validation_data=None, epochs: int | None = None,
             initial_epoch: int = 0, callbacks=None, verbose: int = 1, **kwargs):
@@ -359,21 +399,21 @@ class TransferHyperModel(keras_tuner.HyperModel):
         epochs = int(epochs or self.epochs)
         head_epochs = min(int(v["head_epochs"]), epochs)
         callbacks = list(callbacks or [])
-        x, y, val, train_args, val_data, augmented = self._unpack(data, validation_data)
+        train, val, train_args, val_data, augmented = self._unpack(data, validation_data)
         history: dict[str, list[float]] = {}
         head = None
         use_cache = self.cache_features and not augmented
-        fit_data = train_args[0][0] if len(train_args[0]) == 1 else (x, y)
+        fit_data = train_args[0][0] if len(train_args[0]) == 1 else (train.x, train.labels)
         phase1_end = epochs if (use_cache and int(v["unfreeze"]) == 0) else head_epochs
 
         if initial_epoch < phase1_end:
             if use_cache:
-                head, h = self._fit_head(model, v, x, y, val, callbacks, initial_epoch,
+                head, h = self._fit_head(model, v, train, val, callbacks, initial_epoch,
                                          phase1_end, verbose)
             else:
                 apply_policy(model, "all", v["bn"])
                 with self._scope():
-                    compile_for_transfer(model, float(v["head_lr"]), self.optimizer)
+                    self._compile(model, float(v["head_lr"]), self.optimizer)
                     build_training_state(model, fit_data)
                 h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
                               epochs=phase1_end, initial_epoch=initial_epoch,
@@ -384,7 +424,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         if epochs > start:
             h = None
             if use_cache:
-                h = self._fit_top(model, v, head, x, y, val, callbacks, start, epochs, verbose)
+                h = self._fit_top(model, v, head, train, val, callbacks, start, epochs, verbose)
             if h is None:
                 with self._scope():
                     self._unfreeze(model, v, head)
@@ -400,38 +440,75 @@ class TransferHyperModel(keras_tuner.HyperModel):
         return out
 
     def _unpack(self, data, validation_data):
-        """``(x, y, val arrays, (fit args, fit kwargs), fit validation data, augmented)``."""
+        """``(train, val or None, (fit args, fit kwargs), fit validation data, augmented)``;
+        ``train`` and ``val`` as `_Split` arrays."""
         if hasattr(data, "as_numpy") and hasattr(data, "train"):
-            x, y = data.as_numpy("train")
-            val = data.as_numpy("val") if getattr(data, "val", None) is not None else None
+            train = _Split.of(*data.as_numpy("train"), relabel=getattr(data, "task_labels", None))
+            val = _Split.of(*data.as_numpy("val"), relabel=getattr(data, "task_labels", None)) \
+                if getattr(data, "val", None) is not None else None
+            self._check_labels(train.labels, "data")
             augmented = getattr(data, "augmentation", None) is not None
             # The bundle's train split is shuffled already (seeded, every epoch).
-            return x, y, val, ((data.train,), {"shuffle": False}), data.val, augmented
+            return train, val, ((data.train,), {"shuffle": False}), data.val, augmented
         if isinstance(data, tuple) and len(data) == 2:
-            x, y = np.asarray(data[0], dtype="float32"), np.asarray(data[1])
-            val = _arrays(validation_data, "val") if validation_data is not None else None
-            return x, y, val, ((x, y), {"batch_size": self.batch_size, "shuffle": True}), \
-                val, False
+            train = _Split.of(np.asarray(data[0], dtype="float32"), data[1])
+            self._check_labels(train.labels, "data")
+            val = None
+            if validation_data is not None:
+                vx, vy = validation_data if isinstance(validation_data, tuple) and \
+                    len(validation_data) == 2 else _arrays(validation_data, "val")
+                val = _Split.of(np.asarray(vx, dtype="float32"), vy)
+                self._check_labels(val.labels, "validation_data")
+            fit_kwargs = {"batch_size": self.batch_size, "shuffle": True}
+            return train, val, ((train.x, train.labels), fit_kwargs), \
+                None if val is None else (val.x, val.labels), False
         raise InvalidTypeError(
             format_message("A transfer search needs a DataBundle or (x, y) arrays.",
                            expected="kertransfer.data.load(...) or a tuple (images, labels)",
                            received={"data": type(data).__name__})
         )
 
+    def check_data(self, data, validation_data=None) -> None:
+        """Raise before a search starts when the labels do not fit the heads."""
+        if hasattr(data, "as_numpy") and hasattr(data, "train"):
+            tasks = getattr(data, "tasks", None)
+            self._check_labels(dict.fromkeys(tasks) if tasks else np.zeros(0), "data")
+            return
+        if isinstance(data, tuple) and len(data) == 2:
+            self._check_labels(data[1], "data")
+        if isinstance(validation_data, tuple) and len(validation_data) == 2:
+            self._check_labels(validation_data[1], "validation_data")
+
+    def _check_labels(self, labels, argument: str) -> None:
+        """Labels must be a dict of the tasks for a multi-task hypermodel, else one array."""
+        tasks = self.tasks
+        if tasks is None and isinstance(labels, dict):
+            raise InvalidArgumentError(format_message(
+                f"{argument} has labels per task, and this hypermodel has one head.",
+                fix="Give TransferHyperModel num_classes={task: classes, ...}.",
+                received={argument: f"labels for {sorted(labels)}"}))
+        if tasks is not None and (not isinstance(labels, dict) or set(labels) != set(tasks)):
+            got = sorted(labels) if isinstance(labels, dict) else "one label per image"
+            raise InvalidArgumentError(format_message(
+                f"{argument} needs one label per task for the heads {tasks}.",
+                fix="Use data.with_tasks({...}) on a DataBundle, or (x, {task: labels}).",
+                received={argument: got}))
+
     def _scope(self):
         strategy = self.distribution_strategy
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
-    def _fit_head(self, model, v, x, y, val, callbacks, initial_epoch, end, verbose):
+    def _fit_head(self, model, v, train, val, callbacks, initial_epoch, end, verbose):
         with self._scope():
-            feats = self.features.get(model, x, y)
-            val_data = (self.features.get(model, val[0], val[1]), val[1]) \
+            feats = self.features.get(model, train.x, train.key)
+            val_data = (self.features.get(model, val.x, val.key), val.labels) \
                 if val is not None else None
             head = head_on_features(model, feats.shape[1:])
-            compile_head(head, feats, y, self.batch_size, float(v["head_lr"]), self.optimizer)
+            compile_head(head, feats, train.labels, self.batch_size, float(v["head_lr"]),
+                         self.optimizer, self.loss_weights)
         # The tuner's checkpoint must see the full model, whose head is this head.
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
-        hist = head.fit(feats, y, batch_size=self.batch_size, epochs=end,
+        hist = head.fit(feats, train.labels, batch_size=self.batch_size, epochs=end,
                         initial_epoch=initial_epoch, validation_data=val_data, shuffle=True,
                         callbacks=[relay], verbose=verbose)
         return head, hist.history
@@ -451,10 +528,10 @@ class TransferHyperModel(keras_tuner.HyperModel):
         num_blocks = len(block_context(model).block_names)
         apply_policy(model, FreezeBlocks(num_blocks - k), v["bn"])
         lr, opt = self._phase2_optimizer(model, v)
-        compile_for_transfer(model, lr, opt)
+        self._compile(model, lr, opt)
         _carry_head_state(head, model, lr)
 
-    def _fit_top(self, model, v, head, x, y, val, callbacks, start, epochs, verbose):
+    def _fit_top(self, model, v, head, train, val, callbacks, start, epochs, verbose):
         """Phase 2 on the cached output of the frozen bottom blocks; None when it cannot."""
         k = int(v["unfreeze"])
         num_blocks = len(block_context(model).block_names)
@@ -468,23 +545,24 @@ class TransferHyperModel(keras_tuner.HyperModel):
         bottom, top = split
         if any(layer.trainable and layer.weights for layer in top.bottom_layers):
             return None  # not frozen below the cut: its output changes as it trains
-        rows = len(x) + (len(val[0]) if val is not None else 0)
+        rows = len(train.x) + (len(val.x) if val is not None else 0)
         budget = self.partial_cache_mb * 2**20
         if rows * math.prod(bottom.output.shape[1:]) * 4 > budget:
             return None
         digest = array_digest([w for layer in top.bottom_layers for w in layer.get_weights()])
         args = (model, num_blocks - k, bottom, digest)
-        feats = self.features.get_partial(*args, x, y, budget)
-        val_data = (self.features.get_partial(*args, val[0], val[1], budget), val[1]) \
+        feats = self.features.get_partial(*args, train.x, train.key, budget)
+        val_data = (self.features.get_partial(*args, val.x, val.key, budget), val.labels) \
             if val is not None else None
         with self._scope():
             lr, opt = self._phase2_optimizer(model, v)
-            compile_for_transfer(top, lr, opt)
+            self._compile(top, lr, opt)
             _carry_head_state(head, top, lr)
-            build_training_state(top, (feats, y))
+            build_training_state(top, (feats, train.labels))
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
         others = [cb for cb in callbacks if not _is_checkpoint(cb)]
-        hist = top.fit(feats, y, batch_size=self.batch_size, epochs=epochs, initial_epoch=start,
+        hist = top.fit(feats, train.labels, batch_size=self.batch_size, epochs=epochs,
+                       initial_epoch=start,
                        validation_data=val_data, shuffle=True, callbacks=[relay, *others],
                        verbose=verbose)
         return hist.history
@@ -514,3 +592,12 @@ def _extend(history: dict, new: dict) -> None:
     for key, vals in new.items():
         history.setdefault(key, []).extend(float(v) for v in vals)
 
+
+def _check_loss_weights(heads, loss_weights) -> None:
+    if not isinstance(heads, dict) or not isinstance(loss_weights, dict) \
+            or set(loss_weights) - set(heads):
+        raise InvalidArgumentError(format_message(
+            "loss_weights maps head names to weights, for a hypermodel with several heads.",
+            expected=f"keys among {sorted(heads)}" if isinstance(heads, dict)
+            else "num_classes={task: classes, ...} first",
+            received={"loss_weights": loss_weights}))

@@ -196,8 +196,56 @@ def _data_fingerprint(data) -> str:
             parts += [*data.as_numpy("val")]
         return array_digest(parts)
     if isinstance(data, tuple):
-        return array_digest([np.asarray(p) for p in data])
+        return array_digest([np.asarray(a) for p in data for a in _flat(p)])
     return type(data).__name__
+
+
+def _flat(part) -> list:
+    """An array, or a label dict's arrays in task order."""
+    return [part[k] for k in sorted(part)] if isinstance(part, dict) else [part]
+
+
+def _check_objective(hypermodel, objective: str) -> None:
+    """A multi-task search names the metric of one head, or the total loss."""
+    tasks = getattr(hypermodel, "tasks", None)
+    if not tasks or not isinstance(objective, str):
+        return
+    metric = objective[4:] if objective.startswith("val_") else objective
+    if metric != "loss" and not any(metric.startswith(f"{task}_") for task in tasks):
+        raise InvalidArgumentError(format_message(
+            f"The objective {objective!r} is not a metric of a model with the heads {tasks}: "
+            "each head's metrics carry its name.",
+            expected=f"e.g. 'val_{tasks[0]}_accuracy', or 'val_loss' for the weighted total",
+            received={"objective": objective}))
+
+
+def _objective(objective: str, hypermodel) -> Any:
+    """KerasTuner's objective; a head's metric (``val_digit_accuracy``) gets the
+    direction of the metric it names (``accuracy``: max), which KerasTuner cannot infer."""
+    from keras_tuner.src.engine.metrics_tracking import infer_metric_direction
+
+    tasks = getattr(hypermodel, "tasks", None) or []
+    if not isinstance(objective, str) or infer_metric_direction(objective) is not None:
+        return objective
+    prefix = "val_" if objective.startswith("val_") else ""
+    metric = objective[len(prefix):]
+    for task in tasks:
+        if metric.startswith(f"{task}_"):
+            direction = infer_metric_direction(metric[len(task) + 1:])
+            if direction is not None:
+                return keras_tuner.Objective(objective, direction)
+    return objective
+
+
+def _class_names(data):
+    """The bundle's class names; per task for a bundle with tasks (a relabelled
+    task's classes are its label numbers)."""
+    names = getattr(data, "class_names", None)
+    tables = getattr(data, "task_tables", None)
+    if names is None or not tables:
+        return names
+    return {task: list(names) if table is None else [str(k) for k in range(data.tasks[task])]
+            for task, table in tables.items()}
 
 
 def _check_data(data, objective: str, validation_data) -> None:
@@ -293,7 +341,9 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             results.
         project_name: KerasTuner's project name.
         objective: The metric to optimize (``val_*`` metrics are maximized
-            when they are accuracies, minimized when they are losses).
+            when they are accuracies, minimized when they are losses). For a
+            hypermodel with several heads, a head's metric such as
+            ``"val_digit_accuracy"``, or ``"val_loss"`` (the weighted total).
         validation_data: ``(x, y)`` when ``data`` is arrays.
         seed: Seed of the oracle: the same seed draws the same trials (KerasTuner
             takes 0 for "no seed", so its oracle gets ``seed + 1``).
@@ -350,7 +400,10 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
                 format_message(f"{name} must be a positive integer.", received={name: value})
             )
     epochs = int(epochs or hypermodel.epochs)
+    _check_objective(hypermodel, objective)
     _check_data(data, objective, validation_data)
+    if callable(getattr(hypermodel, "check_data", None)):
+        hypermodel.check_data(data, validation_data)
     env = _env_for(distributed, oracle_address, tuner_id)
     directory = pathlib.Path(directory)
     if hypermodel.features.disk is None:
@@ -408,8 +461,7 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
     # A worker's oracle is a client of the chief's: the chief holds the trials.
     kt_tuner.results = [] if is_worker else results_table(kt_tuner)
     if save_best and not is_worker:
-        write_results(kt_tuner, directory, verbose=verbose,
-                      class_names=getattr(data, "class_names", None))
+        write_results(kt_tuner, directory, verbose=verbose, class_names=_class_names(data))
     return kt_tuner
 
 
@@ -443,7 +495,8 @@ def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: s
                 distribution_strategy: Any = None):
     """KerasTuner's tuner with kertransfer's hardened oracle (reloads what the folder holds)."""
     # KerasTuner reads a seed of 0 as "no seed" and draws a random one: shift by one.
-    oracle_kwargs: dict[str, Any] = {"objective": objective, "seed": seed + 1}
+    oracle_kwargs: dict[str, Any] = {"objective": _objective(objective, hypermodel),
+                                     "seed": seed + 1}
     if tuner == "hyperband":
         oracle_kwargs.update(max_epochs=max_epochs, factor=factor,
                              hyperband_iterations=hyperband_iterations)
@@ -460,11 +513,30 @@ def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: s
                      distribution_strategy=distribution_strategy)
 
 
-def _arrays_of(data, validation_data):
-    """``(x, y, x_val, y_val)`` of a bundle or of arrays."""
+def _arrays_of(data, validation_data) -> dict[str, np.ndarray]:
+    """The arrays a search process loads (`kertransfer.tuning.child`): ``x``, ``y``,
+    ``x_val``, ``y_val``; per-task labels as ``y.<task>`` and ``y_val.<task>``."""
     if hasattr(data, "as_numpy"):
-        return (*data.as_numpy("train"), *data.as_numpy("val"))
-    return (*(np.asarray(a) for a in data), *(np.asarray(a) for a in validation_data))
+        relabel = getattr(data, "task_labels", lambda y: y)
+        (x, y), (xv, yv) = data.as_numpy("train"), data.as_numpy("val")
+        y, yv = relabel(y), relabel(yv)
+    else:
+        (x, y), (xv, yv) = data, validation_data
+    out = {"x": np.asarray(x), "x_val": np.asarray(xv)}
+    for name, labels in (("y", y), ("y_val", yv)):
+        if isinstance(labels, dict):
+            out.update({f"{name}.{k}": np.asarray(v) for k, v in labels.items()})
+        else:
+            out[name] = np.asarray(labels)
+    return out
+
+
+def labels_from(arrays, name: str):
+    """Labels ``name`` as `_arrays_of` saved them: one array, or ``{task: labels}``."""
+    if name in arrays:
+        return arrays[name]
+    prefix = f"{name}."
+    return {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
 
 
 def _check_children(hypermodel, data, distributed, trials_per_process) -> None:
@@ -500,12 +572,12 @@ def _run_children(hypermodel, data, validation_data, directory: pathlib.Path, se
 
     child_dir = directory / "child"
     child_dir.mkdir(parents=True, exist_ok=True)
-    x, y, xv, yv = _arrays_of(data, validation_data)
+    arrays = _arrays_of(data, validation_data)
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=child_dir)
     usual_mode(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, x=x, y=y, x_val=xv, y_val=yv)
+            np.savez(f, **arrays)
         os.replace(tmp, child_dir / "data.npz")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -634,12 +706,15 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
             "objective": objective, "score": trial.score, "trial": trial.trial_id,
             "best_epoch": trial.best_step, "values": values,
             "hypermodel": {"backbones": hm.backbones, "num_classes": hm.num_classes,
+                           "activation": getattr(hm, "activation", "softmax"),
                            "input_shape": list(hm.input_shape),
                            "weights": hm.weights if isinstance(hm.weights, (str, dict))
                            or hm.weights is None else str(hm.weights),
                            "optimizer": hm.optimizer},
         }
-        if class_names is not None:
+        if isinstance(class_names, dict):
+            config["class_names"] = {k: [str(c) for c in v] for k, v in class_names.items()}
+        elif class_names is not None:
             config["class_names"] = [str(c) for c in class_names]
         _atomic_write(directory / "best_config.json", json.dumps(config, indent=2, default=str))
         written["best_config"] = directory / "best_config.json"
