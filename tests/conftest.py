@@ -14,7 +14,20 @@ def pytest_addoption(parser):
                      help="also run tests marked slow")
 
 
+# Modules whose tests take longest (child processes, searches, the demo), first:
+# with two workers, a long test that starts last keeps one worker busy alone.
+LONG_FIRST = ("test_tuning_resume.py", "test_unfreezing_resume.py", "test_demo.py",
+              "test_tuning.py", "test_multitask.py", "test_export.py", "test_cli.py",
+              "test_sequence_backbones.py", "test_pretrain.py", "test_methods.py")
+
+
+def _long_first(item) -> int:
+    name = item.path.name
+    return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_long_first)  # stable: the order within a module is kept
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow")
