@@ -117,3 +117,75 @@ def test_pretrain_supervised_on_sequences_loads_into_a_new_task(tmp_path):
                                result.backbone.predict(x[:3], verbose=0), atol=1e-5)
     with pytest.raises(InvalidArgumentError, match=r"works on images.*Received: task='simclr'"):
         kt.pretrain("gru", (x, y), task="simclr")
+
+
+@agnostic
+def test_from_arrays_splits_stratified_seeded_and_reshuffles():
+    from kertransfer.data import from_arrays
+    from kertransfer.errors import DataError, LabelError
+
+    x = np.arange(60 * 5 * 2, dtype="float32").reshape(60, 5, 2)
+    y = np.repeat([0, 1, 2], 20)
+    data = from_arrays(x, y, validation_split=0.2, test_split=0.1, batch_size=8, seed=3,
+                       class_names=["a", "b", "c"])
+    assert data.counts == {"train": 42, "val": 12, "test": 6}
+    assert data.input_shape == (5, 2) and data.num_classes == 3
+    for split, per_class in (("train", 14), ("val", 4), ("test", 2)):
+        xs, ys = data.as_numpy(split)
+        np.testing.assert_array_equal(np.bincount(ys), [per_class] * 3)
+        np.testing.assert_array_equal(xs, x[(xs[:, 0, 0] // 10).astype(int)])  # rows intact
+    rows = [set(data.as_numpy(s)[0][:, 0, 0]) for s in ("train", "val", "test")]
+    assert sum(map(len, rows)) == 60 and not (rows[0] & rows[1] or rows[0] & rows[2])
+    again = from_arrays(x, y, validation_split=0.2, test_split=0.1, batch_size=8, seed=3)
+    np.testing.assert_array_equal(again.as_numpy("val")[0], data.as_numpy("val")[0])
+    # Training batches cover the split once per epoch, in a new order each epoch.
+    first = np.concatenate([b[1] for b in data.train])
+    data.train.on_epoch_end()
+    second = np.concatenate([b[0][:, 0, 0] for b in data.train])
+    assert len(first) == 42 and sorted(second) == sorted(rows[0])
+    assert not np.array_equal(second, np.concatenate([b[0][:, 0, 0] for b in again.train]))
+    assert "val:      12 examples" in data.summary()
+    with pytest.raises(LabelError, match=r"one integer class label.*Received: y"):
+        from_arrays(x, y.astype("float32"))
+    with pytest.raises(DataError, match=r"\[N, \.\.\.\].*Received: x"):
+        from_arrays(np.zeros(10), np.zeros(10, "int32"))
+    with pytest.raises(InvalidArgumentError, match=r"Received: validation_split=1.5"):
+        from_arrays(x, y, validation_split=1.5)
+    with pytest.raises(InvalidArgumentError, match=r"no 'test' split"):
+        from_arrays(x, y).as_numpy("test")
+
+
+def test_sequences_fine_tune_on_cached_features_and_train_from_arrays(tmp_path):
+    from kertransfer.data import from_arrays
+    from kertransfer.errors import InvalidTypeError
+    from kertransfer.training import train
+
+    x, y = _series(n=48)
+    data = from_arrays(x, y, validation_split=0.25, batch_size=8)
+    model = kt.build_transfer_model("gru", 2, input_shape=data.input_shape, weights=None)
+    before = _weights(model.backbone.layers[1])
+    out = kt.fine_tune(model, data, epochs=1, freeze_epochs=2, patience=None, verbose=0)
+    assert out["cached_features"] is True  # the encoder ran once for the head's epochs
+    assert len(out["history"]["val_accuracy"]) == 3
+    assert not all(np.array_equal(a, b) for a, b in zip(_weights(model.backbone.layers[1]),
+                                                       before))  # phase 2 trained the stem
+    result = train(model, (x, y), epochs=1, verbose=0, out=tmp_path / "run")
+    assert len(result.history["loss"]) == 1 and (tmp_path / "run" / "model.keras").is_file()
+    with pytest.raises(InvalidTypeError, match=r"from_arrays.*Received: data='list'"):
+        train(model, [x, y], epochs=1, verbose=0)
+
+
+def test_a_search_runs_on_sequence_arrays(tmp_path):
+    from kertransfer.data import from_arrays
+
+    x, y = _series(n=48)
+    source = kt.build_transfer_model("gru", 2, input_shape=(12, 2), weights=None)
+    source.save(tmp_path / "source.keras")
+    data = from_arrays(x, y, validation_split=0.25)
+    hm = kt.TransferHyperModel("gru", 2, input_shape=data.input_shape,
+                               weights=str(tmp_path / "source.keras"), epochs=3,
+                               space={"head_epochs": 2, "unfreeze": 1})
+    result = kt.tune(hm, data, max_trials=1, directory=tmp_path / "search", verbose=0)
+    assert [r["status"] for r in result.results] == ["COMPLETED"]
+    # Phase 1 on the encoder's cached output, phase 2 on the cached stem and layer0 output.
+    assert hm.features.passes == 2 and hm.features.partial_passes == 2

@@ -5,7 +5,9 @@ Sources: the embedded ``"digits"`` and ``"digits_m"`` datasets (offline),
 ``(x, y)`` numpy arrays. Each becomes stratified, seeded train/val/test
 ``tf.data`` pipelines of raw RGB images (float32, 0..255) and int32 labels.
 ``waveforms`` generates an embedded time-series source and target (arrays,
-for the sequence backbones).
+for the sequence backbones), and ``from_arrays`` splits inputs of any shape
+(series, token ids) into an `ArrayData` that training, fine-tuning and
+search take like a bundle.
 
 Example::
 
@@ -29,12 +31,16 @@ if TYPE_CHECKING:
     from kertransfer.data.augment import build_augmentation
     from kertransfer.data.bundle import DataBundle
     from kertransfer.data.loader import list_sources, load
+    from kertransfer.data.memory import ArrayData, from_arrays
     from kertransfer.data.waveforms import waveforms
 
-__all__ = ["DataBundle", "build_augmentation", "list_sources", "load", "waveforms"]
+__all__ = ["ArrayData", "DataBundle", "build_augmentation", "from_arrays", "list_sources", "load",
+           "waveforms"]
 
 _HOMES = {
+    "ArrayData": "kertransfer.data.memory",
     "DataBundle": "kertransfer.data.bundle",
+    "from_arrays": "kertransfer.data.memory",
     "build_augmentation": "kertransfer.data.augment",
     "list_sources": "kertransfer.data.loader",
     "load": "kertransfer.data.loader",

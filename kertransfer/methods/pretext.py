@@ -242,6 +242,9 @@ def _dataset(data, task, input_shape, batch_size, seed):
     is needed, as under JAX alone); everything else becomes ``tf.data``.
     """
     labelled = task == "supervised"
+    if hasattr(data, "input_shape") and hasattr(data, "as_numpy"):  # ArrayData: its arrays
+        x, y = data.as_numpy("train")
+        data = (x, y) if labelled or x.ndim != 4 else x
     if isinstance(data, tuple) and len(data) == 2 and np.ndim(data[0]) in (2, 3):
         # Sequences [N, timesteps(, features)] with labels, for a sequence backbone.
         if not labelled:

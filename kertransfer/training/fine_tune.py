@@ -19,7 +19,12 @@ import keras
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.optimizer_state import copy_optimizer_state
-from kertransfer.training.run import build_training_state, compile_for_transfer, make_optimizer
+from kertransfer.training.run import (
+    as_training_data,
+    build_training_state,
+    compile_for_transfer,
+    make_optimizer,
+)
 from kertransfer.training.unfreezing import StagedUnfreezing
 
 
@@ -53,7 +58,8 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
 
     Args:
         model: A model from ``build_transfer_model`` (its freeze state is replaced).
-        train: A ``kertransfer.data.DataBundle`` or a dataset of ``(images, labels)``.
+        train: A ``kertransfer.data.DataBundle``, a ``kertransfer.data.ArrayData``,
+            ``(x, y)`` arrays, or a dataset of ``(inputs, labels)`` batches.
         val: Validation data (default: the bundle's ``val`` split).
         epochs: Epochs of phase 2 (fine-tuning); the run lasts
             ``freeze_epochs + epochs`` epochs, as fastai's ``fine_tune``.
@@ -89,6 +95,8 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         raise InvalidArgumentError(
             format_message("lr_mult must be a positive number.", received={"lr_mult": lr_mult})
         )
+    if isinstance(train, tuple):
+        train = as_training_data(train, "train")
     train_ds = getattr(train, "train", train)
     if val is None:
         val = getattr(train, "val", None)

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 
 from kertransfer._fs import usual_mode
-from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 
 
@@ -163,7 +163,9 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
 
     Args:
         model: A model from ``build_transfer_model``.
-        data: A data bundle with ``train`` and optionally ``val``/``test``.
+        data: A `kertransfer.data.DataBundle` or `kertransfer.data.ArrayData`
+            (``train`` and optionally ``val``/``test``), or ``(x, y)`` arrays
+            of any input shape (all for training).
         epochs: Training epochs.
         learning_rate: Learning rate (when compiling here).
         optimizer: Optimizer name or instance (when compiling here).
@@ -191,6 +193,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
         raise InvalidArgumentError(
             format_message("epochs must be a positive integer.", received={"epochs": epochs})
         )
+    data = as_training_data(data)
     if compile:
         compile_for_transfer(model, learning_rate, optimizer, loss_weights=loss_weights)
     start = time.perf_counter()
@@ -216,6 +219,22 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
         run_config["seconds"] = round(seconds, 2)
         result.out = save_run(model, out, run_config, history)
     return result
+
+
+def as_training_data(data: Any, argument: str = "data") -> Any:
+    """``data`` as something with splits: ``(x, y)`` arrays become a
+    `kertransfer.data.ArrayData` (every row for training); a bundle passes."""
+    if hasattr(data, "train"):
+        return data
+    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[1], dict):
+        from kertransfer.data.memory import from_arrays
+
+        return from_arrays(data[0], data[1])
+    raise InvalidTypeError(format_message(
+        f"{argument} must be a DataBundle, ArrayData or (x, y) arrays.",
+        fix="kertransfer.data.load(...) for images, kertransfer.data.from_arrays(x, y, ...) "
+            "for any other inputs.",
+        received={argument: type(data).__name__}))
 
 
 def _unaugmented_train(data):
