@@ -22,6 +22,7 @@ from kertransfer import (
     models,
     optimizers,
     training,
+    transferability,
     tuning,
 )
 from kertransfer.backbones import get_backbone_spec, list_backbones, register_backbone
@@ -31,6 +32,7 @@ from kertransfer.freezing import freeze, trainable_summary
 from kertransfer.methods.pretext import pretrain
 from kertransfer.models import TransferModel, build_transfer_model
 from kertransfer.training import fine_tune, lr_find, recalibrate_batchnorm
+from kertransfer.transferability import rank_backbones
 from kertransfer.tuning import TransferHyperModel, tune
 from kertransfer.version import __version__
 
@@ -57,10 +59,12 @@ __all__ = [
     "models",
     "optimizers",
     "pretrain",
+    "rank_backbones",
     "recalibrate_batchnorm",
     "register_backbone",
     "trainable_summary",
     "training",
+    "transferability",
     "tune",
     "tuning",
 ]

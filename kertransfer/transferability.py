@@ -18,18 +18,29 @@ the target's labelled examples once, with no training:
   how much of the features' variance the class means explain. Higher is
   better.
 
-All three work in float64 numpy and need no Keras backend.
+All three work in float64 numpy. `rank_backbones` computes each candidate's
+features once and scores them with every metric, best first.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import pathlib
+import time
 from typing import Any
 
+import keras
 import numpy as np
 
-from kertransfer.errors import DataError, LabelError, format_message
+from kertransfer.errors import (
+    DataError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LabelError,
+    format_message,
+)
 
-__all__ = ["h_score", "leep", "logme", "logme_evidence"]
+__all__ = ["Ranking", "h_score", "leep", "logme", "logme_evidence", "rank_backbones"]
 
 
 def _check(features: Any, labels: Any, name: str = "features") -> tuple[np.ndarray, np.ndarray]:
@@ -178,3 +189,205 @@ def h_score(features: Any, labels: Any) -> float:
         means[y == k] = f[y == k].mean(axis=0)
     cov_g = means.T @ means / len(f)
     return float(np.trace(np.linalg.pinv(cov_f, hermitian=True) @ cov_g))
+
+
+# -- ranking candidates -------------------------------------------------------------------------
+
+METRICS = {"logme": logme, "leep": leep, "hscore": h_score}
+
+
+@dataclasses.dataclass
+class Ranking:
+    """What `rank_backbones` returns: one row per candidate, best first.
+
+    Attributes:
+        rows: ``{"candidate", "logme", "leep", "hscore", "dim", "feature_seconds",
+            "score_seconds", "note"}`` per candidate (a score is None where it
+            does not apply, such as LEEP without a source head).
+        metric: The score the rows are sorted by.
+        examples: Labelled examples scored.
+        classes: Classes among them.
+    """
+
+    rows: list[dict]
+    metric: str
+    examples: int
+    classes: int
+
+    @property
+    def best(self) -> str:
+        """The top candidate's name."""
+        return self.rows[0]["candidate"]
+
+    def table(self) -> str:
+        """The rows as an aligned text table."""
+        metrics = [m for m in METRICS if any(m in r for r in self.rows)]
+        head = ["#", "candidate", *metrics, "dim", "features", "scores", "note"]
+        cells = [head]
+        for i, r in enumerate(self.rows, 1):
+            cells.append([str(i), r["candidate"],
+                          *("–" if r.get(m) is None else f"{r[m]:.4f}" for m in metrics),
+                          str(r["dim"]), f"{r['feature_seconds']:.2f}s",
+                          f"{r['score_seconds']:.3f}s", r.get("note", "")])
+        widths = [max(len(row[c]) for row in cells) for c in range(len(head))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                 for row in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _target_arrays(data) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(data, "as_numpy"):
+        return data.as_numpy("train")
+    if isinstance(data, tuple) and len(data) == 2:
+        return np.asarray(data[0], "float32"), np.asarray(data[1])
+    raise InvalidTypeError(format_message(
+        "data must be a DataBundle, ArrayData or (x, y) arrays of labelled target examples.",
+        received={"data": type(data).__name__}))
+
+
+def _label_of(candidate, index: int) -> str:
+    if isinstance(candidate, str):
+        return candidate if candidate == "pixels" or not candidate.endswith(".keras") \
+            else pathlib.Path(candidate).parent.name + "/" + pathlib.Path(candidate).name
+    if isinstance(candidate, pathlib.Path):
+        return _label_of(str(candidate), index)
+    if isinstance(candidate, tuple) and len(candidate) == 2:
+        weights = candidate[1]
+        tail = "random" if weights is None else pathlib.Path(str(weights)).name \
+            if str(weights).endswith(".keras") else str(weights)
+        return f"{candidate[0]} ({tail})"
+    return getattr(candidate, "name", f"candidate {index}")
+
+
+def _source_head(model) -> bool:
+    """A single softmax head (its class probabilities feed LEEP)."""
+    return getattr(model, "activation", None) == "softmax" and \
+        isinstance(getattr(model, "num_classes", None), int)
+
+
+def _resolve(candidate, input_shape, weights):
+    """``(features source for extract_features, model with a source head or None, note)``."""
+    from kertransfer.backbones import list_backbones
+    from kertransfer.models import build_transfer_model
+
+    if isinstance(candidate, str) and candidate == "pixels":
+        return "pixels", None, "raw inputs"
+    if isinstance(candidate, tuple) and len(candidate) == 2 and isinstance(candidate[0], str):
+        name, w = candidate
+        model = build_transfer_model(name, 2, input_shape=input_shape,
+                                     weights=None if w is None else str(w))
+        return model, None, "backbone only"
+    if isinstance(candidate, (str, pathlib.Path)) and str(candidate).endswith(".keras"):
+        if not pathlib.Path(candidate).is_file():
+            raise InvalidArgumentError(format_message(
+                "A candidate model file does not exist.", received={"candidate": str(candidate)}))
+        model = keras.saving.load_model(candidate, compile=False)
+        if not hasattr(model, "backbone"):
+            raise InvalidArgumentError(format_message(
+                "This file holds a model without kertransfer's preprocessing (a bare backbone, "
+                "such as kt.pretrain's backbone.keras): name its architecture.",
+                expected=f"a (registry name, path) pair, e.g. ('mobilenet_v3_small', "
+                         f"{str(candidate)!r})",
+                received={"candidate": str(candidate)}))
+        return model, model if _source_head(model) else None, "file"
+    if isinstance(candidate, str):
+        if candidate not in list_backbones():
+            from kertransfer.backbones import get_backbone_spec
+
+            get_backbone_spec(candidate)  # raises, with close names
+        model = build_transfer_model(candidate, 2, input_shape=input_shape, weights=weights)
+        return model, None, f"weights={weights}"
+    if isinstance(candidate, keras.Model):
+        return candidate, candidate if _source_head(candidate) else None, "model"
+    raise InvalidTypeError(format_message(
+        "A candidate must be a registry name, a (name, weights) pair, a .keras file, a "
+        "keras.Model or 'pixels'.", received={"candidate": type(candidate).__name__}))
+
+
+def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
+                   input_shape=None, weights: Any = "imagenet", max_examples: int | None = None,
+                   seed: int = 0, verbose: int = 1) -> Ranking:
+    """Score candidate feature extractors on the target's labelled examples, best first.
+
+    One feature pass per candidate; every metric reads the same features.
+    Scoring takes a fraction of a fine-tuning run, so it picks which
+    backbones are worth fine-tuning (see the guide for how well the scores
+    track fine-tuned accuracy here).
+
+    Args:
+        candidates: A list of candidates or a mapping ``{label: candidate}``.
+            A candidate is a registry name (built with ``weights``), a
+            ``(name, weights)`` pair (a weights file, or None for random
+            weights), a ``.keras`` file of a model from
+            `kertransfer.build_transfer_model` (its head, when a softmax
+            head, gives LEEP), a ``keras.Model``, or ``"pixels"`` (the raw
+            inputs: the baseline).
+        data: The target: a `kertransfer.data.DataBundle` or `ArrayData`
+            (its train split) or ``(x, y)`` arrays.
+        metrics: Among ``"logme"``, ``"leep"``, ``"hscore"``; the rows are
+            sorted by the first.
+        input_shape: The model input (default: the data's).
+        weights: Weights for candidates given by name alone.
+        max_examples: Score a seeded, stratified sample of at most this many.
+        seed: Seed of that sample.
+        verbose: Print each candidate's scores as it is done, and the table.
+
+    Returns:
+        A `Ranking`.
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if not metrics or unknown:
+        raise InvalidArgumentError(format_message(
+            "metrics must name scores kertransfer computes.", expected=f"some of {list(METRICS)}",
+            received={"metrics": metrics}))
+    items = list(candidates.items()) if isinstance(candidates, dict) else \
+        [(_label_of(c, i), c) for i, c in enumerate(candidates or [])]
+    if not items:
+        raise InvalidArgumentError(format_message("candidates is empty.",
+                                                  received={"candidates": candidates}))
+    x, y = _target_arrays(data)
+    _check(np.zeros((len(x), 1)), y)
+    if max_examples is not None and len(x) > max_examples:
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(np.arange(len(x)), train_size=max_examples, stratify=y,
+                                   random_state=seed)
+        x, y = x[np.sort(keep)], y[np.sort(keep)]
+    if input_shape is None:
+        input_shape = tuple(getattr(data, "input_shape", None) or x.shape[1:])
+    from kertransfer.fewshot import extract_features
+
+    rows = []
+    for label, candidate in items:
+        start = time.perf_counter()
+        source, head_model, note = _resolve(candidate, input_shape, weights)
+        features = extract_features(source, x)
+        probabilities = None
+        if "leep" in metrics and head_model is not None:
+            probabilities = np.asarray(head_model.predict(x, verbose=0, batch_size=256))
+        row: dict[str, Any] = {"candidate": str(label), "dim": int(features.shape[1]),
+                               "feature_seconds": time.perf_counter() - start, "note": note}
+        start = time.perf_counter()
+        for m in metrics:
+            if m == "leep":
+                row[m] = None if probabilities is None else leep(probabilities, y)
+            else:
+                row[m] = METRICS[m](features, y)
+        row["score_seconds"] = time.perf_counter() - start
+        rows.append(row)
+        if verbose:
+            scores = ", ".join(f"{m} {'–' if row[m] is None else f'{row[m]:.4f}'}"
+                               for m in metrics)
+            print(f"{label}: {scores} ({row['feature_seconds']:.1f}s features)", flush=True)
+    first = metrics[0]
+    rows.sort(key=lambda r: (r[first] is None, -(r[first] or 0.0)))
+    ranking = Ranking(rows, first, len(x), len(np.unique(y)))
+    if verbose:
+        print(f"\nRanked by {first} on {len(x)} examples of {ranking.classes} classes:\n"
+              f"{ranking.table()}")
+    return ranking

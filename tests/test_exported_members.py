@@ -11,8 +11,8 @@ def test_top_level_exports():
         "fine_tune", "freeze",
         "freezing",
         "get_backbone_spec", "list_backbones", "lr_find", "methods", "models", "optimizers",
-        "pretrain", "recalibrate_batchnorm", "register_backbone", "trainable_summary", "training",
-        "tune",
+        "pretrain", "rank_backbones", "recalibrate_batchnorm", "register_backbone",
+        "trainable_summary", "training", "transferability", "tune",
         "tuning",
     ])
     for name in kt.__all__:
@@ -27,6 +27,7 @@ def test_names_outside_scripts_rely_on():
     from kertransfer.fewshot import PrototypeClassifier, evaluate_episodes
 
     assert kt.fewshot.PrototypeClassifier is PrototypeClassifier and callable(evaluate_episodes)
+    assert kt.rank_backbones is kt.transferability.rank_backbones
 
 
 def test_export_is_a_package_and_a_function():

@@ -6,7 +6,7 @@ import pytest
 from kertransfer.errors import DataError, LabelError
 from kertransfer.transferability import h_score, leep, logme, logme_evidence
 
-pytestmark = pytest.mark.backend_agnostic
+agnostic = pytest.mark.backend_agnostic
 
 
 def _labels(n=60, classes=3, seed=0):
@@ -14,6 +14,7 @@ def _labels(n=60, classes=3, seed=0):
 
 
 @pytest.mark.parametrize("dims", [5, 80])  # fewer and more features than examples
+@agnostic
 def test_logme_maximises_the_gaussian_evidence_of_each_label_column(dims):
     rng = np.random.default_rng(dims)
     y = _labels()
@@ -31,6 +32,7 @@ def test_logme_maximises_the_gaussian_evidence_of_each_label_column(dims):
             assert logme_evidence(f, column, a, b * scale) < score
 
 
+@agnostic
 def test_logme_ranks_label_features_above_random_ones():
     rng = np.random.default_rng(1)
     y = _labels(90, 3)
@@ -42,6 +44,7 @@ def test_logme_ranks_label_features_above_random_ones():
         logme(rng.normal(size=(90, 23)), y)
 
 
+@agnostic
 def test_leep_on_a_hand_computed_case():
     theta = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     y = np.array([0, 1, 1])
@@ -57,6 +60,7 @@ def test_leep_on_a_hand_computed_case():
         leep(np.log(uniform), y)
 
 
+@agnostic
 def test_h_score_of_label_features_is_the_number_of_classes_minus_one():
     y = _labels(60, 4)
     assert h_score(np.eye(4)[y], y) == pytest.approx(3.0)
@@ -64,6 +68,7 @@ def test_h_score_of_label_features_is_the_number_of_classes_minus_one():
     assert h_score(noise, y) < 0.5
 
 
+@agnostic
 def test_bad_inputs_are_named():
     with pytest.raises(DataError, match=r"2-D.*Received: features='shape \(5,\)'"):
         logme(np.zeros(5), np.zeros(5, int))
@@ -73,3 +78,45 @@ def test_bad_inputs_are_named():
         logme(np.ones((5, 2)), np.zeros(5, int))
     with pytest.raises(DataError, match=r"NaN"):
         logme(np.full((4, 2), np.nan), np.array([0, 1, 0, 1]))
+
+
+def test_rank_backbones_scores_every_candidate_once_best_first(tiny_backbone_name, tmp_path,
+                                                                capsys):
+    import keras
+
+    import kertransfer as kt
+    from kertransfer.errors import InvalidArgumentError
+
+    # Images whose class is the brightness of one quadrant: pixels carry the label.
+    rng = np.random.default_rng(0)
+    y = _labels(80, 4)
+    x = rng.uniform(0, 60, (80, 16, 16, 3)).astype("float32")
+    for k in range(4):
+        r, c = divmod(k, 2)
+        x[y == k, 8 * r:8 * r + 8, 8 * c:8 * c + 8] += 150
+    source = kt.build_transfer_model(tiny_backbone_name, 5, input_shape=(16, 16, 3),
+                                     weights=None)
+    source.save(tmp_path / "source.keras")
+    noise = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Lambda(
+        lambda t: keras.random.normal((keras.ops.shape(t)[0], 8), seed=1))], name="noise")
+    ranking = kt.rank_backbones(
+        {"pixels": "pixels", "noise": noise, "tiny random": (tiny_backbone_name, None),
+         "tiny file": str(tmp_path / "source.keras")}, (x, y), verbose=1)
+    rows = {r["candidate"]: r for r in ranking.rows}
+    assert ranking.metric == "logme" and ranking.examples == 80 and ranking.classes == 4
+    logmes = [r["logme"] for r in ranking.rows]
+    assert logmes == sorted(logmes, reverse=True)  # best first
+    assert rows["pixels"]["logme"] > rows["noise"]["logme"]
+    assert rows["pixels"]["dim"] == 16 * 16 * 3 and rows["noise"]["dim"] == 8
+    # LEEP needs a source head: only the saved transfer model has one.
+    assert rows["tiny file"]["leep"] is not None and rows["tiny file"]["leep"] <= 0
+    assert all(rows[n]["leep"] is None for n in ("pixels", "noise", "tiny random"))
+    # Every metric read the candidate's one feature pass: pixels' are the flat inputs.
+    assert rows["pixels"]["hscore"] == pytest.approx(h_score(x.reshape(80, -1) / 255.0, y))
+    printed = capsys.readouterr().out
+    assert "Ranked by logme on 80 examples of 4 classes" in printed and ranking.best in printed
+    with pytest.raises(InvalidArgumentError, match=r"metrics.*Received: metrics=\['logm'\]"):
+        kt.rank_backbones(["pixels"], (x, y), metrics=["logm"])
+    source.backbone.save(tmp_path / "bare.keras")  # no preprocessing: its name is needed
+    with pytest.raises(InvalidArgumentError, match=r"registry name, path.*Received: candidate"):
+        kt.rank_backbones([str(tmp_path / "bare.keras")], (x, y), verbose=0)
