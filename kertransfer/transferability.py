@@ -238,6 +238,36 @@ class Ranking:
     def __str__(self) -> str:
         return self.table()
 
+    def to_csv(self, path) -> pathlib.Path:
+        """Write the rows as CSV, atomically (a temporary file, then renamed)."""
+        import csv
+        import io
+        import os
+        import tempfile
+
+        from kertransfer._fs import usual_mode
+
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.StringIO()
+        keys = ["rank", "candidate", *[m for m in METRICS if any(m in r for r in self.rows)],
+                "dim", "feature_seconds", "score_seconds", "note"]
+        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for i, row in enumerate(self.rows, 1):
+            writer.writerow({**row, "rank": i})
+        fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                f.write(buf.getvalue())
+            usual_mode(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return path
+
 
 def _target_arrays(data) -> tuple[np.ndarray, np.ndarray]:
     if hasattr(data, "as_numpy"):

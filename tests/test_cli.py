@@ -13,12 +13,13 @@ from kertransfer.cli import build_parser, main
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "kertransfer", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for command in ("backbones", "info", "train", "tune", "adapt", "export", "predict", "demo"):
+    for command in ("backbones", "info", "train", "tune", "adapt", "pretrain", "rank", "export",
+                    "predict", "demo"):
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["backbones", "info", "train", "tune", "adapt", "export",
-                                     "predict", "demo"])
+@pytest.mark.parametrize("command", ["backbones", "info", "train", "tune", "adapt", "pretrain",
+                                     "rank", "export", "predict", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
@@ -154,3 +155,31 @@ def test_pretrain_then_train_from_the_pretrained_backbone(tiny_backbone_name, tm
                 ) == 2
     assert "Received: epochs=0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_rank_prints_and_writes_the_candidates_best_first(tiny_backbone_name, tmp_path,
+                                                          capsys):
+    import csv
+
+    import kertransfer as kt
+
+    run = tmp_path / "run"
+    run.mkdir()
+    kt.build_transfer_model(tiny_backbone_name, 10, input_shape=(16, 16, 3),
+                            weights=None).save(run / "model.keras")
+    out = tmp_path / "ranking.csv"
+    code = main(["rank", "--data", "digits", "--image-size", "16", "--samples-per-class", "8",
+                 "--candidate", "pixels", "--candidate", f"{tiny_backbone_name}=none",
+                 "--candidate", str(run), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Ranked by logme on 80 examples of 10 classes" in printed
+    rows = list(csv.DictReader(out.open()))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert {r["candidate"] for r in rows} == {"pixels", f"{tiny_backbone_name}=none", str(run)}
+    scores = [float(r["logme"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    leep = {r["candidate"]: r["leep"] for r in rows}
+    assert leep["pixels"] == "" and float(leep[str(run)]) < 0  # only the run has a head
+    assert main(["rank", "--data", "digits", "--candidate", "resnet5O"]) == 2
+    assert "Did you mean" in capsys.readouterr().err

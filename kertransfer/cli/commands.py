@@ -228,6 +228,43 @@ def run_pretrain(args) -> int:
     return 0
 
 
+def _candidate(spec: str):
+    """A --candidate SPEC as rank_backbones takes it."""
+    import os
+
+    if spec == "pixels":
+        return spec
+    if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "model.keras")):
+        return os.path.join(spec, "model.keras")
+    if spec.endswith(".keras") and "=" not in spec:
+        return spec
+    if "=" in spec:
+        name, weights = spec.split("=", 1)
+        return (name, None if weights.lower() in ("none", "random") else weights)
+    return spec
+
+
+def run_rank(args) -> int:
+    import keras
+
+    from kertransfer.backbones import get_backbone_spec
+    from kertransfer.transferability import rank_backbones
+
+    names = [c if isinstance(c, str) else c[0] for c in map(_candidate, args.candidate)]
+    registered = [n for n in names if n != "pixels" and not n.endswith(".keras")]
+    size = args.image_size or (
+        (get_backbone_spec(registered[0]).default_size,) * 2 if registered else (224, 224))
+    data = _load_data(args, size)
+    candidates = {spec: _candidate(spec) for spec in args.candidate}
+    ranking = rank_backbones(candidates, data, metrics=args.metrics,
+                             input_shape=(*size, 3), weights=args.weights,
+                             max_examples=args.max_examples, seed=args.seed)
+    keras.backend.clear_session()
+    if args.out:
+        print(f"Wrote {ranking.to_csv(args.out)}")
+    return 0
+
+
 def run_tune(args) -> int:
     from kertransfer.backbones import get_backbone_spec
     from kertransfer.tuning import TransferHyperModel, tune

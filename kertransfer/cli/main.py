@@ -283,6 +283,31 @@ def _add_pretrain(sub) -> None:
     p.set_defaults(command="pretrain")
 
 
+def _add_rank(sub) -> None:
+    from kertransfer.transferability import METRICS
+
+    p = sub.add_parser("rank", help="rank candidate backbones for a target, before fine-tuning",
+                       description="Score candidate feature extractors on the target's labelled "
+                       "images with LogME, LEEP and H-score (one feature pass each, no "
+                       "training) and print them best first. A candidate is 'pixels', a "
+                       "registry name (with --weights), NAME=WEIGHTS (a weights file, or "
+                       "'none' for random weights), or a .keras model / run folder from "
+                       "`kertransfer train` (its head gives LEEP).",
+                       formatter_class=_FORMATTER)
+    _add_data_args(p)
+    p.set_defaults(validation_split=0.0)
+    p.add_argument("--candidate", action="append", required=True, metavar="SPEC",
+                   help="a candidate (repeat the flag for each)")
+    p.add_argument("--weights", type=_weights_arg, default="imagenet",
+                   help="weights of candidates given by name alone")
+    p.add_argument("--metrics", nargs="+", default=list(METRICS), choices=list(METRICS),
+                   help="scores to compute; rows are sorted by the first")
+    p.add_argument("--max-examples", type=int, default=None,
+                   help="score a stratified sample of at most this many images")
+    p.add_argument("--out", default=None, help="also write the ranking to this CSV file")
+    p.set_defaults(command="rank")
+
+
 def _add_export(sub) -> None:
     from kertransfer.export import FORMATS
 
@@ -329,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kertransfer",
         description="Transfer learning for Keras 3: backbones, freezing, training, search, "
-        "domain adaptation, pretraining, export, demo.",
+        "domain adaptation, pretraining, backbone ranking, export, demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -339,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tune(sub)
     _add_adapt(sub)
     _add_pretrain(sub)
+    _add_rank(sub)
     _add_export(sub)
     _add_predict(sub)
     _add_demo(sub)
