@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 
 
 def usual_mode(path: str | os.PathLike, directory: bool = False) -> None:
@@ -11,3 +13,20 @@ def usual_mode(path: str | os.PathLike, directory: bool = False) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside ``path``; on success it becomes ``path`` (with the
+    usual mode), on an error it is removed: a reader never sees a half-written file."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(path) or ".")
+    os.close(fd)
+    try:
+        yield tmp
+        usual_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -242,10 +242,8 @@ class Ranking:
         """Write the rows as CSV, atomically (a temporary file, then renamed)."""
         import csv
         import io
-        import os
-        import tempfile
 
-        from kertransfer._fs import usual_mode
+        from kertransfer._fs import atomic_file
 
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,16 +254,8 @@ class Ranking:
         writer.writeheader()
         for i, row in enumerate(self.rows, 1):
             writer.writerow({**row, "rank": i})
-        fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                f.write(buf.getvalue())
-            usual_mode(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_file(path, suffix=".csv") as tmp:
+            pathlib.Path(tmp).write_text(buf.getvalue(), newline="")
         return path
 
 

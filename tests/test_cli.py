@@ -13,13 +13,13 @@ from kertransfer.cli import build_parser, main
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "kertransfer", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for command in ("backbones", "info", "train", "tune", "adapt", "pretrain", "rank", "export",
-                    "predict", "demo"):
+    for command in ("backbones", "info", "train", "tune", "adapt", "pretrain", "rank", "explain",
+                    "export", "predict", "demo"):
         assert command in out
 
 
 @pytest.mark.parametrize("command", ["backbones", "info", "train", "tune", "adapt", "pretrain",
-                                     "rank", "export", "predict", "demo"])
+                                     "rank", "explain", "export", "predict", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
@@ -183,3 +183,30 @@ def test_rank_prints_and_writes_the_candidates_best_first(tiny_backbone_name, tm
     assert leep["pixels"] == "" and float(leep[str(run)]) < 0  # only the run has a head
     assert main(["rank", "--data", "digits", "--candidate", "resnet5O"]) == 2
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_explain_writes_an_overlay_per_image_file(tiny_backbone_name, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    import kertransfer as kt
+
+    run = tmp_path / "run"
+    run.mkdir()
+    kt.build_transfer_model(tiny_backbone_name, 3, input_shape=(32, 32, 3),
+                            weights=None).save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"class_names": ["square", "cross", "frame"]}))
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("one", "two"):  # 48 px files: resized to the model's 32 px input
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(
+            pictures / f"{name}.png")
+    assert main(["explain", str(run), str(pictures), "--out", str(tmp_path / "cams")]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == ["one.png", "two.png"]
+    assert "one.png: " in printed and "(p=" in printed and "layer 'backbone'" in printed
+    assert any(f": {c} (p=" in printed for c in ("square", "cross", "frame"))
+    assert main(["explain", str(run), str(pictures), "--out", str(tmp_path / "x"),
+                 "--layer", "nope"]) == 2
+    assert "Received: layer='nope'" in capsys.readouterr().err

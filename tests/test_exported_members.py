@@ -7,7 +7,7 @@ def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
         "BackboneSpec", "KertransferError", "TransferHyperModel", "TransferModel",
         "__version__", "backbones",
-        "build_transfer_model", "callbacks", "data", "errors", "export", "fewshot",
+        "build_transfer_model", "callbacks", "data", "errors", "explain", "export", "fewshot",
         "fine_tune", "freeze",
         "freezing",
         "get_backbone_spec", "list_backbones", "lr_find", "methods", "models", "optimizers",
@@ -28,6 +28,7 @@ def test_names_outside_scripts_rely_on():
 
     assert kt.fewshot.PrototypeClassifier is PrototypeClassifier and callable(evaluate_episodes)
     assert kt.rank_backbones is kt.transferability.rank_backbones
+    assert callable(kt.explain.grad_cam)
 
 
 def test_export_is_a_package_and_a_function():

@@ -265,6 +265,33 @@ def run_rank(args) -> int:
     return 0
 
 
+def run_explain(args) -> int:
+    import keras
+    import numpy as np
+
+    from kertransfer.explain import grad_cam
+    from kertransfer.export.predict import _decode, _image_files
+    from kertransfer.export.sources import load_keras_source
+
+    model, info = load_keras_source(args.model)
+    files = _image_files(args.images)
+    height, width = model.input_shape[1:3]
+    images = np.stack([np.asarray(keras.ops.image.resize(
+        np.asarray(_decode(f, f.read_bytes()), "float32"), (height, width))) for f in files])
+    names = info.get("class_names")
+    if isinstance(names, dict):
+        names = names.get(args.head)
+    result = grad_cam(model, images, class_index=args.class_index, layer=args.layer,
+                      head=args.head, out=args.out, names=[f.stem for f in files],
+                      class_names=names)
+    for f, k, p, path in zip(files, result.class_index, result.probability, result.paths):
+        label = names[k] if names is not None and k < len(names) else str(k)
+        print(f"{f}: {label} (p={p:.3f}) -> {path}")
+    print(f"Grad-CAM on layer {result.layer!r}; {len(result.paths)} overlays in {args.out}")
+    keras.backend.clear_session()
+    return 0
+
+
 def run_tune(args) -> int:
     from kertransfer.backbones import get_backbone_spec
     from kertransfer.tuning import TransferHyperModel, tune

@@ -308,6 +308,22 @@ def _add_rank(sub) -> None:
     p.set_defaults(command="rank")
 
 
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="Grad-CAM heatmaps: where a model looks for a class",
+                       description="Write each image with its Grad-CAM heatmap over it as a PNG "
+                       "in OUT (the class the model predicts, or --class-index), and print the "
+                       "class and its probability per image.", formatter_class=_FORMATTER)
+    p.add_argument("model", help="a .keras file or a run folder (kertransfer train)")
+    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument("--out", required=True, help="folder for the overlay PNGs")
+    p.add_argument("--class-index", type=int, default=None,
+                   help="class to explain; None: each image's predicted class")
+    p.add_argument("--layer", default=None,
+                   help="backbone layer with a spatial output; None: the last feature map")
+    p.add_argument("--head", default=None, help="the head to explain, for a multi-task model")
+    p.set_defaults(command="explain")
+
+
 def _add_export(sub) -> None:
     from kertransfer.export import FORMATS
 
@@ -354,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kertransfer",
         description="Transfer learning for Keras 3: backbones, freezing, training, search, "
-        "domain adaptation, pretraining, backbone ranking, export, demo.",
+        "domain adaptation, pretraining, backbone ranking, Grad-CAM, export, demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -365,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_adapt(sub)
     _add_pretrain(sub)
     _add_rank(sub)
+    _add_explain(sub)
     _add_export(sub)
     _add_predict(sub)
     _add_demo(sub)

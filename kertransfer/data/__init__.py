@@ -32,10 +32,11 @@ if TYPE_CHECKING:
     from kertransfer.data.bundle import DataBundle
     from kertransfer.data.loader import list_sources, load
     from kertransfer.data.memory import ArrayData, from_arrays
+    from kertransfer.data.shapes import quadrant_shapes
     from kertransfer.data.waveforms import waveforms
 
 __all__ = ["ArrayData", "DataBundle", "build_augmentation", "from_arrays", "list_sources", "load",
-           "waveforms"]
+           "quadrant_shapes", "waveforms"]
 
 _HOMES = {
     "ArrayData": "kertransfer.data.memory",
@@ -44,6 +45,7 @@ _HOMES = {
     "build_augmentation": "kertransfer.data.augment",
     "list_sources": "kertransfer.data.loader",
     "load": "kertransfer.data.loader",
+    "quadrant_shapes": "kertransfer.data.shapes",
     "waveforms": "kertransfer.data.waveforms",
 }
 

@@ -1,0 +1,264 @@
+"""Grad-CAM (Selvaraju et al. 2017): where in an image a transfer model looks for a class.
+
+`grad_cam` splits the model at a convolutional feature map ``A`` (by default
+the backbone's output, the last one before pooling), takes the gradient of
+the class score (the logit, before softmax) with respect to ``A``, averages
+it over space to weigh each channel, and keeps the positive part of the
+weighted sum of channels: a coarse map, upsampled to the image. The split is
+made from tensors of the model's own graph, so models whose backbone is a
+nested ``keras.Model`` (every model of `kertransfer.build_transfer_model`)
+work, where ``keras.Model(model.inputs, inner_layer.output)`` fails with
+"Graph disconnected". Gradients come from the backend in use (TensorFlow,
+JAX or PyTorch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from kertransfer.errors import DataError, InvalidArgumentError, format_message
+
+__all__ = ["GradCamResult", "grad_cam", "save_overlays"]
+
+
+@dataclasses.dataclass
+class GradCamResult:
+    """What `grad_cam` returns.
+
+    Attributes:
+        heatmaps: ``[N, height, width]`` in [0, 1], at the images' size.
+        coarse: ``[N, h, w]`` the maps at the feature map's resolution.
+        class_index: ``[N]`` the class each map explains.
+        probability: ``[N]`` the model's probability of that class.
+        layer: The feature map's layer.
+        paths: The overlay PNGs written (with ``out``).
+    """
+
+    heatmaps: np.ndarray
+    coarse: np.ndarray
+    class_index: np.ndarray
+    probability: np.ndarray
+    layer: str
+    paths: list[pathlib.Path] = dataclasses.field(default_factory=list)
+
+
+def _conv_layers(backbone) -> list:
+    """The backbone's layers with one spatial output ``[batch, h, w, channels]``."""
+    found = []
+    for layer in getattr(backbone, "layers", []):
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue  # several outputs, or never called
+        if len(shape) == 4:
+            found.append(layer)
+    return found
+
+
+def _split(model, layer: str | None):
+    """``(bottom, top, layer name)``: images -> feature map, feature map -> outputs."""
+    from kertransfer.training.feature_cache import _layers_after
+
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        raise InvalidArgumentError(format_message(
+            "grad_cam needs a model from build_transfer_model (a backbone and a head).",
+            received={"model": type(model).__name__}))
+    names = [item.name for item in model.layers]
+    at = names.index(backbone.name)
+    if layer is None or layer == backbone.name:
+        fmap = model.layers[at + 1].input  # the backbone's output, in the model's graph
+        if len(fmap.shape) != 4:
+            raise InvalidArgumentError(format_message(
+                "The backbone's output is not a spatial feature map [batch, h, w, channels].",
+                fix="Grad-CAM explains convolutional backbones; name a layer with layer=...",
+                received={"backbone output": tuple(fmap.shape)}))
+        return (keras.Model(model.inputs, fmap, name="to_feature_map"),
+                keras.Model(fmap, model.output, name="from_feature_map"), backbone.name)
+    candidates = {item.name: item for item in _conv_layers(backbone)}
+    if layer not in candidates:
+        from kertransfer.errors import suggest
+
+        raise InvalidArgumentError(format_message(
+            f"The backbone has no layer {layer!r} with a spatial output.",
+            fix=suggest(layer, list(candidates)) or "Leave layer=None for the last feature map.",
+            received={"layer": layer}))
+    inner = candidates[layer].output
+    try:
+        to_inner = keras.Model(backbone.input, inner)
+        from_inner = keras.Model(inner, backbone.output)
+    except ValueError as err:
+        raise InvalidArgumentError(format_message(
+            f"The backbone cannot be cut after {layer!r}: a skip connection crosses it.",
+            fix="Pick a layer at the end of a block, or leave layer=None.",
+            received={"layer": layer})) from err
+    bottom = keras.Model(model.inputs, to_inner(model.layers[at - 1].output),
+                         name="to_feature_map")
+    inputs = keras.Input(tuple(inner.shape[1:]))
+    top = keras.Model(inputs, _layers_after(model, backbone.name, from_inner(inputs)),
+                      name="from_feature_map")
+    return bottom, top, layer
+
+
+@contextlib.contextmanager
+def _logits(model):
+    """Score classes by their logits: a softmax/sigmoid output layer runs linear meanwhile."""
+    layers = [item for item in model.layers if item.name.endswith("predictions")]
+    saved = [(item, item.activation) for item in layers if hasattr(item, "activation")]
+    try:
+        for item, _ in saved:
+            item.activation = keras.activations.linear
+        yield
+    finally:
+        for item, activation in saved:
+            item.activation = activation
+
+
+def _gradient(top, fmap: np.ndarray, index: np.ndarray, head: str | None) -> np.ndarray:
+    """d(sum of each example's class logit) / d(feature map), by the backend's autodiff."""
+    rows = keras.ops.convert_to_tensor(index[:, None].astype("int32"))
+
+    def score(f):
+        out = top(f, training=False)
+        out = out[head] if head is not None else out
+        return keras.ops.sum(keras.ops.take_along_axis(out, rows, axis=1))
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        f = tf.convert_to_tensor(fmap)
+        with tf.GradientTape() as tape:
+            tape.watch(f)
+            s = score(f)
+        return tape.gradient(s, f).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(score)(jax.numpy.asarray(fmap)))
+    if backend == "torch":
+        import torch
+
+        f = torch.tensor(fmap, requires_grad=True, device=keras.ops.convert_to_tensor(0).device)
+        score(f).backward()
+        return f.grad.detach().cpu().numpy()
+    raise InvalidArgumentError(format_message(
+        "grad_cam needs a backend with gradients (tensorflow, jax or torch).",
+        received={"backend": backend}))
+
+
+def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None, *,
+             layer: str | None = None, head: str | None = None, out=None,
+             batch_size: int = 32, alpha: float = 0.45, names: Sequence[str] | None = None,
+             class_names: Sequence[str] | None = None) -> GradCamResult:
+    """Grad-CAM heatmaps of ``images`` under ``model``, and optionally overlay PNGs.
+
+    Args:
+        model: A model from `kertransfer.build_transfer_model` (or loaded from
+            its ``.keras`` file).
+        images: ``[N, height, width, 3]`` raw images (0-255), as the model takes.
+        class_index: The class to explain: one for every image, one per image,
+            or None for each image's predicted class.
+        layer: A backbone layer with a spatial output (default: the backbone's
+            output, its last feature map).
+        head: For a multi-task model, the head to explain.
+        out: A folder for overlay PNGs (``cam_000.png``, ... or ``names``),
+            each written atomically.
+        batch_size: Images per gradient pass.
+        alpha: Opacity of the heatmap in the overlays.
+        names: File names (stems) of the overlays, one per image.
+        class_names: Class names for the overlays' titles.
+
+    Returns:
+        A `GradCamResult`.
+    """
+    x = np.asarray(images, dtype="float32")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or not len(x):
+        raise DataError(format_message(
+            "images must be an array [N, height, width, channels] (or one image).",
+            received={"images": f"shape {x.shape}"}))
+    heads = getattr(model, "num_classes", None)
+    if isinstance(heads, dict) and head not in heads:
+        raise InvalidArgumentError(format_message(
+            "This model has several heads: name the one to explain.",
+            expected=f"head= one of {sorted(heads)}", received={"head": head}))
+    bottom, top, layer_name = _split(model, layer)
+    fmaps, grads, probs, indices = [], [], [], []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        fmap = np.asarray(bottom.predict(batch, verbose=0))
+        p = top.predict(fmap, verbose=0)
+        p = np.asarray(p[head] if head is not None else p)
+        if class_index is None:
+            index = p.argmax(axis=-1)
+        else:
+            wanted = np.broadcast_to(np.asarray(class_index, dtype="int64"), (len(x),))
+            index = wanted[start:start + len(batch)]
+        if index.min() < 0 or index.max() >= p.shape[-1]:
+            raise InvalidArgumentError(format_message(
+                f"class_index must be a class of the model, 0 to {p.shape[-1] - 1}.",
+                received={"class_index": class_index}))
+        with _logits(model):
+            grads.append(_gradient(top, fmap, index, head))
+        fmaps.append(fmap)
+        probs.append(p[np.arange(len(batch)), index])
+        indices.append(index)
+    fmap, grad = np.concatenate(fmaps), np.concatenate(grads)
+    weights = grad.mean(axis=(1, 2))                          # one weight per channel
+    coarse = np.maximum(np.einsum("nhwc,nc->nhw", fmap, weights), 0.0)
+    peak = coarse.max(axis=(1, 2), keepdims=True)
+    coarse = np.where(peak > 0, coarse / np.where(peak > 0, peak, 1.0), 0.0)
+    heatmaps = np.asarray(keras.ops.image.resize(coarse[..., None], x.shape[1:3],
+                                                 interpolation="bilinear"))[..., 0]
+    result = GradCamResult(np.clip(heatmaps, 0, 1).astype("float32"), coarse.astype("float32"),
+                           np.concatenate(indices), np.concatenate(probs), layer_name)
+    if out is not None:
+        result.paths = save_overlays(x, result, out, alpha=alpha, names=names,
+                                     class_names=class_names)
+    return result
+
+
+def save_overlays(images: np.ndarray, result: GradCamResult, out, *, alpha: float = 0.45,
+                  names: Sequence[str] | None = None,
+                  class_names: Sequence[str] | None = None) -> list[pathlib.Path]:
+    """Write each image with its heatmap over it as a PNG in ``out``; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from kertransfer._fs import atomic_file
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(names) if names is not None else [f"cam_{i:03d}" for i in range(len(images))]
+    if len(names) != len(images):
+        raise InvalidArgumentError(format_message(
+            "names must give one file name per image.",
+            received={"names": f"{len(names)} for {len(images)} images"}))
+    paths = []
+    for i, image in enumerate(np.asarray(images)):
+        k = int(result.class_index[i])
+        label = class_names[k] if class_names is not None and k < len(class_names) else str(k)
+        fig, ax = plt.subplots(figsize=(3, 3))
+        ax.imshow(np.clip(image / 255.0, 0, 1))
+        ax.imshow(result.heatmaps[i], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+        ax.set_title(f"{label} (p={result.probability[i]:.2f})", fontsize=9)
+        ax.axis("off")
+        path = out / f"{pathlib.Path(names[i]).stem}.png"
+        try:
+            with atomic_file(path, suffix=".png") as tmp:
+                fig.savefig(tmp, dpi=80, bbox_inches="tight")
+        finally:
+            plt.close(fig)
+        paths.append(path)
+    return paths
