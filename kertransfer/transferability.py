@@ -15,8 +15,10 @@ the target's labelled examples once, with no training:
   source head's class probabilities. Needs a source head; higher is better.
 - `h_score` (Bao et al. 2019, "An Information-Theoretic Approach to
   Transferability in Task Transfer Learning"): ``tr(cov(f)^-1 cov(E[f|y]))``,
-  how much of the features' variance the class means explain. Higher is
-  better.
+  how much of the features' variance the class means explain, with the
+  shrinkage estimate that keeps it meaningful when features outnumber
+  examples (Ibrahim et al. 2022, "Newer is not always better: rethinking
+  transferability metrics"). Higher is better.
 
 All three work in float64 numpy. `rank_backbones` computes each candidate's
 features once and scores them with every metric, best first.
@@ -175,21 +177,39 @@ def leep(source_probabilities: Any, labels: Any) -> float:
     return float(np.mean(np.log(np.maximum(eep, 1e-300))))
 
 
-def h_score(features: Any, labels: Any) -> float:
+def h_score(features: Any, labels: Any, *, shrinkage: bool = True) -> float:
     """H-score of ``features`` for ``labels``: ``tr(cov(f)^+ cov(E[f | y]))``.
 
-    The pseudo-inverse keeps it defined for rank-deficient features; higher
-    is better, at most the number of classes minus one.
+    Higher is better, at most the number of classes minus one. With few
+    examples and many features the sample covariance is singular and the
+    plain score reaches that maximum for any features. ``shrinkage`` (the
+    default) uses Ibrahim et al.'s (2022) shrinkage estimate instead:
+    ``tr(((1 - a) cov(f) + a mu I)^-1 (1 - a) cov(E[f | y]))``, with the
+    Ledoit-Wolf intensity ``a`` and ``mu`` the mean variance. With
+    ``shrinkage=False`` it is Bao et al.'s definition, with a pseudo-inverse.
+
+    Both covariances are computed in the span of the centred features (at
+    most ``N - 1`` directions), where the score lives: fast when features
+    outnumber examples.
     """
     f, y = _check(features, labels)
     f = f - f.mean(axis=0)
-    cov_f = f.T @ f / len(f)
+    n, d = f.shape
+    a = 0.0
+    if shrinkage:
+        from sklearn.covariance import ledoit_wolf_shrinkage
+
+        a = float(ledoit_wolf_shrinkage(f, assume_centered=True))
+    mu = float(np.sum(f * f)) / n / d
+    if d > n:  # the same score in the features' own span, far cheaper
+        u, s, _ = np.linalg.svd(f, full_matrices=False)
+        f = u * s
     means = np.zeros_like(f)
     for k in np.unique(y):
         means[y == k] = f[y == k].mean(axis=0)
-    cov_g = means.T @ means / len(f)
+    cov_f = (1 - a) * (f.T @ f / n) + a * mu * np.eye(f.shape[1])
+    cov_g = (1 - a) * (means.T @ means / n)
     return float(np.trace(np.linalg.pinv(cov_f, hermitian=True) @ cov_g))
-
 
 # -- ranking candidates -------------------------------------------------------------------------
 

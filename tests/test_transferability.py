@@ -63,9 +63,27 @@ def test_leep_on_a_hand_computed_case():
 @agnostic
 def test_h_score_of_label_features_is_the_number_of_classes_minus_one():
     y = _labels(60, 4)
-    assert h_score(np.eye(4)[y], y) == pytest.approx(3.0)
-    noise = np.random.default_rng(0).normal(size=(60, 4))
-    assert h_score(noise, y) < 0.5
+    assert h_score(np.eye(4)[y], y, shrinkage=False) == pytest.approx(3.0)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(60, 4))
+    assert h_score(noise, y, shrinkage=False) < 0.5
+    # Features that outnumber the examples saturate the plain score at its maximum;
+    # shrinkage keeps informative features above noise.
+    wide_noise = rng.normal(size=(60, 200))
+    wide_signal = wide_noise.copy()
+    wide_signal[:, :4] += 3 * np.eye(4)[y]
+    assert h_score(wide_noise, y, shrinkage=False) == pytest.approx(3.0)
+    assert h_score(wide_signal, y) > 2 * h_score(wide_noise, y)
+    assert h_score(wide_signal, y) < 3.0
+    # The score, computed in the features' span, equals the 200 x 200 definition.
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    f = wide_signal - wide_signal.mean(axis=0)
+    a = ledoit_wolf_shrinkage(f, assume_centered=True)
+    means = np.stack([f[y == k].mean(axis=0) for k in y])
+    cov_f = (1 - a) * f.T @ f / 60 + a * np.mean(f * f) * np.eye(200)
+    want = np.trace(np.linalg.pinv(cov_f) @ ((1 - a) * means.T @ means / 60))
+    assert h_score(wide_signal, y) == pytest.approx(want, rel=1e-6)
 
 
 @agnostic
