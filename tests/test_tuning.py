@@ -311,9 +311,9 @@ def test_tune_with_a_tf_distribute_strategy(tiny_backbone_name, tiny_weights, ti
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     hm = _hm(tiny_backbone_name, tiny_weights)
-    result = kt.tune(hm, tiny_bundle, max_trials=2, epochs=3, directory=tmp_path, verbose=0,
+    result = kt.tune(hm, tiny_bundle, max_trials=1, epochs=3, directory=tmp_path, verbose=0,
                      distribution_strategy=strategy)
-    assert [r["status"] for r in result.results] == ["COMPLETED", "COMPLETED"]
+    assert [r["status"] for r in result.results] == ["COMPLETED"]
     best = keras.saving.load_model(tmp_path / "best_model.keras")
     x, y = tiny_bundle.as_numpy("val")
     acc = float(np.mean(np.argmax(best.predict(x, verbose=0), -1) == y))
@@ -327,7 +327,7 @@ def test_same_seed_draws_the_same_trials(tiny_backbone_name, tiny_weights, tiny_
     runs = []
     for name in ("a", "b"):
         hm = _hm(tiny_backbone_name, tiny_weights)
-        tuner = kt.tune(hm, tiny_bundle, max_trials=2, epochs=2, seed=0,
+        tuner = kt.tune(hm, tiny_bundle, max_trials=2, epochs=1, seed=0,
                         directory=tmp_path / name, verbose=0, save_best=False)
         runs.append([{k: v for k, v in r.items() if k not in ("score", "rss_mib", "status",
                                                                 "best_epoch")}
