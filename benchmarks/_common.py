@@ -88,7 +88,7 @@ def summarize(results: dict, seeds) -> tuple[str, dict]:
 
 
 def report(title: str, setup: str, key: dict, results: dict, seeds, verdict, start: float,
-           record: bool = True, skip=lambda name: False) -> dict:
+           record: bool = True, skip=lambda name: False, measure: str = "Test accuracy") -> dict:
     """Print the per-arm table and the verdict, and append the row unless ``record`` is off.
 
     ``verdict(stats)`` returns ``(line, toolkit arm, baseline arm, ratio)``;
@@ -98,7 +98,7 @@ def report(title: str, setup: str, key: dict, results: dict, seeds, verdict, sta
 
     table, stats = summarize(results, seeds)
     line, toolkit, baseline, ratio = verdict(stats)
-    print(f"\nTest accuracy, {len(seeds)} seed(s) ({time.perf_counter() - start:.0f}s this "
+    print(f"\n{measure}, {len(seeds)} seed(s) ({time.perf_counter() - start:.0f}s this "
           f"run)\n{table}\n{line}")
     if record:
         cells = "; ".join(f"{n} {m:.3f} ± {sd:.3f}" for n, (m, sd) in stats.items()
@@ -112,7 +112,7 @@ def report(title: str, setup: str, key: dict, results: dict, seeds, verdict, sta
 
 
 def experiments_main(make_parser, argv, experiments: dict, name: str, setup: str, verdict,
-                     skip=lambda arm: False) -> int:
+                     skip=lambda arm: False, measure: str = "test accuracy") -> int:
     """The main of a script of seeded experiments: one, or ``all`` in turn.
 
     ``make_parser()`` gives the script's parser, with an ``experiment``
@@ -132,14 +132,14 @@ def experiments_main(make_parser, argv, experiments: dict, name: str, setup: str
         if args.results:
             parser.error("--results names one experiment's file; leave it out with 'all'")
         return max(experiments_main(make_parser, [exp, *rest], experiments, name, setup,
-                                    verdict, skip) for exp in experiments)
+                                    verdict, skip, measure) for exp in experiments)
     key = {k: v for k, v in vars(args).items() if k not in ("seeds", "results", "no_record")}
     print(f"{machine()}; {args.experiment}; {setup}; seeds {args.seeds}", flush=True)
     start = time.perf_counter()
     results = run_seeds(f"{name.replace(' ', '_')}_{args.experiment}",
                         lambda seed, tmp: experiments[args.experiment](seed, tmp, args),
                         args.seeds, key, args.results)
-    report(f"{name}: {args.experiment} (test accuracy)", setup, key, results, args.seeds,
+    report(f"{name}: {args.experiment} ({measure})", setup, key, results, args.seeds,
            lambda stats: verdict(args.experiment, stats), start, record=not args.no_record,
-           skip=skip)
+           skip=skip, measure=measure[:1].upper() + measure[1:])
     return 0
