@@ -118,7 +118,8 @@ def experiments_main(make_parser, argv, experiments: dict, name: str, setup: str
     ``make_parser()`` gives the script's parser, with an ``experiment``
     positional; ``--results`` and ``--no-record`` are added here.
     ``experiments[name](seed, tmp, args)`` runs one seed; ``verdict(experiment,
-    stats)`` gives the row (see `report`).
+    stats)`` gives the row (see `report`). ``setup`` describes the setting, or
+    maps each experiment to its description.
     """
     import sys
     import time
@@ -133,6 +134,8 @@ def experiments_main(make_parser, argv, experiments: dict, name: str, setup: str
             parser.error("--results names one experiment's file; leave it out with 'all'")
         return max(experiments_main(make_parser, [exp, *rest], experiments, name, setup,
                                     verdict, skip, measure) for exp in experiments)
+    if isinstance(setup, dict):  # one description per experiment
+        setup = setup[args.experiment]
     key = {k: v for k, v in vars(args).items() if k not in ("seeds", "results", "no_record")}
     print(f"{machine()}; {args.experiment}; {setup}; seeds {args.seeds}", flush=True)
     start = time.perf_counter()

@@ -226,8 +226,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    return experiments_main(make_parser, argv, EXPERIMENTS, "pretraining",
-                            f"{BACKBONE} at {SIZE[0]}px", verdict,
+    images = f"{BACKBONE} at {SIZE[0]}px"
+    setups = {"ssl": images, "fewshot": images, "multitask": images,
+              "sequence": "recurrent or transformer encoder on the generated waveforms"}
+    return experiments_main(make_parser, argv, EXPERIMENTS, "pretraining", setups, verdict,
                             skip=lambda n: n.endswith("(ci95)"))
 
 
