@@ -14,12 +14,12 @@ def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "kertransfer", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for command in ("backbones", "info", "train", "tune", "adapt", "pretrain", "rank", "explain",
-                    "export", "predict", "demo"):
+                    "report", "export", "predict", "demo"):
         assert command in out
 
 
 @pytest.mark.parametrize("command", ["backbones", "info", "train", "tune", "adapt", "pretrain",
-                                     "rank", "explain", "export", "predict", "demo"])
+                                     "rank", "explain", "report", "export", "predict", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
@@ -90,6 +90,16 @@ def test_train_two_phases_with_lr_find(tiny_backbone_name, tmp_path, capsys):
     assert config["learning_rate"] != 1e-3 and config["unfreeze"] == 2
     history = json.loads((run / "history.json").read_text())
     assert len(history["loss"]) == 2
+    # The report gathers the run: its curves with the stages, the range test, and the
+    # confusion matrix on the run's own validation split.
+    assert config["validation_split"] == 0.2 and len(config["lr_find"]["lrs"]) > 5
+    assert main(["report", str(run), "--data", "digits"]) == 0
+    assert "evaluated on the val split of digits" in capsys.readouterr().out
+    page = (run / "report.html").read_text()
+    for section in ("Learning curves", "epoch 2: fine-tune", "Learning-rate range test",
+                    "Confusion matrix (val split)", "Accuracy per class"):
+        assert section in page, section
+    assert (run / "confusion_matrix.png").is_file()
 
 
 def test_schedule_flag(capsys):

@@ -11,7 +11,7 @@ def test_top_level_exports():
         "fine_tune", "freeze",
         "freezing",
         "get_backbone_spec", "list_backbones", "lr_find", "methods", "models", "optimizers",
-        "pretrain", "rank_backbones", "recalibrate_batchnorm", "register_backbone",
+        "pretrain", "rank_backbones", "recalibrate_batchnorm", "register_backbone", "report",
         "trainable_summary", "training", "transferability", "tune",
         "tuning",
     ])

@@ -97,7 +97,8 @@ def run_train(args) -> int:
     lr = args.lr
     if args.lr_find:
         print(f"[3/{steps_total}] Learning-rate range test")
-        lr = lr_find(model, data, plot=None, verbose=1).suggestion
+        found = lr_find(model, data, plot=None, verbose=1)
+        lr = found.suggestion
     terms = _regularizers(args, model, size)
     config = {
         "data": args.data, "image_size": list(size), "batch_size": args.batch_size,
@@ -105,9 +106,14 @@ def run_train(args) -> int:
         "dropout": args.dropout, "head_units": args.head_units, "optimizer": args.optimizer,
         "learning_rate": lr, "schedule": args.schedule, "freeze_epochs": args.freeze_epochs,
         "unfreeze": args.unfreeze, "lr_mult": args.lr_mult, "seed": args.seed,
+        "validation_split": args.validation_split, "test_split": args.test_split,
+        "samples_per_class": args.samples_per_class,
         "class_names": data.class_names, "counts": data.counts,
         "regularizers": terms,
     }
+    if args.lr_find:  # the curve, for `kertransfer report`
+        config["lr_find"] = {"lrs": found.lrs, "smoothed": found.smoothed,
+                             "suggestion": found.suggestion}
     if args.freeze_epochs:
         print(f"[{steps_total}/{steps_total}] Training the head {args.freeze_epochs} epochs, "
               f"then fine-tuning {args.epochs} epochs")
@@ -289,6 +295,33 @@ def run_explain(args) -> int:
         print(f"{f}: {label} (p={p:.3f}) -> {path}")
     print(f"Grad-CAM on layer {result.layer!r}; {len(result.paths)} overlays in {args.out}")
     keras.backend.clear_session()
+    return 0
+
+
+def run_report(args) -> int:
+    import json
+    import pathlib
+
+    from kertransfer.report import run_report
+
+    config = {}
+    for name in ("config.json", "best_config.json"):
+        if (pathlib.Path(args.run) / name).is_file():
+            config = json.loads((pathlib.Path(args.run) / name).read_text())
+            break
+    # The run's own split, so the evaluated images are ones it did not train on.
+    for key, default in (("validation_split", 0.2), ("test_split", 0.0), ("seed", 0)):
+        if getattr(args, key) is None:
+            setattr(args, key, config.get(key, default))
+    split = args.split or ("test" if args.test_split else "val")
+    data = None
+    if args.data:
+        shape = config.get("image_size") or (config.get("hypermodel") or {}).get("input_shape")
+        size = args.image_size or (tuple(shape[:2]) if shape else (224, 224))
+        data = _load_data(args, size)
+    path = run_report(args.run, data, split=split, out=args.out, head=args.head)
+    print(f"Wrote {path}" + (f" (evaluated on the {split} split of {args.data})"
+                             if data is not None else ""))
     return 0
 
 

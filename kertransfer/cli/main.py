@@ -324,6 +324,33 @@ def _add_explain(sub) -> None:
     p.set_defaults(command="explain")
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one HTML page about a run or a search",
+                       description="Write RUN/report.html (or --out): the run's settings and "
+                       "metrics, its learning curves with the stage markers, its learning-rate "
+                       "range test, and for a search the trials plot and results; with --data, "
+                       "also the confusion matrix and accuracy per class on --split (written "
+                       "beside it as PNGs). Images are inside the page.",
+                       formatter_class=_FORMATTER)
+    p.add_argument("run", help="a run folder (kertransfer train) or a search folder")
+    p.add_argument("--data", default=None,
+                   help="data to evaluate on: digits, digits_m, tfds:NAME, or a folder")
+    p.add_argument("--image-size", type=_size_arg, default=None,
+                   help="image size (default: the run's)")
+    p.add_argument("--split", default=None, choices=["train", "val", "test"],
+                   help="split of --data to evaluate (default: test if the run held one out, "
+                   "else val)")
+    p.add_argument("--validation-split", type=float, default=None,
+                   help="default: the run's (kertransfer train records it), else 0.2")
+    p.add_argument("--test-split", type=float, default=None,
+                   help="default: the run's, else 0")
+    p.add_argument("--seed", type=int, default=None, help="default: the run's, else 0")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size")
+    p.add_argument("--head", default=None, help="the head to evaluate, for a multi-task model")
+    p.add_argument("--out", default=None, help="the HTML file (default: RUN/report.html)")
+    p.set_defaults(command="report", samples_per_class=None, augment=False)
+
+
 def _add_export(sub) -> None:
     from kertransfer.export import FORMATS
 
@@ -370,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kertransfer",
         description="Transfer learning for Keras 3: backbones, freezing, training, search, "
-        "domain adaptation, pretraining, backbone ranking, Grad-CAM, export, demo.",
+        "domain adaptation, pretraining, backbone ranking, Grad-CAM, run reports, export, demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -382,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(sub)
     _add_rank(sub)
     _add_explain(sub)
+    _add_report(sub)
     _add_export(sub)
     _add_predict(sub)
     _add_demo(sub)

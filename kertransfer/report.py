@@ -1,0 +1,327 @@
+"""Plots and a one-file report for a run: confusion matrix, per-class accuracy, curves.
+
+- `confusion_matrix` counts ``[true class, predicted class]``;
+  `per_class_accuracy` is each class's share of correct predictions (its
+  recall), and the two ``plot_`` functions draw them.
+- `evaluate_run` predicts a split of the data with a run's model and writes
+  ``confusion_matrix.png`` and ``per_class_accuracy.png`` into the run folder.
+- `run_report` gathers what a run or a search folder holds into one HTML
+  file with the images inside it: the learning curves with their stage
+  markers, the learning-rate range test (when the run recorded one), the
+  confusion matrix and per-class accuracy (with data), and, for a search, the
+  trials plot and the results table.
+
+Every file is written atomically: a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import pathlib
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kertransfer._fs import atomic_file
+from kertransfer.errors import DataError, InvalidArgumentError, LabelError, format_message
+
+__all__ = ["confusion_matrix", "evaluate_run", "per_class_accuracy", "plot_confusion_matrix",
+           "plot_per_class_accuracy", "run_report"]
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -> np.ndarray:
+    """Counts ``[num_classes, num_classes]``: row = true class, column = predicted class."""
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    if t.shape != p.shape or t.ndim != 1 or not len(t):
+        raise LabelError(format_message(
+            "y_true and y_pred must be 1-D class labels of the same length.",
+            received={"y_true": f"shape {t.shape}", "y_pred": f"shape {p.shape}"}))
+    if not (np.issubdtype(t.dtype, np.integer) and np.issubdtype(p.dtype, np.integer)) \
+            or min(t.min(), p.min()) < 0:
+        raise LabelError(format_message("Labels must be integers from 0.",
+                                        received={"y_true": str(t.dtype),
+                                                  "y_pred": str(p.dtype)}))
+    n = int(max(t.max(), p.max())) + 1 if num_classes is None else int(num_classes)
+    if max(t.max(), p.max()) >= n:
+        raise LabelError(format_message(f"A label is not below num_classes={n}.",
+                                        received={"num_classes": num_classes}))
+    matrix = np.zeros((n, n), dtype="int64")
+    np.add.at(matrix, (t, p), 1)
+    return matrix
+
+
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+    """Each class's share of its examples predicted right (NaN for a class with none)."""
+    matrix = np.asarray(matrix)
+    totals = matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(matrix) / np.maximum(totals, 1), np.nan)
+
+
+def _names(class_names, n: int) -> list[str]:
+    names = [str(c) for c in class_names] if class_names is not None else []
+    return names[:n] + [str(k) for k in range(len(names), n)]
+
+
+def _save(fig, path) -> pathlib.Path:
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=80, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str] | None = None,
+                          path=None, *, normalize: bool = True, title: str | None = None):
+    """Draw the matrix (rows normalised to 1 by default, counts written in the cells).
+
+    Returns the figure, or the path it was saved to when ``path`` is given.
+    """
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    n = len(matrix)
+    names = _names(class_names, n)
+    shown = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1) if normalize else matrix
+    side = min(max(4.0, 0.45 * n + 2), 14)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
+                 label="share of the true class" if normalize else "examples")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    dark = shown[i, j] > (0.5 if normalize else shown.max() / 2)
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if dark else "black")
+    ax.set_xticks(range(n), names, rotation=90 if n > 10 else 0, fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(title or f"confusion matrix (accuracy {accuracy:.3f}, {matrix.sum()} examples)",
+                 fontsize=10)
+    return _save(fig, path) if path is not None else fig
+
+
+def plot_per_class_accuracy(accuracy: Sequence[float], class_names: Sequence[str] | None = None,
+                            path=None, *, title: str | None = None):
+    """A bar per class, lowest first (where to look); the mean is a dashed line."""
+    plt = _pyplot()
+    acc = np.asarray(accuracy, dtype="float64")
+    names = _names(class_names, len(acc))
+    order = np.argsort(np.nan_to_num(acc, nan=-1.0))
+    fig, ax = plt.subplots(figsize=(min(max(4.0, 0.35 * len(acc) + 2), 14), 3.5))
+    ax.bar(range(len(acc)), np.nan_to_num(acc[order]), color="tab:blue")
+    ax.axhline(np.nanmean(acc), color="gray", linestyle="--", linewidth=1,
+               label=f"mean {np.nanmean(acc):.3f}")
+    ax.set_xticks(range(len(acc)), [names[k] for k in order],
+                  rotation=90 if len(acc) > 10 else 0, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "accuracy per class, lowest first", fontsize=10)
+    return _save(fig, path) if path is not None else fig
+
+
+def _run_folder(run) -> tuple[pathlib.Path, dict]:
+    path = pathlib.Path(run)
+    if not path.is_dir():
+        raise InvalidArgumentError(format_message(
+            "run must be a run folder (kertransfer train, kt.training.train(out=...)) or a "
+            "search folder (kt.tune).", received={"run": str(run)}))
+    config = {}
+    for name in ("config.json", "best_config.json"):
+        if (path / name).is_file():
+            config = json.loads((path / name).read_text())
+            break
+    return path, config
+
+
+def _model_of(folder: pathlib.Path):
+    import keras
+
+    for name in ("model.keras", "best_model.keras"):
+        if (folder / name).is_file():
+            return keras.saving.load_model(folder / name, compile=False)
+    raise DataError(format_message(
+        "The folder has no model.keras or best_model.keras to evaluate.",
+        received={"run": str(folder)}))
+
+
+def _split_arrays(data, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(data, "as_numpy"):
+        return data.as_numpy(split)
+    if isinstance(data, tuple) and len(data) == 2:
+        return np.asarray(data[0], "float32"), np.asarray(data[1])
+    raise InvalidArgumentError(format_message(
+        "data must be a DataBundle, ArrayData or (x, y) arrays.",
+        received={"data": type(data).__name__}))
+
+
+def evaluate_run(run, data, *, split: str = "test", model=None,
+                 head: str | None = None) -> dict[str, Any]:
+    """Predict ``split`` of ``data`` with the run's model; write its two plots into the run.
+
+    Args:
+        run: A run or search folder.
+        data: A `kertransfer.data.DataBundle` or `ArrayData` (its ``split``), or
+            ``(x, y)`` arrays.
+        split: Which split of a bundle.
+        model: The model (default: the folder's ``model.keras`` or ``best_model.keras``).
+        head: For a multi-task model, the head to evaluate.
+
+    Returns:
+        ``{"matrix", "per_class", "accuracy", "class_names", "paths"}``.
+    """
+    folder, config = _run_folder(run)
+    model = _model_of(folder) if model is None else model
+    x, y = _split_arrays(data, split)
+    probs = model.predict(x, verbose=0, batch_size=64)
+    if isinstance(probs, dict):
+        if head not in probs:
+            raise InvalidArgumentError(format_message(
+                "This model has several heads: name the one to evaluate.",
+                expected=f"head= one of {sorted(probs)}", received={"head": head}))
+        probs = probs[head]
+        y = data.task_labels(y)[head] if hasattr(data, "task_labels") and \
+            getattr(data, "task_tables", None) else y
+    pred = np.asarray(probs).argmax(axis=-1)
+    matrix = confusion_matrix(np.asarray(y).astype("int64"), pred, num_classes=probs.shape[-1])
+    names = getattr(data, "class_names", None) or config.get("class_names")
+    if isinstance(names, dict):
+        names = names.get(head)
+    acc = per_class_accuracy(matrix)
+    paths = [plot_confusion_matrix(matrix, names, folder / "confusion_matrix.png"),
+             plot_per_class_accuracy(acc, names, folder / "per_class_accuracy.png")]
+    return {"matrix": matrix, "per_class": acc, "accuracy": float(np.trace(matrix) / len(y)),
+            "class_names": _names(names, len(matrix)), "paths": paths}
+
+
+def _png(fig_or_path) -> str:
+    """An ``<img>`` with the PNG inside it."""
+    if isinstance(fig_or_path, (str, pathlib.Path)):
+        data = pathlib.Path(fig_or_path).read_bytes()
+    else:
+        plt = _pyplot()
+        buf = io.BytesIO()
+        fig_or_path.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+        plt.close(fig_or_path)
+        data = buf.getvalue()
+    return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _lr_find_figure(record: dict):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(record["lrs"], record.get("smoothed") or record["losses"])
+    ax.set_xscale("log")
+    if record.get("suggestion"):
+        ax.axvline(record["suggestion"], color="red", linestyle="--",
+                   label=f"suggestion {record['suggestion']:.2e}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (smoothed)")
+    ax.set_title("learning-rate range test", fontsize=10)
+    return fig
+
+
+def run_report(run, data=None, *, split: str = "test", out=None, head: str | None = None,
+               title: str | None = None) -> pathlib.Path:
+    """Write one self-contained HTML page about a run or a search folder.
+
+    Args:
+        run: The folder.
+        data: With data, the page also has the confusion matrix and
+            per-class accuracy on ``split`` (see `evaluate_run`).
+        split: Which split of a bundle to evaluate.
+        out: The HTML file (default: ``report.html`` in the folder).
+        head: For a multi-task model, the head to evaluate.
+        title: The page's title (default: the folder's name).
+
+    Returns:
+        The path of the page.
+    """
+    from kertransfer.training.run import plot_history
+
+    folder, config = _run_folder(run)
+    sections: list[tuple[str, str]] = []
+    facts = {k: config[k] for k in ("backbone", "weights", "freeze", "bn", "learning_rate",
+                                    "epochs", "freeze_epochs", "objective", "score")
+             if config.get(k) is not None}
+    facts.update({k: v for k, v in (config.get("metrics") or {}).items()})
+    if config.get("hypermodel"):
+        facts["backbones"] = config["hypermodel"].get("backbones")
+    if facts:
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>"
+                       f"{html.escape(f'{v:.4f}' if isinstance(v, float) else str(v))}</td></tr>"
+                       for k, v in facts.items())
+        sections.append(("Summary", f"<table>{rows}</table>"))
+    if (folder / "history.json").is_file():
+        history = json.loads((folder / "history.json").read_text())
+        stages = [tuple(s) for s in config.get("stages") or []]
+        with tempfile.TemporaryDirectory() as scratch:
+            curve = pathlib.Path(scratch) / "curve.png"
+            plot_history(history, curve, stages=stages)
+            sections.append(("Learning curves", _png(curve)
+                             + ("<p>Dashed lines mark where each stage began: "
+                                + html.escape(", ".join(f"epoch {e + 1}: {label}"
+                                                        for e, label in stages)) + "</p>"
+                                if stages else "")))
+    if config.get("lr_find"):
+        sections.append(("Learning-rate range test", _png(_lr_find_figure(config["lr_find"]))))
+    if data is not None:
+        result = evaluate_run(folder, data, split=split, head=head)
+        worst = np.argsort(np.nan_to_num(result["per_class"], nan=2.0))[:3]
+        lowest = ", ".join(f"{result['class_names'][k]} ({result['per_class'][k]:.3f})"
+                           for k in worst)
+        sections.append((f"Confusion matrix ({split} split)", _png(result["paths"][0])
+                         + f"<p>Accuracy {result['accuracy']:.4f}; lowest classes: "
+                           f"{html.escape(lowest)}.</p>"))
+        sections.append(("Accuracy per class", _png(result["paths"][1])))
+    if (folder / "trials.png").is_file():
+        table = ""
+        if (folder / "results.csv").is_file():
+            import csv
+
+            rows = list(csv.reader(io.StringIO((folder / "results.csv").read_text())))
+            table = "<table>" + "".join(
+                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}"
+                                 f"</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
+                for i, row in enumerate(rows)) + "</table>"
+        sections.append(("Search trials", _png(folder / "trials.png") + table))
+    if not sections:
+        raise DataError(format_message(
+            "The folder holds nothing to report: no config, history, or search results.",
+            received={"run": str(folder)}))
+    name = html.escape(title or folder.name)
+    body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{name}</title><style>"
+            "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+            "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;"
+            "text-align:left}img{max-width:100%}</style></head><body>"
+            f"<h1>kertransfer report: {name}</h1>{body}</body></html>")
+    out = pathlib.Path(out) if out is not None else folder / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out, suffix=".html") as tmp:
+        pathlib.Path(tmp).write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,76 @@
+"""Confusion matrices, per-class accuracy and the run report."""
+
+import json
+
+import numpy as np
+import pytest
+
+import kertransfer as kt
+from kertransfer.errors import DataError, LabelError
+from kertransfer.report import (
+    confusion_matrix,
+    evaluate_run,
+    per_class_accuracy,
+    plot_confusion_matrix,
+    run_report,
+)
+
+agnostic = pytest.mark.backend_agnostic
+
+
+@agnostic
+def test_confusion_matrix_and_per_class_accuracy_on_a_hand_case(tmp_path):
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 1, 0, 1, 1, 0])
+    m = confusion_matrix(y_true, y_pred, num_classes=4)
+    np.testing.assert_array_equal(m, [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    acc = per_class_accuracy(m)
+    np.testing.assert_allclose(acc[:3], [2 / 3, 1.0, 0.0])
+    assert np.isnan(acc[3])  # no example of class 3: no accuracy, not 0
+    path = plot_confusion_matrix(m, ["a", "b", "c", "d"], tmp_path / "cm.png")
+    assert path.stat().st_size > 0 and [p.name for p in tmp_path.iterdir()] == ["cm.png"]
+    with pytest.raises(LabelError, match=r"same length.*Received"):
+        confusion_matrix(y_true, y_pred[:3])
+    with pytest.raises(LabelError, match=r"below num_classes=2"):
+        confusion_matrix(y_true, y_pred, num_classes=2)
+
+
+def test_a_run_report_gathers_curves_stages_matrix_and_trials(tiny_backbone_name, tiny_data,
+                                                              tmp_path):
+    from kertransfer.training import train
+
+    data = kt.data.load(tiny_data, image_size=(16, 16), validation_split=0.2, test_split=0.2,
+                        seed=0, verbose=0)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    run = train(model, data, epochs=2, verbose=0, out=tmp_path / "run",
+                config={"stages": [[0, "head"], [1, "fine-tune (all blocks)"]]}).out
+    result = evaluate_run(run, data)
+    x, y = data.as_numpy("test")
+    assert result["matrix"].sum() == len(y)
+    want = np.mean(model.predict(x, verbose=0).argmax(-1) == y)
+    assert result["accuracy"] == pytest.approx(want)
+    np.testing.assert_allclose(np.nansum(result["per_class"] * result["matrix"].sum(axis=1)),
+                               np.trace(result["matrix"]))
+    page = run_report(run, data).read_text()
+    for text in ("Summary", "Learning curves", "epoch 2: fine-tune (all blocks)",
+                 "Confusion matrix (test split)", "Accuracy per class", "data:image/png;base64"):
+        assert text in page, text
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary left
+    # A search folder: its trials plot and results table.
+    search = tmp_path / "search"
+    search.mkdir()
+    from kertransfer.tuning.search import plot_trials
+
+    rows = [{"status": "COMPLETED", "score": 0.5, "backbone": "b", "unfreeze": 1,
+             "fine_tune_lr": 1e-4}]
+    plot_trials(rows, search / "trials.png", "val_accuracy")
+    (search / "results.csv").write_text("trial,score\n0,0.5\n")
+    (search / "best_config.json").write_text(json.dumps({"objective": "val_accuracy",
+                                                         "score": 0.5}))
+    page = run_report(search, out=tmp_path / "search.html").read_text()
+    assert "Search trials" in page and "<td>0.5</td>" in page
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"nothing to report.*Received"):
+        run_report(empty)
