@@ -31,6 +31,7 @@ from kertransfer.backbones import get_backbone_spec, list_backbones, register_ba
 from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import KertransferError
 from kertransfer.freezing import freeze, trainable_summary
+from kertransfer.lint import lint
 from kertransfer.methods.pretext import pretrain
 from kertransfer.models import TransferModel, build_transfer_model
 from kertransfer.training import fine_tune, lr_find, recalibrate_batchnorm
@@ -56,6 +57,7 @@ __all__ = [
     "freeze",
     "freezing",
     "get_backbone_spec",
+    "lint",
     "list_backbones",
     "lr_find",
     "methods",

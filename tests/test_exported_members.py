@@ -10,7 +10,7 @@ def test_top_level_exports():
         "build_transfer_model", "callbacks", "data", "errors", "explain", "export", "fewshot",
         "fine_tune", "freeze",
         "freezing",
-        "get_backbone_spec", "list_backbones", "lr_find", "methods", "models", "optimizers",
+        "get_backbone_spec", "lint", "list_backbones", "lr_find", "methods", "models", "optimizers",
         "pretrain", "rank_backbones", "recalibrate_batchnorm", "register_backbone", "report",
         "trainable_summary", "training", "transferability", "tune",
         "tuning",
@@ -29,6 +29,9 @@ def test_names_outside_scripts_rely_on():
     assert kt.fewshot.PrototypeClassifier is PrototypeClassifier and callable(evaluate_episodes)
     assert kt.rank_backbones is kt.transferability.rank_backbones
     assert callable(kt.explain.grad_cam)
+    from kertransfer.lint import lint
+
+    assert kt.lint is lint and callable(kt.lint)  # the function, not its module
 
 
 def test_export_is_a_package_and_a_function():

@@ -325,6 +325,22 @@ def run_report(args) -> int:
     return 0
 
 
+def run_lint(args) -> int:
+    from kertransfer.export.sources import load_keras_source
+    from kertransfer.lint import lint
+
+    model, _ = load_keras_source(args.model)
+    batch, examples = None, args.examples
+    if args.data:
+        size = args.image_size or tuple(model.input_shape[1:3])
+        data = _load_data(args, size)
+        batch = next(iter(data.train))[0].numpy()
+        examples = examples or data.counts["train"]
+    report = lint(model, batch, num_examples=examples, expect_pretrained=args.pretrained)
+    print(report)
+    return 0 if report.ok else 1
+
+
 def run_tune(args) -> int:
     from kertransfer.backbones import get_backbone_spec
     from kertransfer.tuning import TransferHyperModel, tune

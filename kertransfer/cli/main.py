@@ -351,6 +351,29 @@ def _add_report(sub) -> None:
     p.set_defaults(command="report", samples_per_class=None, augment=False)
 
 
+def _add_lint(sub) -> None:
+    p = sub.add_parser("lint", help="check a model for the classic fine-tuning bugs",
+                       description="Check a .keras model or run folder for BatchNorm training "
+                       "in frozen blocks, preprocessing applied twice or missing (on a batch of "
+                       "--data), a trainable set changed after compile, a backbone rate above "
+                       "the head's, a backbone never trained though meant to be pretrained, "
+                       "and a head too large for the training examples. Exits 1 when it finds "
+                       "something.", formatter_class=_FORMATTER)
+    p.add_argument("model", help="a .keras file or a run folder")
+    p.add_argument("--data", default=None,
+                   help="training data: a batch is checked, and its size counts the examples")
+    p.add_argument("--image-size", type=_size_arg, default=None,
+                   help="image size (default: the model's input)")
+    p.add_argument("--samples-per-class", type=int, default=None,
+                   help="keep this many training examples per class, as the run did")
+    p.add_argument("--examples", type=int, default=None,
+                   help="training examples (default: the size of --data's train split)")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="whether the backbone should be pretrained (default: as built)")
+    p.set_defaults(command="lint", validation_split=0.0, test_split=0.0, augment=False,
+                   batch_size=32, seed=0)
+
+
 def _add_export(sub) -> None:
     from kertransfer.export import FORMATS
 
@@ -397,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kertransfer",
         description="Transfer learning for Keras 3: backbones, freezing, training, search, "
-        "domain adaptation, pretraining, backbone ranking, Grad-CAM, run reports, export, demo.",
+        "domain adaptation, pretraining, backbone ranking, Grad-CAM, run reports, lint, export, "
+        "demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -410,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rank(sub)
     _add_explain(sub)
     _add_report(sub)
+    _add_lint(sub)
     _add_export(sub)
     _add_predict(sub)
     _add_demo(sub)

@@ -171,3 +171,5 @@ def reset_step_functions(model) -> None:
         model.make_train_function(force=True)
     if hasattr(model, "_jax_state_synced"):
         model._jax_state_synced = True
+    # The steps retrace with this trainable set (kt.lint checks against it).
+    model.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in model.trainable_variables)

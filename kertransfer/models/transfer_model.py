@@ -129,6 +129,8 @@ class TransferModel(keras.Model):
         bind = getattr(opt, "bind_model", None)
         if callable(bind):
             bind(self)
+        # What compile saw as trainable: kt.lint compares it with the model's now.
+        self.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in self.trainable_variables)
 
     # Keras restores the compile state of a saved model only when a model that
     # overrides compile() also overrides these two.

@@ -36,6 +36,8 @@ def rebuild_optimizer(model, trainable_variables=None) -> keras.optimizers.Optim
     new.build(variables)
     copy_optimizer_state(old, new)
     model.optimizer = new
+    # The new trainable set is compiled in now (kt.lint checks against it).
+    model.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in variables)
     return new
 
 
