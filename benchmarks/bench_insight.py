@@ -11,10 +11,22 @@
     trained network's (Spearman rank correlation of the coarse maps, per
     image, averaged). Goal: hits >= 0.80, correlation < 0.3.
 
+``ranking`` - does LogME rank backbones as fine-tuning does? A zoo of 10
+    feature extractors for digits_m at 32x32 with 20 labels per class: the
+    small CNN and ``mobilenet_v3_small`` from random weights and after a few
+    or more epochs on the clean digits, ``mobilenet_v3_small`` pretrained by
+    rotation, raw pixels and PCA of the pixels (32 components). The ground
+    truth is each candidate's test accuracy after training on the 200
+    labels: fine-tuning every layer for the networks, logistic regression
+    for pixels and PCA. Reported: Kendall tau of each score against the
+    ground truth (goal for LogME: >= 0.5, mean over seeds), and the time
+    of ranking every candidate against fine-tuning every one (goal: 50x).
+
 Results per seed are kept in ``--results`` so an interrupted run continues.
 
 Usage::
 
+    python benchmarks/bench_insight.py all             # every experiment, 5 seeds each
     python benchmarks/bench_insight.py gradcam [--seeds 0 1 2 3 4]
 """
 
@@ -95,10 +107,101 @@ def run_gradcam(seed, tmp, args):
             "test accuracy (classifier)": accuracy}
 
 
-EXPERIMENTS = {"gradcam": run_gradcam}
+def _logistic_accuracy(train_x, train_y, test_x, test_y) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=2000, C=1.0).fit(train_x, train_y)
+    return float(clf.score(test_x, test_y))
+
+
+def run_ranking(seed, tmp, args):
+    import time
+
+    from scipy.stats import kendalltau
+    from sklearn.decomposition import PCA
+
+    from kertransfer.training import train
+    from kertransfer.transferability import h_score, logme
+
+    size = (32, 32)
+    target = kt.data.load("digits_m", image_size=size, validation_split=0.0, test_split=0.3,
+                          samples_per_class=args.labels_per_class, seed=seed, verbose=0)
+    (x, y), (xt, yt) = target.as_numpy("train"), target.as_numpy("test")
+    source = kt.data.load("digits", image_size=size, validation_split=0.0, seed=seed, verbose=0)
+
+    networks = {}
+    for backbone, short, epochs in (("bench_small_cnn", "small CNN", (0, 1, 3, 10)),
+                                    ("mobilenet_v3_small", "mobilenet", (0, 2, 6))):
+        for e in epochs:
+            keras.utils.set_random_seed(seed)
+            model = kt.build_transfer_model(backbone, 10, input_shape=(*size, 3), weights=None,
+                                            freeze="none", bn="trainable")
+            if e:
+                train(model, source, epochs=e, verbose=0, validate_each_epoch=False)
+            path = os.path.join(tmp, f"{backbone}_{e}_{seed}.keras")
+            model.save(path)
+            networks[f"{short}, digits {e} epochs" if e else f"{short}, random"] = (backbone,
+                                                                                  path)
+            keras.backend.clear_session()
+    sx, _ = source.as_numpy("train")
+    rotation = kt.pretrain("mobilenet_v3_small", sx, task="rotation", epochs=3, batch_size=128,
+                           seed=seed, verbose=0, out=os.path.join(tmp, f"rotation_{seed}"))
+    networks["mobilenet, rotation"] = ("mobilenet_v3_small", str(rotation.path))
+    keras.backend.clear_session()
+
+    # Ranking: one feature pass per candidate, then the scores.
+    start = time.perf_counter()
+    ranking = kt.rank_backbones(networks, (x, y), metrics=("logme", "hscore"),
+                                input_shape=(*size, 3), verbose=0)
+    scores = {r["candidate"]: (r["logme"], r["hscore"]) for r in ranking.rows}
+    flat, flat_test = x.reshape(len(x), -1) / 255.0, xt.reshape(len(xt), -1) / 255.0
+    pca = PCA(32, random_state=seed).fit(np.concatenate([flat, flat_test]))  # unlabelled
+    direct = {"raw pixels": (flat, flat_test), "PCA of pixels": (pca.transform(flat),
+                                                                 pca.transform(flat_test))}
+    for name, (f, _) in direct.items():
+        scores[name] = (logme(f, y), h_score(f, y))
+    rank_seconds = time.perf_counter() - start
+
+    # Ground truth: train every candidate on the labels.
+    start = time.perf_counter()
+    truth = {}
+    for name, (backbone, path) in networks.items():
+        keras.utils.set_random_seed(seed)
+        model = kt.build_transfer_model(backbone, 10, input_shape=(*size, 3), weights=path,
+                                        freeze="none", bn="trainable")
+        run = train(model, target, epochs=args.target_epochs, verbose=0,
+                    validate_each_epoch=False)
+        truth[name] = run.metrics["test_accuracy"]
+        keras.backend.clear_session()
+    for name, (f, ft) in direct.items():
+        truth[name] = _logistic_accuracy(f, y, ft, yt)
+    tune_seconds = time.perf_counter() - start
+
+    names = sorted(truth)
+    out = {f"ground truth: {n}": truth[n] for n in names}
+    out.update({f"logme: {n}": scores[n][0] for n in names})
+    out["Kendall tau, LogME"] = float(kendalltau([scores[n][0] for n in names],
+                                                 [truth[n] for n in names]).statistic)
+    out["Kendall tau, H-score"] = float(kendalltau([scores[n][1] for n in names],
+                                                   [truth[n] for n in names]).statistic)
+    out["ranking seconds"] = rank_seconds
+    out["fine-tuning seconds"] = tune_seconds
+    out["speed-up (fine-tuning / ranking)"] = tune_seconds / rank_seconds
+    return out
+
+
+EXPERIMENTS = {"gradcam": run_gradcam, "ranking": run_ranking}
 
 
 def verdict(experiment, stats):
+    if experiment == "ranking":
+        tau = stats["Kendall tau, LogME"][0]
+        speed = stats["speed-up (fine-tuning / ranking)"][0]
+        met = "met" if tau >= 0.5 and speed >= 50 else "not met"
+        return (f"Kendall tau of LogME against fine-tuned accuracy {tau:.3f} (H-score "
+                f"{stats['Kendall tau, H-score'][0]:.3f}); ranking {speed:.0f}x faster than "
+                f"fine-tuning every candidate (goal: tau >= 0.5 and 50x: {met})",
+                "Kendall tau, LogME", "Kendall tau, H-score", None)
     hits = stats["Grad-CAM pointing, trained"][0]
     rho = stats["rank correlation, trained vs randomized maps"][0]
     base = stats["random heatmaps pointing"][0]
@@ -115,13 +218,21 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--test-per-class", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10, help="gradcam: training epochs")
+    parser.add_argument("--labels-per-class", type=int, default=20,
+                        help="ranking: labelled target images per class")
+    parser.add_argument("--target-epochs", type=int, default=20,
+                        help="ranking: fine-tuning epochs of the ground truth")
     return parser
 
 
 def main(argv=None) -> int:
-    return experiments_main(make_parser, argv, EXPERIMENTS, "insight", "small CNN at 32px",
-                            verdict, measure="fraction or correlation")
+    setups = {"gradcam": "small CNN at 32px",
+              "ranking": "10 candidates (small CNN, mobilenet_v3_small, pixels, PCA) on digits_m "
+                         "at 32px"}
+    return experiments_main(make_parser, argv, EXPERIMENTS, "insight", setups, verdict,
+                            measure="fraction, correlation or seconds",
+                            skip=lambda n: n.startswith(("ground truth", "logme:")))
 
 
 if __name__ == "__main__":
