@@ -299,16 +299,9 @@ def run_explain(args) -> int:
 
 
 def run_report(args) -> int:
-    import json
-    import pathlib
+    from kertransfer.report import _run_folder, run_report
 
-    from kertransfer.report import run_report
-
-    config = {}
-    for name in ("config.json", "best_config.json"):
-        if (pathlib.Path(args.run) / name).is_file():
-            config = json.loads((pathlib.Path(args.run) / name).read_text())
-            break
+    _, config = _run_folder(args.run)
     # The run's own split, so the evaluated images are ones it did not train on.
     for key, default in (("validation_split", 0.2), ("test_split", 0.0), ("seed", 0)):
         if getattr(args, key) is None:
