@@ -93,6 +93,22 @@ def test_episodes_on_a_transfer_model_use_its_pooled_features(tiny_backbone_name
     assert 0.0 <= result.mean <= 1.0 and result.shots == 2
 
 
+def test_features_are_the_same_from_direct_calls_and_from_predict(tiny_backbone_name):
+    # The first batches are direct calls, the rest go through predict: both in
+    # inference mode, so trainable BatchNorm uses its moving statistics.
+    import keras
+
+    x = np.random.default_rng(3).uniform(0, 255, (30, 16, 16, 3)).astype("float32")
+    model = kt.build_transfer_model(tiny_backbone_name, 3, input_shape=(16, 16, 3), weights=None,
+                                    freeze="none", bn="trainable")
+    for layer in model.backbone.layers:  # statistics far from a batch's own
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.full(layer.moving_mean.shape, 5.0, "float32"))
+    f = extract_features(model, x, batch_size=4)  # 8 batches: 4 direct, 4 by predict
+    pool = keras.Model(model.inputs, model.get_layer("pool").output)
+    np.testing.assert_allclose(f, pool.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+
+
 def test_episode_arguments_are_checked():
     x, y = _coloured(3, 4, np.random.default_rng(3))
     with pytest.raises(DataError, match=r"Only 0 classes have 6 images.*Received"):
