@@ -194,6 +194,9 @@ def test_rank_prints_and_writes_the_candidates_best_first(tiny_backbone_name, tm
     assert leep["pixels"] == "" and float(leep[str(run)]) < 0  # only the run has a head
     assert main(["rank", "--data", "digits", "--candidate", "resnet5O"]) == 2
     assert "Did you mean" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ranking trains nothing, so it has no --augment
+        main(["rank", "--data", "digits", "--candidate", "pixels", "--augment"])
+    assert "unrecognized arguments: --augment" in capsys.readouterr().err
 
 
 def test_explain_writes_an_overlay_per_image_file(tiny_backbone_name, tmp_path, capsys):

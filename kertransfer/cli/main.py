@@ -61,7 +61,8 @@ def _add_info(sub) -> None:
     p.set_defaults(command="info")
 
 
-def _add_data_args(p) -> None:
+def _add_data_args(p, augment: bool = True) -> None:
+    """The data flags; ``augment=False`` for commands that do not train."""
     p.add_argument("--data", required=True,
                    help="digits, digits_m, tfds:NAME, or a folder of class subfolders")
     p.add_argument("--image-size", type=_size_arg, default=None,
@@ -73,7 +74,11 @@ def _add_data_args(p) -> None:
                    help="fraction held out for a final test (stratified)")
     p.add_argument("--samples-per-class", type=int, default=None,
                    help="keep this many training examples per class")
-    p.add_argument("--augment", action="store_true", help="flip/rotate/zoom/contrast in training")
+    if augment:
+        p.add_argument("--augment", action="store_true",
+                       help="flip/rotate/zoom/contrast in training")
+    else:
+        p.set_defaults(augment=False)
     p.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling and init")
 
 
@@ -294,7 +299,7 @@ def _add_rank(sub) -> None:
                        "'none' for random weights), or a .keras model / run folder from "
                        "`kertransfer train` (its head gives LEEP).",
                        formatter_class=_FORMATTER)
-    _add_data_args(p)
+    _add_data_args(p, augment=False)
     p.set_defaults(validation_split=0.0)
     p.add_argument("--candidate", action="append", required=True, metavar="SPEC",
                    help="a candidate (repeat the flag for each)")
