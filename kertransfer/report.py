@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from kertransfer._fs import atomic_file
+from kertransfer.data.memory import split_arrays
 from kertransfer.errors import DataError, InvalidArgumentError, LabelError, format_message
 
 __all__ = ["confusion_matrix", "evaluate_run", "per_class_accuracy", "plot_confusion_matrix",
@@ -168,16 +169,6 @@ def _model_of(folder: pathlib.Path):
         received={"run": str(folder)}))
 
 
-def _split_arrays(data, split: str) -> tuple[np.ndarray, np.ndarray]:
-    if hasattr(data, "as_numpy"):
-        return data.as_numpy(split)
-    if isinstance(data, tuple) and len(data) == 2:
-        return np.asarray(data[0], "float32"), np.asarray(data[1])
-    raise InvalidArgumentError(format_message(
-        "data must be a DataBundle, ArrayData or (x, y) arrays.",
-        received={"data": type(data).__name__}))
-
-
 def evaluate_run(run, data, *, split: str = "test", model=None,
                  head: str | None = None) -> dict[str, Any]:
     """Predict ``split`` of ``data`` with the run's model; write its two plots into the run.
@@ -195,7 +186,7 @@ def evaluate_run(run, data, *, split: str = "test", model=None,
     """
     folder, config = _run_folder(run)
     model = _model_of(folder) if model is None else model
-    x, y = _split_arrays(data, split)
+    x, y = split_arrays(data, split)
     probs = model.predict(x, verbose=0, batch_size=64)
     if isinstance(probs, dict):
         if head not in probs:

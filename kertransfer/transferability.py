@@ -34,6 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kertransfer.data.memory import split_arrays
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -279,16 +280,6 @@ class Ranking:
         return path
 
 
-def _target_arrays(data) -> tuple[np.ndarray, np.ndarray]:
-    if hasattr(data, "as_numpy"):
-        return data.as_numpy("train")
-    if isinstance(data, tuple) and len(data) == 2:
-        return np.asarray(data[0], "float32"), np.asarray(data[1])
-    raise InvalidTypeError(format_message(
-        "data must be a DataBundle, ArrayData or (x, y) arrays of labelled target examples.",
-        received={"data": type(data).__name__}))
-
-
 def _label_of(candidate, index: int) -> str:
     if isinstance(candidate, str):
         return candidate if candidate == "pixels" or not candidate.endswith(".keras") \
@@ -390,7 +381,7 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
     if not items:
         raise InvalidArgumentError(format_message("candidates is empty.",
                                                   received={"candidates": candidates}))
-    x, y = _target_arrays(data)
+    x, y = split_arrays(data, "train", what=" of labelled target examples")
     _check(np.zeros((len(x), 1)), y)
     if max_examples is not None and len(x) > max_examples:
         from sklearn.model_selection import train_test_split

@@ -138,3 +138,7 @@ def test_rank_backbones_scores_every_candidate_once_best_first(tiny_backbone_nam
     source.backbone.save(tmp_path / "bare.keras")  # no preprocessing: its name is needed
     with pytest.raises(InvalidArgumentError, match=r"registry name, path.*Received: candidate"):
         kt.rank_backbones([str(tmp_path / "bare.keras")], (x, y), verbose=0)
+    from kertransfer.errors import InvalidTypeError
+
+    with pytest.raises(InvalidTypeError, match=r"data must be .*Received: data='ndarray'"):
+        kt.rank_backbones(["pixels"], x, verbose=0)  # images without their labels

@@ -19,7 +19,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from kertransfer.errors import DataError, InvalidArgumentError, LabelError, format_message
+from kertransfer.errors import (
+    DataError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LabelError,
+    format_message,
+)
 
 __all__ = ["ArrayData", "from_arrays"]
 
@@ -234,3 +240,16 @@ def from_arrays(x: Any, y: Any, *, validation_split: float = 0.0, test_split: fl
                                        received={"x": x.shape}))
     return ArrayData(splits["train"], splits["val"], splits["test"], class_names, counts,
                      tuple(int(d) for d in x.shape[1:]), batch_size, seed)
+
+
+def split_arrays(data: Any, split: str = "train", argument: str = "data",
+                 what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of one split of a `DataBundle` or `ArrayData`, or the ``(x, y)``
+    arrays themselves; anything else is refused naming ``argument``."""
+    if hasattr(data, "as_numpy"):
+        return data.as_numpy(split)
+    if isinstance(data, tuple) and len(data) == 2:
+        return np.asarray(data[0], "float32"), np.asarray(data[1])
+    raise InvalidTypeError(format_message(
+        f"{argument} must be a DataBundle, ArrayData or (x, y) arrays{what}.",
+        received={argument: type(data).__name__}))
