@@ -20,7 +20,8 @@ def atomic_file(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path beside ``path``; on success it becomes ``path`` (with the
     usual mode), on an error it is removed: a reader never sees a half-written file."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(path) or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+                               dir=os.path.dirname(path) or ".")  # hidden if left by a kill
     os.close(fd)
     try:
         yield tmp

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import pathlib
-import tempfile
 import warnings
 from typing import Any
 
@@ -40,7 +39,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from kertransfer._fs import usual_mode
+from kertransfer._fs import atomic_file
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -57,16 +56,8 @@ STATE_FILE = "kertransfer_search.json"
 def _atomic_write(path: str | os.PathLike, text: str) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    usual_mode(tmp)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        pathlib.Path(tmp).write_text(text)
 
 
 class _RobustOracle:
@@ -573,16 +564,8 @@ def _run_children(hypermodel, data, validation_data, directory: pathlib.Path, se
     child_dir = directory / "child"
     child_dir.mkdir(parents=True, exist_ok=True)
     arrays = _arrays_of(data, validation_data)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=child_dir)
-    usual_mode(tmp)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, child_dir / "data.npz")
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with atomic_file(child_dir / "data.npz", suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
     config = {"hypermodel": hypermodel.get_config(), "settings": settings, "epochs": epochs,
               "trials_per_process": trials_per_process, "child_setup": child_setup,
               "verbose": verbose, "directory": str(directory)}
@@ -724,16 +707,8 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
         if model.optimizer is not None and not model.optimizer.built:
             with getattr(hm, "_scope", contextlib.nullcontext)():
                 model.optimizer.build(model.trainable_variables)  # loads without a warning
-        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
-        usual_mode(tmp)
-        os.close(fd)
-        try:
+        with atomic_file(directory / "best_model.keras", suffix=".keras") as tmp:
             model.save(tmp)
-            os.replace(tmp, directory / "best_model.keras")
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
         written["best_model"] = directory / "best_model.keras"
         if verbose:
             print(f"Best: trial {trial.trial_id}, {objective} {trial.score:.4f}: "
@@ -767,14 +742,8 @@ def plot_trials(rows: list[dict], path, objective: str) -> None:
         axes[1].legend(fontsize=8)
     fig.suptitle(f"{len(done)} completed trials")
     fig.tight_layout()
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    usual_mode(tmp)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
