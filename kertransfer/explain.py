@@ -231,13 +231,9 @@ def save_overlays(images: np.ndarray, result: GradCamResult, out, *, alpha: floa
                   names: Sequence[str] | None = None,
                   class_names: Sequence[str] | None = None) -> list[pathlib.Path]:
     """Write each image with its heatmap over it as a PNG in ``out``; returns the paths."""
-    import matplotlib
+    from kertransfer._plot import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from kertransfer._fs import atomic_file
-
+    plt = pyplot()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(names) if names is not None else [f"cam_{i:03d}" for i in range(len(images))]
@@ -254,11 +250,5 @@ def save_overlays(images: np.ndarray, result: GradCamResult, out, *, alpha: floa
         ax.imshow(result.heatmaps[i], cmap="jet", alpha=alpha, vmin=0, vmax=1)
         ax.set_title(f"{label} (p={result.probability[i]:.2f})", fontsize=9)
         ax.axis("off")
-        path = out / f"{pathlib.Path(names[i]).stem}.png"
-        try:
-            with atomic_file(path, suffix=".png") as tmp:
-                fig.savefig(tmp, dpi=80, bbox_inches="tight")
-        finally:
-            plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"{pathlib.Path(names[i]).stem}.png"))
     return paths

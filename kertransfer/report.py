@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from kertransfer._fs import atomic_file
+from kertransfer._plot import pyplot, save_figure
 from kertransfer.data.memory import split_arrays
 from kertransfer.errors import DataError, InvalidArgumentError, LabelError, format_message
 
@@ -69,35 +70,13 @@ def _names(class_names, n: int) -> list[str]:
     return names[:n] + [str(k) for k in range(len(names), n)]
 
 
-def _save(fig, path) -> pathlib.Path:
-    import matplotlib.pyplot as plt
-
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_file(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=80, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str] | None = None,
                           path=None, *, normalize: bool = True, title: str | None = None):
     """Draw the matrix (rows normalised to 1 by default, counts written in the cells).
 
     Returns the figure, or the path it was saved to when ``path`` is given.
     """
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     n = len(matrix)
     names = _names(class_names, n)
@@ -121,13 +100,13 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str] | None 
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     ax.set_title(title or f"confusion matrix (accuracy {accuracy:.3f}, {matrix.sum()} examples)",
                  fontsize=10)
-    return _save(fig, path) if path is not None else fig
+    return save_figure(fig, path) if path is not None else fig
 
 
 def plot_per_class_accuracy(accuracy: Sequence[float], class_names: Sequence[str] | None = None,
                             path=None, *, title: str | None = None):
     """A bar per class, lowest first (where to look); the mean is a dashed line."""
-    plt = _pyplot()
+    plt = pyplot()
     acc = np.asarray(accuracy, dtype="float64")
     names = _names(class_names, len(acc))
     order = np.argsort(np.nan_to_num(acc, nan=-1.0))
@@ -141,7 +120,7 @@ def plot_per_class_accuracy(accuracy: Sequence[float], class_names: Sequence[str
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8)
     ax.set_title(title or "accuracy per class, lowest first", fontsize=10)
-    return _save(fig, path) if path is not None else fig
+    return save_figure(fig, path) if path is not None else fig
 
 
 def _run_folder(run) -> tuple[pathlib.Path, dict]:
@@ -213,7 +192,7 @@ def _png(fig_or_path) -> str:
     if isinstance(fig_or_path, (str, pathlib.Path)):
         data = pathlib.Path(fig_or_path).read_bytes()
     else:
-        plt = _pyplot()
+        plt = pyplot()
         buf = io.BytesIO()
         fig_or_path.savefig(buf, format="png", dpi=80, bbox_inches="tight")
         plt.close(fig_or_path)
@@ -222,7 +201,7 @@ def _png(fig_or_path) -> str:
 
 
 def _lr_find_figure(record: dict):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(record["lrs"], record.get("smoothed") or record["losses"])
     ax.set_xscale("log")

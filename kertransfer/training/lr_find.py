@@ -180,12 +180,9 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
 
 
 def _plot(result: LRFindResult, path) -> None:
-    import matplotlib
+    from kertransfer._plot import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
     ax.plot(result.lrs, result.smoothed, label="smoothed loss")
     for name, lr in result.suggestions.items():
@@ -201,5 +198,4 @@ def _plot(result: LRFindResult, path) -> None:
         ax.set_ylim(low - pad, top + pad)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)

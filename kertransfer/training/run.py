@@ -293,13 +293,10 @@ def plot_history(history: dict[str, list[float]], path, title: str | None = None
         terms: Names of logged loss terms (``"l2sp"``, ...) drawn dashed on
             the loss panel, beside the loss that includes them.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from kertransfer._plot import pyplot, save_figure
 
     metrics = [m for m in ("loss", "accuracy") if m in history]
-    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(5 * max(len(metrics), 1), 3.5))
+    fig, axes = pyplot().subplots(1, max(len(metrics), 1), figsize=(5 * max(len(metrics), 1), 3.5))
     axes = [axes] if not hasattr(axes, "__len__") else list(axes)
     for ax, metric in zip(axes, metrics):
         epochs = range(1, len(history[metric]) + 1)
@@ -320,5 +317,4 @@ def plot_history(history: dict[str, list[float]], path, title: str | None = None
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)

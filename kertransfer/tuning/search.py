@@ -722,11 +722,9 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
 
 def plot_trials(rows: list[dict], path, objective: str) -> None:
     """Objective against unfreeze depth and fine-tuning rate, one colour per backbone."""
-    import matplotlib
+    from kertransfer._plot import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     backbones = sorted({str(r["backbone"]) for r in done})
@@ -742,8 +740,4 @@ def plot_trials(rows: list[dict], path, objective: str) -> None:
         axes[1].legend(fontsize=8)
     fig.suptitle(f"{len(done)} completed trials")
     fig.tight_layout()
-    try:
-        with atomic_file(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=100, tight=False)
