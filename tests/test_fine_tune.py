@@ -35,7 +35,7 @@ def test_two_phases_in_one_fit(tmp_path, tiny_backbone_name, bundle):
     assert len(out["history"]["loss"]) == 4 and "val_accuracy" in out["history"]
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == \
         pytest.approx(1e-3)
-    assert type(model.optimizer).__name__ == "DiscriminativeAdam"
+    assert isinstance(model.optimizer, kt.optimizers.DiscriminativeMixin)
     plot_history(out["history"], tmp_path / "curve.png", stages=out["stages"])
     assert (tmp_path / "curve.png").stat().st_size > 0
 
@@ -76,3 +76,69 @@ def test_bad_arguments(tiny_backbone_name, bundle):
         fine_tune(model, bundle, epochs=0)
     with pytest.raises(InvalidArgumentError, match="Received: lr_mult=-1"):
         fine_tune(model, bundle, lr_mult=-1)
+
+
+def _random_states():
+    import random
+
+    return random.getstate(), np.random.get_state()[1].copy()
+
+
+def test_fine_tune_resets_no_global_seed(tiny_backbone_name, bundle):
+    states = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                        weights=None)
+        out = fine_tune(model, bundle, epochs=1, freeze_epochs=1, patience=None, verbose=0)
+        assert out["cached_features"] is True  # the path that trains a head on features
+        states.append(_random_states())
+    (py1, np1), (py2, np2) = states
+    assert py1 != py2
+    assert not np.array_equal(np1, np2)
+
+
+def test_seeded_head_order_does_not_touch_the_global_state(tiny_backbone_name, bundle):
+    keras.utils.set_random_seed(5)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    before = _random_states()
+    kt.training.train_head_on_features(model, bundle, epochs=2, seed=3, verbose=0)
+    after = _random_states()
+    assert before[0] == after[0] and np.array_equal(before[1], after[1])
+
+
+def _bn_state(model, names):
+    return {n: [w.copy() for w in model.backbone.get_layer(n).get_weights()] for n in names}
+
+
+def test_recalibration_leaves_frozen_blocks_alone(tiny_backbone_name, tiny_data):
+    x, y = tiny_data
+    data = kt.data.load((x, y), image_size=(16, 16), batch_size=40, validation_split=0.2,
+                        seed=0, augment={"contrast": 0.3}, verbose=0)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, bn="trainable")
+    # Moving statistics that are not the fresh ones, as pretrained blocks would have.
+    for layer in model.backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.3, "float32"))
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, "float32"))
+    frozen = _bn_state(model, ["stem_bn"])
+    trained = _bn_state(model, ["block1_bn", "block2_bn"])
+    fine_tune(model, data, epochs=1, freeze_epochs=1, unfreeze=2, patience=None, verbose=0)
+    after = _bn_state(model, ["stem_bn"])
+    for name, weights in frozen.items():
+        assert all(np.array_equal(a, b) for a, b in zip(weights, after[name])), name
+    # The blocks that trained were recalibrated.
+    moved = _bn_state(model, ["block1_bn", "block2_bn"])
+    assert not np.array_equal(moved["block2_bn"][2], trained["block2_bn"][2])
+
+
+def test_per_epoch_validation_uses_recalibrated_statistics(tiny_backbone_name, bundle):
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, bn="trainable")
+    out = fine_tune(model, bundle, epochs=2, freeze_epochs=1, base_lr=1e-2, patience=None,
+                    verbose=0)
+    # The last epoch's validation saw the statistics the finished model has.
+    final = model.evaluate(bundle.val, verbose=0, return_dict=True)
+    assert out["history"]["val_loss"][-1] == pytest.approx(final["loss"], rel=1e-4)

@@ -87,7 +87,8 @@ def test_optimizer_state_survives_the_boundary(tiny_backbone_name, tiny_data):
     start1 = snaps.first_step[1]
     # The iteration count goes on.
     assert end0["iterations"] == 4 and start1["iterations"] == 4
-    head_slots = [n for n in end0["opt"] if "predictions" in n and "kernel" in n]
+    head_slots = [n for n in end0["opt"] if "predictions" in n and "kernel" in n
+                  and not n.endswith("_step")]
     assert len(head_slots) == 2  # Adam's two moments of the head kernel
     for name in head_slots:
         assert np.abs(end0["opt"][name]).sum() > 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from kertransfer.backbones.blocks import assign_blocks, is_batchnorm
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
+from kertransfer.models.inference import sync_inference_mode
 from kertransfer.freezing.policies import FreezeContext, policy_to_config, resolve_policy
 
 BN_MODES = ("frozen", "trainable")
@@ -66,7 +67,10 @@ def apply_policy(model, freeze: Any, bn: str) -> list[bool]:
     backbone = model.backbone
     backbone.trainable = True
     for layer, frozen in zip(ctx.layers, mask):
-        layer.trainable = not frozen
+        # Each sublayer too: under TensorFlow, Keras skips ``layer.trainable = True`` when it
+        # is True already, so it would not reach a nested BatchNorm frozen by an earlier call.
+        for sub in layer._flatten_layers(include_self=True, recursive=True):
+            sub.trainable = not frozen
     if bn == "frozen":
         for layer in ctx.layers:
             for sub in _all_batchnorm(layer):
@@ -76,6 +80,7 @@ def apply_policy(model, freeze: Any, bn: str) -> list[bool]:
     for layer in model.layers:
         if layer is not backbone and layer.weights:
             layer.trainable = True
+    sync_inference_mode(model)  # frozen layers run in inference mode, dropout included
     model.freeze_config = policy_to_config(policy)
     model.bn_mode = bn
     return mask

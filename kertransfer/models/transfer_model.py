@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from kertransfer.models.inference import sync_inference_mode
 from kertransfer.models.layers import Preprocess
 
 POOLINGS = ("avg", "max", "flatten")
@@ -123,7 +124,12 @@ class TransferModel(keras.Model):
         self.freeze_config = dict(freeze_config or {})
 
     def compile(self, optimizer="rmsprop", *args, **kwargs):
-        """``keras.Model.compile``, which also binds a discriminative optimizer to the blocks."""
+        """``keras.Model.compile``, which also binds a discriminative optimizer to the blocks.
+
+        Frozen layers of the backbone are set to run in inference mode here too
+        (see `kertransfer.models.inference`), so flags set by hand count.
+        """
+        sync_inference_mode(self)
         super().compile(optimizer, *args, **kwargs)
         opt = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         bind = getattr(opt, "bind_model", None)
@@ -182,4 +188,5 @@ class TransferModel(keras.Model):
         if not trainable:
             # Setting True would cascade to every layer and undo the freeze flags.
             model.trainable = False
+        sync_inference_mode(model)  # the loaded trainable flags decide the mode
         return model

@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kertransfer import _log
 from kertransfer._fs import usual_mode
 from kertransfer.errors import InvalidArgumentError, format_message
 
@@ -229,10 +230,35 @@ class FeatureCache:
         return feats, False
 
 
+class FeatureBatches(keras.utils.PyDataset):
+    """Batches of cached features in an order drawn from a seeded generator each epoch.
+
+    Labels may be an array or a dict of arrays (one per head).
+    """
+
+    def __init__(self, features: np.ndarray, labels: Any, batch_size: int, seed: int):
+        super().__init__()
+        self.features, self.labels = features, labels
+        self.batch_size = int(batch_size)
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(features))
+
+    def __len__(self) -> int:
+        return -(-len(self.features) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        labels = keras.tree.map_structure(lambda a: np.asarray(a)[rows], self.labels)
+        return self.features[rows], labels
+
+    def on_epoch_end(self) -> None:
+        self._order = self._rng.permutation(len(self.features))
+
+
 def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate: float = 1e-3,
                            optimizer: Any = "adam", batch_size: int = 32, val: Any = None,
                            cache_dir: str | os.PathLike | None = None, shuffle: bool = True,
-                           seed: int | None = 0, callbacks=None, verbose: int = 1,
+                           seed: int | None = None, callbacks=None, verbose: int = 1,
                            loss_weights: dict[str, float] | None = None,
                            return_head: bool = False):
     """Train the head of ``model`` on cached backbone features.
@@ -251,7 +277,8 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         val: Validation data in the same forms (default: the bundle's val split).
         cache_dir: Keep features on disk there (see `FeatureCache`).
         shuffle: Shuffle the features every epoch.
-        seed: Seed for the shuffling (None: unseeded).
+        seed: Seeds this call's shuffling of the features (None: Keras' own,
+            unseeded shuffling). No global random state is reset.
         callbacks: Keras callbacks for the head's ``fit``.
         verbose: Progress output.
         loss_weights: ``{task: weight}`` for a multi-task model (its data a
@@ -266,11 +293,11 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         val = data.as_numpy("val")
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     if verbose:
-        print(f"Computing backbone features for {len(x)} images (once)")
+        _log.print_msg(f"Computing backbone features for {len(x)} images (once)")
     if cache is not None:
         feats, hit = cache.load_or_compute(model, x, y, verbose=verbose)
         if verbose and hit:
-            print(f"Read cached features from {cache.directory}")
+            _log.print_msg(f"Read cached features from {cache.directory}")
     else:
         feats = compute_features(model, x, verbose=verbose)
     val_data = None
@@ -280,9 +307,14 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     y = task_labels(data, y)
     head = head_on_features(model, feats.shape[1:])
     compile_head(head, feats, y, batch_size, learning_rate, optimizer, loss_weights)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    hist = head.fit(feats, y, batch_size=batch_size, epochs=epochs, validation_data=val_data,
-                    shuffle=shuffle, callbacks=list(callbacks or []), verbose=verbose)
+    if shuffle and seed is not None:
+        # Seeded: this call's own order, no global random state reset.
+        fit_data = (FeatureBatches(feats, y, batch_size, seed=seed),)
+        fit_kwargs = {"shuffle": False}
+    else:
+        fit_data = (feats, y)
+        fit_kwargs = {"batch_size": batch_size, "shuffle": shuffle}
+    hist = head.fit(*fit_data, epochs=epochs, validation_data=val_data,
+                    callbacks=list(callbacks or []), verbose=verbose, **fit_kwargs)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return (history, head) if return_head else history

@@ -4,9 +4,10 @@ Phase 1 trains the head on the frozen backbone for ``freeze_epochs``; phase 2
 unfreezes the backbone (all of it, or the top ``unfreeze`` blocks) and goes on
 for ``epochs`` more at ``base_lr * lr_mult`` (optionally with discriminative
 rates per block), in the same ``fit()`` through `StagedUnfreezing`, so the
-head's optimizer state carries over. With validation data, early stopping
-watches phase 2 and restores the best weights. This is LP-FT (Kumar et al.
-2022) and fastai's ``fine_tune``.
+head's optimizer state carries over and newly unfrozen variables start with a
+fresh optimizer's first steps (a step count per variable). With validation
+data, early stopping watches phase 2 and restores the best weights. This is
+LP-FT (Kumar et al. 2022) and fastai's ``fine_tune``.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ from typing import Any
 
 import keras
 
+from kertransfer import _log
 from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.freezing.apply import apply_policy
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from kertransfer.training.optimizer_state import copy_optimizer_state
+from kertransfer.training.discriminative import DiscriminativeMixin, discriminative
+from kertransfer.training.feature_cache import train_head_on_features
+from kertransfer.training.optimizers import build_optimizer, copy_optimizer_state, make_optimizer
 from kertransfer.training.run import (
+    _unaugmented_train,
     as_training_data,
     build_training_state,
     compile_for_transfer,
-    make_optimizer,
 )
 from kertransfer.training.unfreezing import StagedUnfreezing
+from kertransfer.training.validation import RecalibratedValidation
 
 
 def _count(value, name: str, minimum: int) -> int:
@@ -48,12 +54,31 @@ def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
     return True, ""
 
 
+def adopt_head_state(model, head) -> None:
+    """Build ``model``'s optimizer on its trainable set with the head model's state in it.
+
+    ``head`` trained ``model``'s own head layers (on cached features): its
+    moments, step counts and iteration count go on in ``model.optimizer``.
+    """
+    build_optimizer(model.optimizer, model.trainable_variables, model)
+    copy_optimizer_state(head.optimizer, model.optimizer)
+
+
+def _head_optimizer(optimizer, learning_rate, model):
+    """A copy of the phase-1 optimizer for a head model (a discriminative one bound to
+    ``model``, whose head variables the head model trains)."""
+    opt = make_optimizer(optimizer, learning_rate, copy=True)
+    if isinstance(opt, DiscriminativeMixin):
+        opt.bind_model(model)
+    return opt
+
+
 def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_epochs: int = 1,
               base_lr: float = 1e-3, lr_mult: float = 0.1, unfreeze: int | str = "all",
-              decay: float | None = None, optimizer: str = "adam", patience: int | None = 3,
+              decay: float | None = None, optimizer: Any = "adam", patience: int | None = 3,
               recalibrate_bn: bool | str = "auto", cache_features: bool = True,
               callbacks=None, loss_weights: dict[str, float] | None = None,
-              verbose: int = 1) -> dict[str, Any]:
+              seed: int | None = None, verbose: int = 1) -> dict[str, Any]:
     """Train the head on the frozen backbone, then fine-tune, in one ``fit()``.
 
     Args:
@@ -69,11 +94,18 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         unfreeze: ``"all"`` or the number of top blocks to unfreeze in phase 2.
         decay: If given, discriminative rates in phase 2: each block down trains
             ``decay`` times slower than the one above.
-        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a Keras optimizer
+            instance (its settings are kept, its rate set to ``base_lr``; it
+            becomes ``model.optimizer`` unless ``decay`` wraps it).
         patience: Early-stopping patience (epochs of phase 2 without a better
             ``val_loss``; best weights restored). None turns it off.
-        recalibrate_bn: Recompute BatchNorm statistics at the end when any
-            BatchNorm layer trained (``"auto"``), always (True), or never.
+        recalibrate_bn: Recompute the statistics of the BatchNorm layers that
+            trained, at the end, from un-augmented training data with dropout
+            off (``"auto"``: when any BatchNorm layer trained; True; False).
+            Frozen blocks keep their statistics. While BatchNorm trains, each
+            epoch's validation also runs after such a recalibration
+            (`kertransfer.training.validation.RecalibratedValidation`), unless
+            this is False.
         cache_features: Run phase 1 on cached backbone features (the backbone
             runs once instead of every epoch) when ``train`` is a DataBundle
             without augmentation; otherwise phase 1 trains through the
@@ -82,6 +114,8 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
             features, where the model's fit starts at phase 2).
         loss_weights: ``{task: weight}`` of a multi-task model's losses (its
             data from `kertransfer.data.DataBundle.with_tasks`).
+        seed: Seeds the order of cached features in phase 1 (None: unseeded).
+            No global random state is reset.
         verbose: Keras verbosity.
 
     Returns:
@@ -100,14 +134,12 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
     train_ds = getattr(train, "train", train)
     if val is None:
         val = getattr(train, "val", None)
-    opt = optimizer
+    opt = make_optimizer(optimizer, base_lr)
     if decay is not None:
-        from kertransfer.training.discriminative import discriminative
-
-        opt = discriminative(make_optimizer(optimizer, base_lr), decay=decay)
+        opt = discriminative(opt, decay=decay)
     use_cache, why = _can_cache(train, cache_features, freeze_epochs)
     if cache_features and freeze_epochs and not use_cache and verbose:
-        print(f"Feature cache skipped: {why}")
+        _log.print_msg(f"Feature cache skipped: {why}")
     cbs = list(callbacks or [])
     early = None
     if val is not None and patience is not None:
@@ -117,17 +149,14 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
     phase1: dict[str, list[float]] = {}
     initial_epoch = 0
     if use_cache:
-        from kertransfer.freezing.apply import apply_policy
-        from kertransfer.training.feature_cache import train_head_on_features
-
         apply_policy(model, "all", model.bn_mode)
         phase1, head = train_head_on_features(
-            model, train, epochs=freeze_epochs, learning_rate=base_lr, optimizer=optimizer,
+            model, train, epochs=freeze_epochs, learning_rate=base_lr,
+            optimizer=_head_optimizer(opt, base_lr, model),
             batch_size=getattr(train, "batch_size", 32), val=val, verbose=verbose,
-            loss_weights=loss_weights, return_head=True)
+            loss_weights=loss_weights, seed=seed, return_head=True)
         compile_for_transfer(model, base_lr, opt, loss_weights=loss_weights)
-        model.optimizer.build(model.trainable_variables)
-        copy_optimizer_state(head.optimizer, model.optimizer)  # the head's moments go on
+        adopt_head_state(model, head)  # the head's moments and step counts go on
         schedule = [(freeze_epochs, unfreeze, float(lr_mult))]
         initial_epoch = freeze_epochs
     else:
@@ -136,6 +165,9 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
             else [(0, unfreeze, float(lr_mult))]
     stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
     cbs.insert(0, stages)
+    clean = _unaugmented_train(train) if hasattr(train, "train") else train_ds
+    if val is not None and recalibrate_bn is not False:
+        cbs.insert(1, RecalibratedValidation(clean))
     if early is not None:
         cbs.append(early)
     build_training_state(model, train_ds)
@@ -143,9 +175,9 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
                      initial_epoch=initial_epoch, shuffle=False, callbacks=cbs, verbose=verbose)
     history = {k: list(phase1.get(k, [])) + [float(v) for v in vals]
                for k, vals in hist.history.items()}
-    if recalibrate_bn is True or (recalibrate_bn == "auto"
-                                  and batchnorm_layers(model, "trainable")):
-        recalibrate_batchnorm(model, train_ds)
+    trained_bn = batchnorm_layers(model, "trainable")
+    if recalibrate_bn is True or (recalibrate_bn == "auto" and trained_bn):
+        recalibrate_batchnorm(model, clean, layers="trainable")
     label = f"fine-tune ({unfreeze} blocks, lr x{lr_mult:g})"
     marks = [(0, "head (backbone frozen)")] if freeze_epochs else []
     marks.append((freeze_epochs, label))

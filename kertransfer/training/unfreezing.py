@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 
+from kertransfer import _log
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.apply import (
     apply_policy,
@@ -26,7 +27,7 @@ from kertransfer.freezing.apply import (
     reset_step_functions,
 )
 from kertransfer.freezing.policies import FreezeBlocks
-from kertransfer.training.optimizer_state import rebuild_optimizer
+from kertransfer.training.optimizers import rebuild_optimizer
 
 
 def _check_schedule(schedule) -> list[tuple[int, Any, float | None]]:
@@ -172,7 +173,7 @@ class StagedUnfreezing(keras.callbacks.Callback):
             label = "head only" if k == 0 else ("all blocks" if k == num_blocks
                                                  else f"top {k} of {num_blocks} blocks")
             extra = f", lr x{factor:g}" if factor else ""
-            print(f"\nStagedUnfreezing: epoch {epoch + 1}: training {label}{extra}")
+            _log.print_msg(f"\nStagedUnfreezing: epoch {epoch + 1}: training {label}{extra}")
 
 
 class GradualUnfreezing(StagedUnfreezing):

@@ -59,7 +59,7 @@ from kertransfer.training.feature_cache import (
     head_on_features,
     split_at_block,
 )
-from kertransfer.training.optimizer_state import copy_optimizer_state
+from kertransfer.training.optimizers import copy_optimizer_state
 from kertransfer.training.run import build_training_state, compile_for_transfer, make_optimizer
 from kertransfer.tuning.space import KNOBS, declare, parse_space
 

@@ -1,0 +1,132 @@
+"""Optimizers at unfreeze: first updates of a newly trained variable are a fresh optimizer's."""
+
+import keras
+import numpy as np
+import pytest
+
+import kertransfer as kt
+from kertransfer.callbacks import StagedUnfreezing
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError
+from kertransfer.training.optimizers import build_optimizer, make_optimizer
+
+LR = 1e-3
+HEAD_STEPS = 300  # head-only steps before the unfreeze: Adam's global bias correction is off there
+
+
+class FirstStep(keras.callbacks.Callback):
+    """|delta w| / lr of a backbone kernel over the first step of epoch ``epoch``."""
+
+    def __init__(self, epoch, layer="stem_conv"):
+        super().__init__()
+        self.epoch, self.layer = epoch, layer
+        self.ratio = None
+
+    def _kernel(self):
+        return np.array(self.model.backbone.get_layer(self.layer).get_weights()[0])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._on = epoch == self.epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._on and batch == 0:
+            self._before = self._kernel()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._on and batch == 0:
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.ratio = float(np.median(np.abs(self._kernel() - self._before)) / lr)
+
+
+def _model(name, **kwargs):
+    return kt.build_transfer_model(name, 4, input_shape=(16, 16, 3), weights=None,
+                                   freeze="all", **kwargs)
+
+
+def _first_step_ratio(model, data, optimizer, head_epochs):
+    x, y = data
+    model.compile(optimizer, "sparse_categorical_crossentropy")
+    probe = FirstStep(head_epochs)
+    steps = [(0, "head"), (head_epochs, "all")] if head_epochs else [(0, "all")]
+    model.fit(x, y, batch_size=2, epochs=head_epochs + 1, shuffle=False, verbose=0,
+              callbacks=[StagedUnfreezing(steps, verbose=0), probe])
+    return probe.ratio
+
+
+def _optimizers():
+    return {
+        "adam": lambda: keras.optimizers.Adam(LR),
+        "adamw": lambda: keras.optimizers.AdamW(LR, weight_decay=0.0),
+        "schedule": lambda: keras.optimizers.Adam(
+            keras.optimizers.schedules.ExponentialDecay(LR, 10_000, 0.999)),
+        "discriminative": lambda: kt.optimizers.discriminative(
+            keras.optimizers.Adam(LR), multipliers={"head": 1.0}),
+        "loss_scale": lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(LR)),
+    }
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("kind", list(_optimizers()))
+def test_newly_unfrozen_kernel_gets_a_fresh_optimizers_first_step(tiny_backbone_name, tiny_data,
+                                                                 kind):
+    x, y = tiny_data
+    data = (np.concatenate([x, x, x]), np.concatenate([y, y, y]))
+    data = (data[0][:2 * HEAD_STEPS], data[1][:2 * HEAD_STEPS])
+    make = _optimizers()[kind]
+    keras.utils.set_random_seed(0)
+    fresh = _first_step_ratio(_model(tiny_backbone_name), (data[0][:4], data[1][:4]), make(), 0)
+    keras.utils.set_random_seed(0)
+    late = _first_step_ratio(_model(tiny_backbone_name), data, make(), 1)
+    assert 0.5 < fresh < 1.5  # Adam's first step is about the rate
+    assert late == pytest.approx(fresh, rel=0.10)
+
+
+@pytest.mark.backend_agnostic
+def test_the_compiled_optimizer_stays_the_models(tiny_backbone_name, tiny_data):
+    x, y = tiny_data
+    model = _model(tiny_backbone_name, bn="trainable")
+    opt = keras.optimizers.Adam(LR)
+    model.compile(opt, "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=50, epochs=2, verbose=0,
+              callbacks=[StagedUnfreezing([(0, "head"), (1, "all")], verbose=0)])
+    assert model.optimizer is opt
+    assert isinstance(opt, keras.optimizers.Adam)
+    assert int(keras.ops.convert_to_numpy(opt.iterations)) == 8
+    # The head trained 8 steps, the backbone 4.
+    head_kernel = model.get_layer("predictions").kernel
+    stem_kernel = model.backbone.get_layer("stem_conv").kernel
+    assert int(keras.ops.convert_to_numpy(opt.step_of(head_kernel))) == 8
+    assert int(keras.ops.convert_to_numpy(opt.step_of(stem_kernel))) == 4
+
+
+@pytest.mark.backend_agnostic
+def test_a_rebuild_keeps_the_state_of_what_trained(tiny_backbone_name, tiny_data):
+    x, y = tiny_data
+    model = _model(tiny_backbone_name)
+    opt = keras.optimizers.Adam(LR)
+    model.compile(opt, "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=50, epochs=1, verbose=0)  # a plain Adam, built on the head
+    kernel = model.get_layer("predictions").kernel
+    moments = [np.array(v) for v in opt.variables if v.name.startswith("predictions_kernel")]
+    kt.freeze(model, "none", recompile=False)
+    build_optimizer(opt, model.trainable_variables, model)
+    assert model.optimizer is opt
+    after = [np.array(v) for v in opt.variables if v.name.startswith("predictions_kernel")
+             and not v.name.endswith("_step")]
+    assert len(after) == 2 and all(np.array_equal(a, b) for a, b in zip(moments, after))
+    assert int(keras.ops.convert_to_numpy(opt.step_of(kernel))) == 4
+    stem = model.backbone.get_layer("stem_conv").kernel
+    assert int(keras.ops.convert_to_numpy(opt.step_of(stem))) == 0
+
+
+def test_make_optimizer_takes_names_and_instances():
+    assert isinstance(make_optimizer("adamw", 1e-2), keras.optimizers.AdamW)
+    opt = keras.optimizers.AdamW(1e-3, weight_decay=0.05)
+    assert make_optimizer(opt, 1e-2) is opt
+    assert float(keras.ops.convert_to_numpy(opt.learning_rate)) == pytest.approx(1e-2)
+    copy = make_optimizer(opt, copy=True)
+    assert copy is not opt and isinstance(copy, keras.optimizers.AdamW)
+    assert copy.weight_decay == pytest.approx(0.05)
+    with pytest.raises(InvalidArgumentError, match="Received: optimizer='adagrad-x'"):
+        make_optimizer("adagrad-x", 1e-3)
+    with pytest.raises(InvalidTypeError, match="Received: optimizer=3"):
+        make_optimizer(3, 1e-3)
