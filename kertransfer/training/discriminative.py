@@ -14,8 +14,11 @@ built by ``build_transfer_model`` binds the optimizer in ``compile``):
   ``rate / 2.6``, the block below at ``rate / 2.6**2``, and so on down.
 - ``layer_decay=0.8`` (ELECTRA, BEiT): the same rule written as a factor
   below 1, ``rate * 0.8**depth_from_top``.
-- ``multipliers={"block5": 0.5, "^stem_": 0.1, "head": 1.0}``: explicit
-  factors by block name or layer-name regex (first match wins; others get 1).
+- ``multipliers={"block5": 0.5, "stem": 0.1, "head": 1.0}``: explicit factors
+  by block name (exact: ``"block1"`` is not ``"block10"``) or ``"head"``; others
+  get 1. A compiled ``re.Pattern`` key is searched in layer names instead, for
+  layers across blocks (``{re.compile(r"_bn$"): 0.0}``); block names win over
+  patterns, and the first matching pattern wins.
 
 The optimizer is serializable: saving a compiled model keeps the rule, and
 loading binds it again.
@@ -37,14 +40,30 @@ _CLASSES: dict[type, type] = {}
 _NO_DECAY_PATTERNS = ("bias", "gamma", "beta", "moving_mean", "moving_variance")
 
 
+def _split_keys(multipliers) -> tuple[dict[str, float], dict[re.Pattern, float]]:
+    """Block-name keys (exact) and compiled-pattern keys (searched in layer names)."""
+    names: dict[str, float] = {}
+    patterns: dict[re.Pattern, float] = {}
+    for key, value in dict(multipliers or {}).items():
+        if isinstance(key, re.Pattern):
+            patterns[key] = float(value)
+        else:
+            names[str(key)] = float(value)
+    return names, patterns
+
+
 class DiscriminativeMixin:
     """Per-variable learning-rate multipliers for any Keras optimizer."""
 
     def _kt_setup(self, decay=None, layer_decay=None, multipliers=None,
-                  exclude_norm_and_bias_from_weight_decay=False):
+                  exclude_norm_and_bias_from_weight_decay=False, multiplier_patterns=None):
         self.kt_decay = decay
         self.kt_layer_decay = layer_decay
-        self.kt_multipliers = dict(multipliers) if multipliers else None
+        names, patterns = _split_keys(multipliers)
+        for pattern, value in dict(multiplier_patterns or {}).items():  # from a saved config
+            patterns[re.compile(pattern)] = float(value)
+        self.kt_multipliers = names if (names or patterns) else None
+        self.kt_patterns = patterns
         self.kt_exclude = bool(exclude_norm_and_bias_from_weight_decay)
         self._kt_by_path: dict[str, float] = {}
         self._kt_list: list[float] | None = None
@@ -58,6 +77,7 @@ class DiscriminativeMixin:
 
         ctx = block_context(model)
         n = len(ctx.block_names)
+        self._kt_check_names(ctx.block_names)
         by_layer: dict[int, float] = {}
         for layer, b in zip(ctx.layers, ctx.block_of):
             by_layer[id(layer)] = self._block_multiplier(ctx.block_names[b], b, n, layer.name)
@@ -76,10 +96,22 @@ class DiscriminativeMixin:
             self._kt_index()
         return table
 
+    def _kt_check_names(self, block_names) -> None:
+        unknown = sorted(set(self.kt_multipliers or {}) - set(block_names) - {"head"})
+        if unknown:
+            raise InvalidArgumentError(format_message(
+                "multipliers names blocks this backbone does not have. Block names match "
+                "exactly; to match layer names by a regular expression, use a compiled "
+                "re.Pattern as the key.",
+                expected=f"keys among {['head', *block_names]}, or re.compile(...) keys",
+                received={"multipliers": dict(self.kt_multipliers)}))
+
     def _block_multiplier(self, block: str, index: int, num_blocks: int, layer: str) -> float:
         if self.kt_multipliers is not None:
-            for key, value in self.kt_multipliers.items():
-                if key == block or re.search(key, layer):
+            if block in self.kt_multipliers:
+                return float(self.kt_multipliers[block])
+            for pattern, value in self.kt_patterns.items():
+                if pattern.search(layer):
                     return float(value)
             return 1.0
         depth = num_blocks - index  # 0 for the head, 1 for the top block, ...
@@ -126,7 +158,8 @@ class DiscriminativeMixin:
         config.update({
             "decay": self.kt_decay,
             "layer_decay": self.kt_layer_decay,
-            "multipliers": self.kt_multipliers,
+            "multipliers": self.kt_multipliers or None,
+            "multiplier_patterns": {p.pattern: v for p, v in self.kt_patterns.items()} or None,
             "exclude_norm_and_bias_from_weight_decay": self.kt_exclude,
         })
         return config
@@ -139,9 +172,11 @@ def _discriminative_class(base: type) -> type:
         return base
 
     def __init__(self, *args, decay=None, layer_decay=None, multipliers=None,  # noqa: N807
-                 exclude_norm_and_bias_from_weight_decay=False, **kwargs):
+                 exclude_norm_and_bias_from_weight_decay=False, multiplier_patterns=None,
+                 **kwargs):
         base.__init__(self, *args, **kwargs)
-        self._kt_setup(decay, layer_decay, multipliers, exclude_norm_and_bias_from_weight_decay)
+        self._kt_setup(decay, layer_decay, multipliers, exclude_norm_and_bias_from_weight_decay,
+                       multiplier_patterns)
 
     cls = type(f"Discriminative{base.__name__}", (DiscriminativeMixin, base),
                {"__init__": __init__, "__module__": __name__,
@@ -153,7 +188,7 @@ def _discriminative_class(base: type) -> type:
 
 
 def discriminative(optimizer: Any, decay: float | None = None, *, layer_decay: float | None = None,
-                   multipliers: Mapping[str, float] | None = None,
+                   multipliers: Mapping[str | re.Pattern, float] | None = None,
                    exclude_norm_and_bias_from_weight_decay: bool = False):
     """Wrap a Keras optimizer so that each backbone block trains at its own rate.
 
@@ -166,7 +201,8 @@ def discriminative(optimizer: Any, decay: float | None = None, *, layer_decay: f
             above divided by ``decay`` (> 0; 2.6 in the paper).
         layer_decay: The ELECTRA/BEiT rule: ``rate * layer_decay**depth`` with
             depth 0 for the head, 1 for the top block (in (0, 1] usually).
-        multipliers: ``{block name or layer regex or "head": factor}``.
+        multipliers: ``{block name or "head": factor}``, matched exactly; a
+            compiled ``re.Pattern`` key is searched in layer names instead.
         exclude_norm_and_bias_from_weight_decay: Keep BatchNorm/LayerNorm
             scales and offsets and biases out of weight decay.
 
@@ -201,16 +237,18 @@ def discriminative(optimizer: Any, decay: float | None = None, *, layer_decay: f
             )
     if multipliers is not None:
         bad = {k: v for k, v in dict(multipliers).items()
-               if not isinstance(k, str) or isinstance(v, bool)
+               if not isinstance(k, (str, re.Pattern)) or isinstance(v, bool)
                or not isinstance(v, numbers.Real) or v < 0}
         if bad:
             raise InvalidArgumentError(
-                format_message("multipliers maps block names or regexes to factors >= 0.",
+                format_message("multipliers maps block names (or compiled re.Pattern objects "
+                               "for layer names) to factors >= 0.",
                                received={"multipliers": dict(multipliers)})
             )
     cls = _discriminative_class(type(optimizer))
     config = optimizer.get_config()
-    for key in ("decay", "layer_decay", "multipliers", "exclude_norm_and_bias_from_weight_decay"):
+    for key in ("decay", "layer_decay", "multipliers", "multiplier_patterns",
+                "exclude_norm_and_bias_from_weight_decay"):
         config.pop(key, None)
     return cls.from_config({**config, "decay": decay, "layer_decay": layer_decay,
                             "multipliers": dict(multipliers) if multipliers else None,
