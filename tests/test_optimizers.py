@@ -130,3 +130,55 @@ def test_make_optimizer_takes_names_and_instances():
         make_optimizer("adagrad-x", 1e-3)
     with pytest.raises(InvalidTypeError, match="Received: optimizer=3"):
         make_optimizer(3, 1e-3)
+
+
+def _step(opt, variable):
+    return int(keras.ops.convert_to_numpy(opt.step_of(variable)))
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_fine_tune_keeps_the_users_optimizer_and_counts_steps_per_variable(
+        tiny_backbone_name, tiny_data, cache):
+    data = kt.data.load(tiny_data, image_size=(16, 16), batch_size=40, seed=0, verbose=0)
+    model = _model(tiny_backbone_name)
+    opt = keras.optimizers.AdamW(1e-3, weight_decay=0.01)
+    kt.fine_tune(model, data, epochs=1, freeze_epochs=1, optimizer=opt, patience=None,
+                 cache_features=cache, verbose=0)
+    assert model.optimizer is opt
+    head = model.get_layer("predictions").kernel
+    stem = model.backbone.get_layer("stem_conv").kernel
+    assert (_step(opt, head), _step(opt, stem)) == (10, 5)  # 5 steps an epoch
+
+
+def test_a_trial_phase_two_counts_steps_per_variable(tiny_backbone_name, tiny_data):
+    import keras_tuner
+
+    data = kt.data.load(tiny_data, image_size=(16, 16), batch_size=40, validation_split=0.2,
+                        seed=0, verbose=0)
+    hm = kt.TransferHyperModel(tiny_backbone_name, num_classes=4, input_shape=(16, 16, 3),
+                               weights=None, epochs=2, batch_size=40, partial_cache_mb=0,
+                               space={"head_epochs": 1})
+    hp = keras_tuner.HyperParameters()
+    hm.declare(hp)
+    hp.values[f"{tiny_backbone_name}/unfreeze"] = 3
+    model = hm.build(hp)
+    compiled = model.optimizer
+    hm.fit(hp, model, data, verbose=0)
+    assert model.optimizer is compiled
+    head = model.get_layer("predictions").kernel
+    stem = model.backbone.get_layer("stem_conv").kernel
+    assert (_step(compiled, head), _step(compiled, stem)) == (8, 4)
+
+
+@pytest.mark.backend_agnostic
+def test_lwf_joint_phase_goes_on_with_the_warmup_optimizer(tiny_backbone_name, tiny_data):
+    from kertransfer.methods import add_head, fit_two_heads
+
+    x, y = tiny_data
+    two = add_head(_model(tiny_backbone_name), 3)
+    opt = keras.optimizers.Adam(1e-3)
+    fit_two_heads(two, (x, y % 3), warmup_epochs=1, epochs=1, optimizer=opt, batch_size=50)
+    assert two.optimizer is opt
+    new_head = two.get_layer("new_predictions").kernel
+    stem = two.backbone.get_layer("stem_conv").kernel
+    assert (_step(opt, new_head), _step(opt, stem)) == (8, 4)

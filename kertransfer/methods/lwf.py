@@ -20,11 +20,14 @@ baselines the forgetting benchmark compares.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.methods.terms import Term, _single, with_regularizers
+from kertransfer.training.recipe import continue_training, phase_optimizer
 
 OLD, NEW = "old", "new"
 
@@ -112,25 +115,18 @@ class LwF(Term):
         return self.weight * t * t * ops.mean(-ops.sum(p * log_q, axis=-1))
 
 
-def _optimizer(name: str, learning_rate: float):
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    raise InvalidArgumentError(format_message("Unknown optimizer.", expected="'sgd' or 'adam'",
-                                              received={"optimizer": name}))
-
-
 def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
                   learning_rate: float = 1e-3, fine_tune_lr: float | None = None,
-                  optimizer: str = "adam", batch_size: int = 32, verbose: int = 0,
+                  optimizer: Any = "adam", batch_size: int = 32, verbose: int = 0,
                   new: str = NEW, old: str = OLD):
     """Warm up the new head alone, then train jointly with ``terms`` (the LwF procedure).
 
     ``data`` is ``(images, new_labels)`` arrays. The old head gets no loss of
     its own: only the terms act on it (none for plain fine-tuning).
-    ``optimizer`` is ``"adam"`` or ``"sgd"`` (momentum 0.9, as in the EWC and
-    LwF papers). With Adam, a quadratic penalty like EWC's acts weakly: Adam
+    ``optimizer`` is ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9, as in the
+    EWC and LwF papers) or a Keras optimizer instance; one optimizer serves
+    both phases, so the joint phase goes on from the warm-up's moments. With
+    Adam, a quadratic penalty like EWC's acts weakly: Adam
     moves every weight by about the learning rate whatever its gradient's
     size, so a weight whose penalty gradient is small next to the task's
     still moves at full speed.
@@ -146,22 +142,22 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
     targets = {new: y, old: np.zeros(len(y), "int32")}
     losses = {new: "sparse_categorical_crossentropy", old: None}
     history = {}
+    # One optimizer for both phases: the joint phase goes on from the warm-up's state.
+    freeze(two, "all", recompile=False)
+    two.old_layer.trainable = False
+    two.compile(phase_optimizer(optimizer, learning_rate), loss=losses,
+                metrics={new: ["accuracy"]})
     if warmup_epochs:
-        freeze(two, "all", recompile=False)
-        two.old_layer.trainable = False
-        two.compile(_optimizer(optimizer, learning_rate), loss=losses,
-                    metrics={new: ["accuracy"]})
         h = two.fit(x, targets, epochs=warmup_epochs, batch_size=batch_size, verbose=verbose)
         history["warmup"] = h.history
-    with warnings.catch_warnings():  # compiled just below
+    with warnings.catch_warnings():  # the optimizer is rebuilt in place just below
         warnings.filterwarnings("ignore", message=".*compiled before its trainable layers")
         freeze(two, "none", recompile=False)
     # With no term the old head gets no gradient: leave it frozen.
     two.old_layer.trainable = bool(terms)
-    two.compile(_optimizer(optimizer, fine_tune_lr or learning_rate), loss=losses,
-                metrics={new: ["accuracy"]})
     if terms:
         with_regularizers(two, list(terms))
+    continue_training(two, fine_tune_lr or learning_rate)
     with warnings.catch_warnings():  # a term that leaves the old head alone (EWC) is fine
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
         h = two.fit(x, targets, epochs=epochs, batch_size=batch_size, verbose=verbose)
@@ -172,7 +168,7 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
 def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: int = 5,
                              epochs: int = 20, temperature: float = 2.0, weight: float = 1.0,
                              learning_rate: float = 1e-3, fine_tune_lr: float | None = None,
-                             optimizer: str = "adam", batch_size: int = 32, verbose: int = 0):
+                             optimizer: Any = "adam", batch_size: int = 32, verbose: int = 0):
     """LwF: a new head for ``data``'s labels, the old head kept by distillation.
 
     Args:
@@ -186,7 +182,8 @@ def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: in
         learning_rate: Rate of the warm-up (and of joint training unless
             ``fine_tune_lr`` is given).
         fine_tune_lr: Rate of joint training.
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a Keras
+            optimizer instance.
         batch_size: Batch size.
         verbose: Passed to ``fit``.
 

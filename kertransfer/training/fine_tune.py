@@ -21,9 +21,8 @@ from kertransfer import _log
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.apply import apply_policy
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from kertransfer.training.discriminative import DiscriminativeMixin, discriminative
 from kertransfer.training.feature_cache import train_head_on_features
-from kertransfer.training.optimizers import build_optimizer, copy_optimizer_state, make_optimizer
+from kertransfer.training.recipe import adopt_head_state, phase_optimizer
 from kertransfer.training.run import (
     _unaugmented_train,
     as_training_data,
@@ -52,25 +51,6 @@ def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
         return False, ("augmentation is on, and cached features would freeze one random "
                        "augmentation for every epoch")
     return True, ""
-
-
-def adopt_head_state(model, head) -> None:
-    """Build ``model``'s optimizer on its trainable set with the head model's state in it.
-
-    ``head`` trained ``model``'s own head layers (on cached features): its
-    moments, step counts and iteration count go on in ``model.optimizer``.
-    """
-    build_optimizer(model.optimizer, model.trainable_variables, model)
-    copy_optimizer_state(head.optimizer, model.optimizer)
-
-
-def _head_optimizer(optimizer, learning_rate, model):
-    """A copy of the phase-1 optimizer for a head model (a discriminative one bound to
-    ``model``, whose head variables the head model trains)."""
-    opt = make_optimizer(optimizer, learning_rate, copy=True)
-    if isinstance(opt, DiscriminativeMixin):
-        opt.bind_model(model)
-    return opt
 
 
 def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_epochs: int = 1,
@@ -134,9 +114,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
     train_ds = getattr(train, "train", train)
     if val is None:
         val = getattr(train, "val", None)
-    opt = make_optimizer(optimizer, base_lr)
-    if decay is not None:
-        opt = discriminative(opt, decay=decay)
+    opt = phase_optimizer(optimizer, base_lr, decay=decay)
     use_cache, why = _can_cache(train, cache_features, freeze_epochs)
     if cache_features and freeze_epochs and not use_cache and verbose:
         _log.print_msg(f"Feature cache skipped: {why}")
@@ -152,7 +130,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         apply_policy(model, "all", model.bn_mode)
         phase1, head = train_head_on_features(
             model, train, epochs=freeze_epochs, learning_rate=base_lr,
-            optimizer=_head_optimizer(opt, base_lr, model),
+            optimizer=phase_optimizer(opt, base_lr, model=model, copy=True),
             batch_size=getattr(train, "batch_size", 32), val=val, verbose=verbose,
             loss_weights=loss_weights, seed=seed, return_head=True)
         compile_for_transfer(model, base_lr, opt, loss_weights=loss_weights)

@@ -24,10 +24,9 @@ from kertransfer.freezing.apply import (
     apply_policy,
     block_context,
     require_transfer_model,
-    reset_step_functions,
 )
 from kertransfer.freezing.policies import FreezeBlocks
-from kertransfer.training.optimizers import rebuild_optimizer
+from kertransfer.training.recipe import continue_training
 
 
 def _check_schedule(schedule) -> list[tuple[int, Any, float | None]]:
@@ -163,8 +162,7 @@ class StagedUnfreezing(keras.callbacks.Callback):
         apply_policy(self.model, FreezeBlocks(num_blocks - k), self.model.bn_mode)
         after = {id(v) for v in self.model.trainable_variables}
         if after != before or self.current is None:
-            rebuild_optimizer(self.model)
-            reset_step_functions(self.model)
+            continue_training(self.model)  # the same optimizer, rebuilt in place
         if self._base_lr is not None:
             self.model.optimizer.learning_rate = self._base_lr * (factor or 1.0)
         self.current = active

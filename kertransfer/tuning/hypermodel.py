@@ -59,8 +59,9 @@ from kertransfer.training.feature_cache import (
     head_on_features,
     split_at_block,
 )
-from kertransfer.training.optimizers import copy_optimizer_state
-from kertransfer.training.run import build_training_state, compile_for_transfer, make_optimizer
+from kertransfer.training.optimizers import check_optimizer
+from kertransfer.training.recipe import adopt_head_state, phase_optimizer, unfreeze_top
+from kertransfer.training.run import build_training_state, compile_for_transfer
 from kertransfer.tuning.space import KNOBS, declare, parse_space
 
 
@@ -184,7 +185,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
             `kertransfer.tuning.space` (fixed value, ``(low, high)``, list, None).
             Knobs: ``unfreeze``, ``head_lr``, ``fine_tune_lr``, ``dropout``, and
             the optional ``bn``, ``head_units``, ``head_epochs``, ``decay``.
-        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a Keras optimizer instance (each
+            trial trains with a copy of it, its rates set by the trial).
         epochs: Epochs per trial (phase 1 and 2 together) when the tuner does
             not set them (Hyperband does).
         batch_size: Batch size for array data and for the cached-feature head.
@@ -212,7 +214,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                  activation: str | dict[str, str] = "softmax",
                  loss_weights: dict[str, float] | None = None,
                  input_shape: Sequence[int] = (224, 224, 3), weights: Any = "imagenet",
-                 space: dict | None = None, optimizer: str = "adam", epochs: int = 10,
+                 space: dict | None = None, optimizer: Any = "adam", epochs: int = 10,
                  batch_size: int = 32, cache_features: bool = True,
                  cache_dir: str | os.PathLike | None = None, mixed_precision: bool = False,
                  partial_cache_mb: int = 2048, name: str | None = None):
@@ -240,7 +242,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 format_message("partial_cache_mb must be an integer >= 0 (MiB).",
                                received={"partial_cache_mb": partial_cache_mb})
             )
-        make_optimizer(optimizer, 1e-3)  # unknown names raise here
+        check_optimizer(optimizer)  # unknown names raise here
         if isinstance(weights, dict):
             missing = [b for b in self.backbones if b not in weights]
             if missing:
@@ -334,7 +336,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
             "activation": self.activation, "loss_weights": self.loss_weights,
             "input_shape": list(self.input_shape), "weights": weights,
             "space": {k: encode(v) for k, v in self.space_spec.items()},
-            "optimizer": self.optimizer, "epochs": self.epochs, "batch_size": self.batch_size,
+            "optimizer": self.optimizer if isinstance(self.optimizer, str)
+            else keras.saving.serialize_keras_object(self.optimizer),
+            "epochs": self.epochs, "batch_size": self.batch_size,
             "cache_features": self.cache_features, "mixed_precision": self.mixed_precision,
             "partial_cache_mb": self.partial_cache_mb,
         }
@@ -351,6 +355,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
         config = dict(config)
         config["space"] = {k: decode(v) for k, v in config.get("space", {}).items()}
+        if isinstance(config.get("optimizer"), dict):  # an optimizer instance, serialized
+            config["optimizer"] = keras.saving.deserialize_keras_object(config["optimizer"])
         return cls(config.pop("backbones"), config.pop("num_classes"), **config)
 
     # -- build and fit ------------------------------------------------------------------------
@@ -378,8 +384,14 @@ class TransferHyperModel(keras_tuner.HyperModel):
             )
         finally:
             keras.config.set_dtype_policy(previous)
-        self._compile(model, float(v["head_lr"]), self.optimizer)
+        self._compile(model, float(v["head_lr"]), self._optimizer(v, float(v["head_lr"])))
         return model
+
+    def _optimizer(self, v, learning_rate: float, model=None):
+        """The trial's optimizer: the same rule for both phases (discriminative rates
+        when the trial's ``decay`` is above 1; the head trains at the base rate)."""
+        return phase_optimizer(self.optimizer, learning_rate, decay=float(v["decay"]),
+                               model=model, copy=True)
 
     def _compile(self, model, learning_rate, optimizer, **kwargs) -> None:
         compile_for_transfer(model, learning_rate, optimizer, loss_weights=self.loss_weights,
@@ -413,7 +425,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
             else:
                 apply_policy(model, "all", v["bn"])
                 with self._scope():
-                    self._compile(model, float(v["head_lr"]), self.optimizer)
+                    self._compile(model, float(v["head_lr"]),
+                                  self._optimizer(v, float(v["head_lr"])))
                     build_training_state(model, fit_data)
                 h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
                               epochs=phase1_end, initial_epoch=initial_epoch,
@@ -505,7 +518,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 if val is not None else None
             head = head_on_features(model, feats.shape[1:])
             compile_head(head, feats, train.labels, self.batch_size, float(v["head_lr"]),
-                         self.optimizer, self.loss_weights)
+                         self._optimizer(v, float(v["head_lr"]), model=model), self.loss_weights)
         # The tuner's checkpoint must see the full model, whose head is this head.
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
         hist = head.fit(feats, train.labels, batch_size=self.batch_size, epochs=end,
@@ -513,23 +526,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
                         callbacks=[relay], verbose=verbose)
         return head, hist.history
 
-    def _phase2_optimizer(self, model, v):
-        lr = float(v["fine_tune_lr"])
-        if float(v["decay"]) > 1.0:
-            from kertransfer.training.discriminative import discriminative
-
-            opt = discriminative(make_optimizer(self.optimizer, lr), decay=float(v["decay"]))
-            opt.bind_model(model)  # the blocks of the whole model, whichever part trains
-            return lr, opt
-        return lr, make_optimizer(self.optimizer, lr)
-
     def _unfreeze(self, model, v, head) -> None:
-        k = int(v["unfreeze"])
-        num_blocks = len(block_context(model).block_names)
-        apply_policy(model, FreezeBlocks(num_blocks - k), v["bn"])
-        lr, opt = self._phase2_optimizer(model, v)
-        self._compile(model, lr, opt)
-        _carry_head_state(head, model, lr)
+        """Phase 2 through the whole model: the compiled optimizer goes on, rebuilt in place."""
+        if head is not None:
+            adopt_head_state(model, head)  # phase 1 trained the head as its own model
+        unfreeze_top(model, int(v["unfreeze"]), v["bn"], float(v["fine_tune_lr"]))
 
     def _fit_top(self, model, v, head, train, val, callbacks, start, epochs, verbose):
         """Phase 2 on the cached output of the frozen bottom blocks; None when it cannot."""
@@ -555,9 +556,10 @@ class TransferHyperModel(keras_tuner.HyperModel):
         val_data = (self.features.get_partial(*args, val.x, val.key, budget), val.labels) \
             if val is not None else None
         with self._scope():
-            lr, opt = self._phase2_optimizer(model, v)
-            self._compile(top, lr, opt)
-            _carry_head_state(head, top, lr)
+            lr = float(v["fine_tune_lr"])
+            # The blocks of the whole model bind a discriminative optimizer, whichever part trains.
+            self._compile(top, lr, self._optimizer(v, lr, model=model))
+            adopt_head_state(top, head, lr)
             build_training_state(top, (feats, train.labels))
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
         others = [cb for cb in callbacks if not _is_checkpoint(cb)]
@@ -578,14 +580,6 @@ class TransferHyperModel(keras_tuner.HyperModel):
             tmp.write_text(json.dumps({"history": history, "values": values}, default=str))
             os.replace(tmp, path)
             return
-
-
-def _carry_head_state(head, model, lr: float) -> None:
-    """Carry the head's optimizer state (its moments) into ``model``'s optimizer."""
-    if head is not None and head.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-        copy_optimizer_state(head.optimizer, model.optimizer)
-        model.optimizer.learning_rate = lr  # the copy brought the head's rate
 
 
 def _extend(history: dict, new: dict) -> None:
