@@ -163,7 +163,12 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
     Args:
         model: A model from `kertransfer.build_transfer_model` (or loaded from
             its ``.keras`` file).
-        images: ``[N, height, width, 3]`` raw images (0-255), as the model takes.
+        images: ``[N, height, width, 3]`` raw images (0-255), as the model
+            takes, one image ``[height, width, 3]``, or images in any other form
+            kertransfer reads (``(x, y)`` arrays, a ``tf.data.Dataset`` or
+            ``keras.utils.PyDataset`` of batches, a DataBundle or ArrayData:
+            its train split, unaugmented); see `kertransfer.data.adapter`.
+            Labels are ignored. Batches are explained one at a time.
         class_index: The class to explain: one for every image, one per image,
             or None for each image's predicted class.
         layer: A backbone layer with a spatial output (default: the backbone's
@@ -171,7 +176,8 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
         head: For a multi-task model, the head to explain.
         out: A folder for overlay PNGs (``cam_000.png``, ... or ``names``),
             each written atomically.
-        batch_size: Images per gradient pass.
+        batch_size: Images per gradient pass (for arrays; batched data keeps
+            its own batches).
         alpha: Opacity of the heatmap in the overlays.
         names: File names (stems) of the overlays, one per image.
         class_names: Class names for the overlays' titles.
@@ -179,52 +185,87 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
     Returns:
         A `GradCamResult`.
     """
-    x = np.asarray(images, dtype="float32")
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or not len(x):
-        raise DataError(format_message(
-            "images must be an array [N, height, width, channels] (or one image).",
-            received={"images": f"shape {x.shape}"}))
+    from kertransfer.data.adapter import as_batches, form_of, iterate
+
+    if form_of(images, "images") == "images" and len(np.shape(images)) == 3:
+        images = np.asarray(images)[None]  # one image
     heads = getattr(model, "num_classes", None)
     if isinstance(heads, dict) and head not in heads:
         raise InvalidArgumentError(format_message(
             "This model has several heads: name the one to explain.",
             expected=f"head= one of {sorted(heads)}", received={"head": head}))
+    batches = as_batches(images, "images", images_only=True, batch_size=batch_size)
     bottom, top, layer_name = _split(model, layer)
-    fmaps, grads, probs, indices = [], [], [], []
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
-        fmap = np.asarray(bottom.predict(batch, verbose=0))
-        p = top.predict(fmap, verbose=0)
-        p = np.asarray(p[head] if head is not None else p)
-        if class_index is None:
-            index = p.argmax(axis=-1)
-        else:
-            wanted = np.broadcast_to(np.asarray(class_index, dtype="int64"), (len(x),))
-            index = wanted[start:start + len(batch)]
-        if index.min() < 0 or index.max() >= p.shape[-1]:
-            raise InvalidArgumentError(format_message(
-                f"class_index must be a class of the model, 0 to {p.shape[-1] - 1}.",
-                received={"class_index": class_index}))
-        with _logits(model):
-            grads.append(_gradient(top, fmap, index, head))
-        fmaps.append(fmap)
-        probs.append(p[np.arange(len(batch)), index])
-        indices.append(index)
-    fmap, grad = np.concatenate(fmaps), np.concatenate(grads)
+    wanted = None if class_index is None else np.asarray(class_index, dtype="int64")
+    parts: list[GradCamResult] = []
+    paths: list[pathlib.Path] = []
+    start = 0
+    for batch in iterate(batches):
+        x = np.asarray(batch, dtype="float32")
+        if x.ndim != 4 or not len(x):
+            raise DataError(format_message(
+                "images must be an array [N, height, width, channels] (or one image), or "
+                "batches of them.", received={"images": f"batch of shape {x.shape}"}))
+        part = _explain(bottom, top, model, x, head, _wanted(wanted, start, len(x), class_index),
+                        class_index, layer_name)
+        parts.append(part)
+        if out is not None:
+            shown = None if names is None else list(names)[start:start + len(x)]
+            if names is not None and len(shown) != len(x):
+                raise InvalidArgumentError(format_message(
+                    "names must give one file name per image.",
+                    received={"names": f"{len(names)} for at least {start + len(x)} images"}))
+            shown = shown or [f"cam_{i:03d}" for i in range(start, start + len(x))]
+            paths += save_overlays(x, part, out, alpha=alpha, names=shown,
+                                   class_names=class_names)
+        start += len(x)
+    if not parts:
+        raise DataError(format_message("images holds no image.",
+                                       received={"images": type(images).__name__}))
+    if wanted is not None and wanted.ndim and len(wanted) != start:
+        raise InvalidArgumentError(format_message(
+            "class_index must give one class for every image, or one for each image.",
+            received={"class_index": f"{len(wanted)} for {start} images"}))
+    if out is not None and names is not None and len(names) != start:
+        raise InvalidArgumentError(format_message(
+            "names must give one file name per image.",
+            received={"names": f"{len(names)} for {start} images"}))
+    return GradCamResult(*(np.concatenate([getattr(p, f) for p in parts])
+                           for f in ("heatmaps", "coarse", "class_index", "probability")),
+                         layer_name, paths)
+
+
+def _wanted(wanted, start: int, n: int, class_index):
+    """The classes asked for the images ``start .. start + n`` (None: predicted)."""
+    if wanted is None or wanted.ndim == 0:
+        return wanted
+    if len(wanted) < start + n:
+        raise InvalidArgumentError(format_message(
+            "class_index must give one class for every image, or one for each image.",
+            received={"class_index": f"{len(wanted)} for at least {start + n} images"}))
+    return wanted[start:start + n]
+
+
+def _explain(bottom, top, model, x, head, wanted, class_index, layer_name) -> GradCamResult:
+    """Grad-CAM of one batch of images ``x``."""
+    fmap = np.asarray(bottom.predict(x, verbose=0))
+    p = top.predict(fmap, verbose=0)
+    p = np.asarray(p[head] if head is not None else p)
+    index = p.argmax(axis=-1) if wanted is None else np.broadcast_to(wanted, (len(x),))
+    if index.min() < 0 or index.max() >= p.shape[-1]:
+        raise InvalidArgumentError(format_message(
+            f"class_index must be a class of the model, 0 to {p.shape[-1] - 1}.",
+            received={"class_index": class_index}))
+    with _logits(model):
+        grad = _gradient(top, fmap, np.asarray(index), head)
     weights = grad.mean(axis=(1, 2))                          # one weight per channel
     coarse = np.maximum(np.einsum("nhwc,nc->nhw", fmap, weights), 0.0)
     peak = coarse.max(axis=(1, 2), keepdims=True)
     coarse = np.where(peak > 0, coarse / np.where(peak > 0, peak, 1.0), 0.0)
     heatmaps = np.asarray(keras.ops.image.resize(coarse[..., None], x.shape[1:3],
                                                  interpolation="bilinear"))[..., 0]
-    result = GradCamResult(np.clip(heatmaps, 0, 1).astype("float32"), coarse.astype("float32"),
-                           np.concatenate(indices), np.concatenate(probs), layer_name)
-    if out is not None:
-        result.paths = save_overlays(x, result, out, alpha=alpha, names=names,
-                                     class_names=class_names)
-    return result
+    return GradCamResult(np.clip(heatmaps, 0, 1).astype("float32"), coarse.astype("float32"),
+                         np.asarray(index), p[np.arange(len(x)), index], layer_name)
 
 
 def save_overlays(images: np.ndarray, result: GradCamResult, out, *, alpha: float = 0.45,

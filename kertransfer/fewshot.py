@@ -20,6 +20,11 @@ The ``backbone`` argument is, in every function here: a model from
 preprocessing), any ``keras.Model`` or callable from raw images to features
 (outputs with more than two axes are averaged over the middle ones), or
 ``"pixels"`` (the flattened raw pixels scaled to [0, 1]: the baseline).
+
+Images are any form kertransfer reads (`kertransfer.data.adapter`): numpy
+images with ``labels=``, or labelled data that carries its labels (``(x, y)``
+arrays, a ``tf.data.Dataset`` or ``keras.utils.PyDataset`` of ``(x, y)``
+batches, a DataBundle or ArrayData); only the features are kept in memory.
 """
 
 from __future__ import annotations
@@ -87,20 +92,65 @@ def _feature_function(backbone):
         received={"backbone": type(backbone).__name__}))
 
 
-def extract_features(backbone, images, *, batch_size: int = 256) -> np.ndarray:
-    """Features ``[N, D]`` of raw images (0-255) under ``backbone`` (see the module notes)."""
-    images = np.asarray(images, "float32")
-    if images.ndim < 2 or len(images) == 0:
-        raise DataError(format_message(
-            "images must be a non-empty array [N, ...]: images [N, height, width, channels], "
-            "or sequences [N, timesteps, features] for a sequence backbone.",
-            received={"images": f"array of shape {images.shape}"}))
-    fn = _feature_function(backbone)
-    parts = [np.asarray(fn(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-    f = np.concatenate(parts).astype("float32")
-    if f.ndim > 2:  # feature maps or per-timestep vectors: average over space or time
+def _features(fn, images, argument: str = "images", batch_size: int = 256,
+              labels: bool | str = False):
+    """``(features [N, D], labels or None)`` of ``images`` in any form, in one pass.
+
+    Arrays are cut into batches here; every other form streams through
+    `kertransfer.data.adapter.gather` (a bundle's train split, unaugmented),
+    so only the features are kept in memory. ``labels`` as in ``gather``.
+    """
+    from kertransfer.data.adapter import as_batches, form_of, gather
+
+    if form_of(images, argument) == "images":
+        if labels is True:
+            as_batches(images, argument, labels=True)  # refuses arrays without labels
+        x = np.asarray(images, "float32")
+        if x.ndim < 2 or len(x) == 0:
+            raise DataError(format_message(
+                f"{argument} must be a non-empty array [N, ...]: images [N, height, width, "
+                "channels], or sequences [N, timesteps, features] for a sequence backbone.",
+                received={argument: f"array of shape {x.shape}"}))
+        f = np.concatenate([np.asarray(fn(x[i:i + batch_size]))
+                            for i in range(0, len(x), batch_size)])
+        y = None
+    else:
+        f, y = gather(images, argument, lambda xb: fn(np.asarray(xb, "float32")),
+                      labels=labels, batch_size=batch_size)
+    return _flatten(f), y
+
+
+def _flatten(f: np.ndarray) -> np.ndarray:
+    """Features ``[N, D]`` float32: feature maps or per-timestep vectors averaged over
+    space or time."""
+    f = np.asarray(f).astype("float32")
+    if f.ndim > 2:
         f = f.mean(axis=tuple(range(1, f.ndim - 1)))
     return f.reshape(len(f), -1)
+
+
+def extract_features(backbone, images, *, batch_size: int = 256) -> np.ndarray:
+    """Features ``[N, D]`` of raw images (0-255) under ``backbone`` (see the module notes).
+
+    ``images`` is any form kertransfer reads (see `kertransfer.data.adapter`):
+    numpy images, ``(x, y)`` arrays, a ``tf.data.Dataset`` or
+    ``keras.utils.PyDataset`` of batches, or a DataBundle or ArrayData (its
+    train split, unaugmented, in order); labels are ignored. Arrays go in
+    batches of ``batch_size``; batched data keeps its own batches.
+    """
+    return _features(_feature_function(backbone), images, "images", batch_size)[0]
+
+
+def _labels_once(labels, carried):
+    if labels is None:
+        return carried
+    if carried is not None:
+        raise InvalidArgumentError(format_message(
+            "The labels are given twice: images carry their own labels and labels= is "
+            "given too.", fix="Pass the labels once: (x, y) or a bundle alone, or images "
+                              "and labels.",
+            received={"labels": type(labels).__name__}))
+    return labels
 
 
 def _normalise(f):
@@ -129,17 +179,33 @@ class _FeatureClassifier:
         self._features = None
         self.classes_: np.ndarray | None = None
 
-    def features(self, images) -> np.ndarray:
-        """The (normalised) features the classifier works on."""
+    def _features_and_labels(self, images, labels=None, need: bool = True):
+        """Normalised features of ``images`` and their labels (``labels``, or
+        those the data carries), in one pass."""
         if self._features is None:
             self._features = _feature_function(self.backbone)
-        f = extract_features(self._features, images, batch_size=self.batch_size)
+        mode = "optional" if labels is not None or not need else True
+        f, carried = _features(self._features, images, "images", self.batch_size, labels=mode)
+        f = _normalise(f) if self.normalize else f
+        return f, _labels_once(labels, carried)
+
+    def features(self, images) -> np.ndarray:
+        """The (normalised) features the classifier works on (``images`` in any form;
+        labels ignored)."""
+        if self._features is None:
+            self._features = _feature_function(self.backbone)
+        f, _ = _features(self._features, images, "images", self.batch_size)
         return _normalise(f) if self.normalize else f
 
-    def fit(self, images, labels):
-        """Fit on the support set: ``images`` (raw) with ``labels``; returns ``self``."""
-        f = self.features(images)
-        return self.fit_features(f, _labels(labels, len(f)))
+    def fit(self, images, labels=None):
+        """Fit on the support set: raw ``images`` with ``labels``; returns ``self``.
+
+        ``images`` is any form kertransfer reads (see `kertransfer.data.adapter`);
+        without ``labels``, the labels it carries (``(x, y)``, a dataset of
+        ``(x, y)`` batches, a DataBundle or ArrayData).
+        """
+        f, y = self._features_and_labels(images, labels)
+        return self.fit_features(f, _labels(y, len(f)))
 
     def predict_proba(self, images) -> np.ndarray:
         """Class probabilities ``[N, classes]``, columns in the order of ``classes_``."""
@@ -150,9 +216,17 @@ class _FeatureClassifier:
         """The predicted label of each image (labels as given to `fit`)."""
         return self.classes_[np.argmax(self.predict_proba(images), axis=1)]
 
-    def score(self, images, labels) -> float:
-        """Accuracy on ``images`` with true ``labels``."""
-        return float(np.mean(self.predict(images) == np.asarray(labels)))
+    def score(self, images, labels=None) -> float:
+        """Accuracy on ``images`` with true ``labels`` (or the labels ``images`` carries)."""
+        self._check_fitted()
+        f, y = self._features_and_labels(images, labels)
+        y = np.asarray(y)
+        if y.shape != (len(f),):
+            raise DataError(format_message(
+                "labels must be one label per image.",
+                expected=f"an array of shape ({len(f)},)", received={"labels": f"shape {y.shape}"}))
+        pred = self.classes_[np.argmax(self.proba_features(f), axis=1)]
+        return float(np.mean(pred == y))
 
     def _check_fitted(self):
         if self.classes_ is None:
@@ -261,7 +335,7 @@ def _positive(name, value):
                                                   received={name: value}))
 
 
-def evaluate_episodes(backbone, images, labels, *, ways: int = 5, shots: int = 1,
+def evaluate_episodes(backbone, images, labels=None, *, ways: int = 5, shots: int = 1,
                       queries: int = 15, episodes: int = 200, classifier: str = "prototype",
                       seed: int = 0, normalize: bool = True, batch_size: int = 256,
                       C: float = 10.0) -> EpisodeResult:  # noqa: N803
@@ -274,8 +348,11 @@ def evaluate_episodes(backbone, images, labels, *, ways: int = 5, shots: int = 1
 
     Args:
         backbone: See the module notes.
-        images: Raw images ``[N, H, W, C]`` (0-255).
-        labels: Their labels ``[N]``.
+        images: Raw images ``[N, H, W, C]`` (0-255), or labelled data in
+            any form kertransfer reads (``(x, y)`` arrays, a dataset or
+            ``PyDataset`` of ``(x, y)`` batches, a DataBundle or ArrayData);
+            see `kertransfer.data.adapter`.
+        labels: Their labels ``[N]`` (None: the labels ``images`` carries).
         ways: Classes per episode.
         shots: Labelled examples per class.
         queries: Query images per class.
@@ -299,8 +376,11 @@ def evaluate_episodes(backbone, images, labels, *, ways: int = 5, shots: int = 1
     if ways < 2:
         raise InvalidArgumentError(format_message("An episode needs at least 2 ways.",
                                                   received={"ways": ways}))
-    images = np.asarray(images)
-    y = _labels(labels, len(images))
+    cls = PrototypeClassifier if classifier == "prototype" else LogisticClassifier
+    kwargs = {"C": C} if classifier == "logistic" else {}
+    model = cls(backbone, normalize=normalize, batch_size=batch_size, **kwargs)
+    f, y = model._features_and_labels(images, labels)
+    y = _labels(y, len(f))
     classes, counts = np.unique(y, return_counts=True)
     usable = classes[counts >= shots + queries]
     if len(usable) < ways:
@@ -308,10 +388,6 @@ def evaluate_episodes(backbone, images, labels, *, ways: int = 5, shots: int = 1
             f"Only {len(usable)} classes have {shots + queries} images (shots + queries).",
             expected=f"at least {ways} such classes",
             received={"ways": ways, "shots": shots, "queries": queries}))
-    cls = PrototypeClassifier if classifier == "prototype" else LogisticClassifier
-    kwargs = {"C": C} if classifier == "logistic" else {}
-    model = cls(backbone, normalize=normalize, batch_size=batch_size, **kwargs)
-    f = model.features(images)
     rng = np.random.default_rng(seed)
     by_class = {c: np.flatnonzero(y == c) for c in usable}
     accs = np.empty(episodes)

@@ -34,7 +34,6 @@ from typing import Any
 import keras
 import numpy as np
 
-from kertransfer.data.memory import split_arrays
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -339,6 +338,36 @@ def _resolve(candidate, input_shape, weights):
         "keras.Model or 'pixels'.", received={"candidate": type(candidate).__name__}))
 
 
+def _sample(y: np.ndarray, max_examples: int | None, seed: int) -> np.ndarray | None:
+    """Rows of a seeded, stratified sample of at most ``max_examples`` (None: all)."""
+    if max_examples is None or len(y) <= max_examples:
+        return None
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(y)), train_size=max_examples, stratify=y,
+                               random_state=seed)
+    return np.sort(keep)
+
+
+def _outputs(source, head_model, data, labels: bool):
+    """``(features [N, D], source-head probabilities or None, labels or None)``: one pass
+    over ``data`` (arrays in batches of 256, or any stream, through the data adapter)."""
+    from kertransfer.data.adapter import gather
+    from kertransfer.fewshot import _feature_function, _flatten
+
+    fn = _feature_function(source)
+
+    def outputs(xb):
+        xb = np.asarray(xb, "float32")
+        if head_model is None:
+            return (np.asarray(fn(xb)),)
+        return np.asarray(fn(xb)), np.asarray(head_model.predict(xb, verbose=0,
+                                                                 batch_size=256))
+
+    out, y = gather(data, "data", outputs, labels=labels, batch_size=256)
+    return _flatten(out[0]), (out[1] if len(out) > 1 else None), y
+
+
 def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
                    input_shape=None, weights: Any = "imagenet", max_examples: int | None = None,
                    seed: int = 0, verbose: int = 1) -> Ranking:
@@ -357,8 +386,13 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
             `kertransfer.build_transfer_model` (its head, when a softmax
             head, gives LEEP), a ``keras.Model``, or ``"pixels"`` (the raw
             inputs: the baseline).
-        data: The target: a `kertransfer.data.DataBundle` or `ArrayData`
-            (its train split) or ``(x, y)`` arrays.
+        data: The target's labelled examples, in any labelled form
+            kertransfer reads (see `kertransfer.data.adapter`): ``(x, y)``
+            arrays, a `kertransfer.data.DataBundle` or `ArrayData` (its train
+            split; a bundle's unaugmented, in order), or a ``tf.data.Dataset``
+            or ``keras.utils.PyDataset`` of ``(x, y)`` batches. Arrays are
+            sampled before the feature passes; other data streams, one pass
+            per candidate, and the sample is drawn from its features.
         metrics: Among ``"logme"``, ``"leep"``, ``"hscore"``; the rows are
             sorted by the first.
         input_shape: The model input (default: the data's).
@@ -381,26 +415,32 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
     if not items:
         raise InvalidArgumentError(format_message("candidates is empty.",
                                                   received={"candidates": candidates}))
-    x, y = split_arrays(data, "train", what=" of labelled target examples")
-    _check(np.zeros((len(x), 1)), y)
-    if max_examples is not None and len(x) > max_examples:
-        from sklearn.model_selection import train_test_split
+    from kertransfer.data.adapter import as_arrays, example_shape, form_of
 
-        keep, _ = train_test_split(np.arange(len(x)), train_size=max_examples, stratify=y,
-                                   random_state=seed)
-        x, y = x[np.sort(keep)], y[np.sort(keep)]
+    in_memory = form_of(data, "data") in ("images", "xy", "array_data")
+    y = None
+    if in_memory:  # arrays: sample the examples before any feature pass
+        x, y = as_arrays(data, "data")
+        _check(np.zeros((len(x), 1)), y)
+        keep = _sample(y, max_examples, seed)
+        if keep is not None:
+            x, y = x[keep], y[keep]
     if input_shape is None:
-        input_shape = tuple(getattr(data, "input_shape", None) or x.shape[1:])
-    from kertransfer.fewshot import extract_features
-
+        input_shape = example_shape(data, "data")
     rows = []
     for label, candidate in items:
         start = time.perf_counter()
         source, head_model, note = _resolve(candidate, input_shape, weights)
-        features = extract_features(source, x)
-        probabilities = None
-        if "leep" in metrics and head_model is not None:
-            probabilities = np.asarray(head_model.predict(x, verbose=0, batch_size=256))
+        head_model = head_model if "leep" in metrics else None
+        if in_memory:
+            features, probabilities, _ = _outputs(source, head_model, x, labels=False)
+        else:  # a stream: features and labels of one pass, then the sample
+            features, probabilities, y = _outputs(source, head_model, data, labels=True)
+            _check(np.zeros((len(y), 1)), y)
+            keep = _sample(y, max_examples, seed)
+            if keep is not None:
+                features, y = features[keep], y[keep]
+                probabilities = None if probabilities is None else probabilities[keep]
         row: dict[str, Any] = {"candidate": str(label), "dim": int(features.shape[1]),
                                "feature_seconds": time.perf_counter() - start, "note": note}
         start = time.perf_counter()
@@ -417,8 +457,8 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
             print(f"{label}: {scores} ({row['feature_seconds']:.1f}s features)", flush=True)
     first = metrics[0]
     rows.sort(key=lambda r: (r[first] is None, -(r[first] or 0.0)))
-    ranking = Ranking(rows, first, len(x), len(np.unique(y)))
+    ranking = Ranking(rows, first, len(y), len(np.unique(y)))
     if verbose:
-        print(f"\nRanked by {first} on {len(x)} examples of {ranking.classes} classes:\n"
+        print(f"\nRanked by {first} on {len(y)} examples of {ranking.classes} classes:\n"
               f"{ranking.table()}")
     return ranking

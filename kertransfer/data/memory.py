@@ -245,11 +245,13 @@ def from_arrays(x: Any, y: Any, *, validation_split: float = 0.0, test_split: fl
 def split_arrays(data: Any, split: str = "train", argument: str = "data",
                  what: str = "") -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` of one split of a `DataBundle` or `ArrayData`, or the ``(x, y)``
-    arrays themselves; anything else is refused naming ``argument``."""
-    if hasattr(data, "as_numpy"):
-        return data.as_numpy(split)
-    if isinstance(data, tuple) and len(data) == 2:
-        return np.asarray(data[0], "float32"), np.asarray(data[1])
-    raise InvalidTypeError(format_message(
-        f"{argument} must be a DataBundle, ArrayData or (x, y) arrays{what}.",
-        received={argument: type(data).__name__}))
+    arrays themselves (through `kertransfer.data.adapter.as_arrays`); anything
+    else is refused naming ``argument``."""
+    from kertransfer.data.adapter import as_arrays, form_of
+
+    if form_of(data, argument) not in ("bundle", "array_data", "xy"):
+        raise InvalidTypeError(format_message(
+            f"{argument} must be a DataBundle, ArrayData or (x, y) arrays{what}.",
+            received={argument: type(data).__name__}))
+    x, y = as_arrays(data, argument, split=split)
+    return np.asarray(x, "float32"), y

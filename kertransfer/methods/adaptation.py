@@ -24,6 +24,7 @@ are the pooled backbone output (the layer named ``pool`` of a
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
@@ -86,23 +87,25 @@ def _coral(fs, ft, ws, wt):
     return ops.sum(ops.square(diff)) / (4.0 * d * d)
 
 
-def adabn(model, target, *, steps: int | None = None, verbose: int = 0) -> int:
+def adabn(model, target, *, steps: int | None = None, batch_size: int | None = None,
+          verbose: int = 0) -> int:
     """AdaBN: replace every BatchNorm layer's statistics with the target domain's.
 
     A BatchNorm recalibration (`kertransfer.training.recalibrate_batchnorm`)
     on target images: each layer's moving mean and variance become the
     average of its batch means and variances over the target batches (with
-    one batch of all target images, exactly their mean and variance). Labels
-    are ignored. Returns the number of batches used.
+    one batch of all target images, exactly their mean and variance).
+    ``target`` is any form kertransfer reads (see `kertransfer.data.adapter`:
+    numpy images, ``(x, y)`` arrays, a dataset or ``PyDataset`` of batches,
+    a DataBundle or ArrayData, whose train split is read unaugmented); labels
+    are ignored. ``batch_size`` batches arrays (default 32). Returns the
+    number of batches used.
     """
+    from kertransfer.data.adapter import as_batches
     from kertransfer.training import recalibrate_batchnorm
 
-    return recalibrate_batchnorm(model, _batches(target), steps=steps, verbose=verbose)
-
-
-def _batches(data):
-    """The training split of a DataBundle, or the data itself."""
-    return data.train if hasattr(data, "train") and hasattr(data, "class_names") else data
+    batches = as_batches(target, "target", images_only=True, batch_size=batch_size)
+    return recalibrate_batchnorm(model, batches, steps=steps, verbose=verbose)
 
 
 def _feature_tensor(model):
@@ -163,24 +166,39 @@ class _Adapter(keras.Model):
 
 
 def _mixed(source, target):
-    """Batches of [source half; target half] with labels and domain flags (tf.data)."""
-    import tensorflow as tf
+    """Batches of [source half; target half] with labels and domain flags, endlessly.
 
-    def images(*batch):
-        return batch[0]
+    ``source`` yields ``(images, labels)`` batches, ``target`` image batches
+    (cycled); both are what `kertransfer.data.adapter.as_batches` returns, so
+    any form of data works, under every backend.
+    """
+    from kertransfer.data.adapter import iterate
 
-    src = source
-    tgt = target.map(images) if isinstance(target.element_spec, tuple) else target
+    def targets():
+        while True:
+            count = 0
+            for batch in iterate(target):
+                count += 1
+                yield np.asarray(batch, "float32")
+            if count == 0:
+                raise InvalidArgumentError(format_message(
+                    "The target data yielded no batch.", expected="non-empty target images",
+                    received={"target": type(target).__name__}))
 
-    def join(s, t):
-        xs, ys = s
-        n_s, n_t = tf.shape(xs)[0], tf.shape(t)[0]
-        x = tf.concat([tf.cast(xs, tf.float32), tf.cast(t, tf.float32)], axis=0)
-        label = tf.concat([tf.cast(ys, tf.int32), tf.zeros([n_t], tf.int32)], axis=0)
-        domain = tf.concat([tf.zeros([n_s]), tf.ones([n_t])], axis=0)
-        return x, {"label": label, "domain": domain}
-
-    return tf.data.Dataset.zip((src, tgt.repeat())).map(join)
+    stream = targets()
+    while True:
+        for batch in iterate(source):
+            xs, ys = np.asarray(batch[0], "float32"), np.asarray(batch[1]).astype("int32")
+            xt = next(stream)
+            x = np.concatenate([xs, xt], axis=0)
+            label = np.concatenate([ys.reshape(-1), np.zeros(len(xt), "int32")])
+            domain = np.concatenate([np.zeros(len(xs), "float32"),
+                                     np.ones(len(xt), "float32")])
+            yield x, {"label": label, "domain": domain}
+        for data in (source, target):
+            end = getattr(data, "on_epoch_end", None)
+            if end is not None:
+                end()
 
 
 def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
@@ -191,10 +209,14 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
     Args:
         model: A classifier from `kertransfer.build_transfer_model` (or any
             Keras classifier; its features are the input of its last layer).
-        source: Labelled source data: a DataBundle (its training split) or a
-            ``tf.data`` dataset of ``(images, labels)`` batches.
-        target: Target images: a DataBundle (its training split; labels are
-            ignored) or a dataset of image batches (or ``(images, labels)``).
+        source: Labelled source data, in any labelled form kertransfer reads
+            (see `kertransfer.data.adapter`): ``(x, y)`` arrays (batches of
+            32, reshuffled every epoch), a finite ``tf.data`` dataset or
+            ``keras.utils.PyDataset`` of ``(images, labels)`` batches, or a
+            DataBundle or ArrayData (its training split).
+        target: Target images in any form (labels are ignored): numpy images,
+            ``(x, y)`` arrays, a dataset or ``PyDataset`` of batches, or a
+            DataBundle or ArrayData (its training split). It is cycled.
         method: ``"adabn"``, ``"dann"`` or ``"coral"``.
         epochs: Passes over the source data.
         learning_rate: Initial rate (DANN anneals it).
@@ -224,12 +246,17 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
     if method == "adabn":
         adabn(model, target)
         return model
-    src, tgt = _batches(source), _batches(target)
-    steps = int(src.cardinality())
+    from kertransfer.data.adapter import as_batches, num_batches
+
+    src = as_batches(source, "source", labels=True, training=True)
+    tgt = as_batches(target, "target", images_only=True, training=True)
+    steps = num_batches(src) or 0
     if steps <= 0:
         raise InvalidArgumentError(
-            format_message("The source data must be a finite dataset of known length.",
-                           received={"source": source}))
+            format_message("The source data must be finite, of a known number of batches.",
+                           expected="(x, y) arrays, a DataBundle or ArrayData, or a finite "
+                                    "dataset or PyDataset of (x, y) batches",
+                           received={"source": type(source).__name__}))
     keras.utils.set_random_seed(seed)
     logits = getattr(model, "activation", "softmax") == "logits"
     adapter = _Adapter(model, method, steps * epochs, weight, gamma, domain_units, logits)
@@ -239,8 +266,7 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
     opt = (keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd"
            else keras.optimizers.Adam(lr))
     adapter.compile(optimizer=opt)
-    hist = adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps, shuffle=False,
-                       verbose=verbose)
+    hist = adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps, verbose=verbose)
     # Out of Keras' tracking: a record, not state of the model.
     object.__setattr__(model, "adaptation_history", dict(hist.history))
     return model

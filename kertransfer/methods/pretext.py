@@ -24,6 +24,7 @@ images at the end (a BatchNorm recalibration).
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import time
 from typing import Any
@@ -230,22 +231,26 @@ def _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
                                                       received={arg: value}))
 
 
-def _chunks(x, size: int = 64) -> list:
-    """``x`` in batches of ``size`` (for the BatchNorm recalibration)."""
-    return [x[i:i + size] for i in range(0, len(x), size)]
-
-
 def _dataset(data, task, input_shape, batch_size, seed):
     """``(training data, unaugmented image batches, num_classes, image shape)``.
 
     Arrays stay arrays (``fit`` batches and shuffles them, and no TensorFlow
-    is needed, as under JAX alone); everything else becomes ``tf.data``.
+    is needed, as under JAX alone); a dataset name, a folder or ``(images,
+    labels)`` arrays are loaded into a DataBundle; batches (a bundle, a
+    dataset, a ``PyDataset``) stream, through `kertransfer.data.adapter`.
     """
+    from kertransfer.data.adapter import as_arrays, as_batches, example_shape, form_of, gather
+
     labelled = task == "supervised"
-    if hasattr(data, "input_shape") and hasattr(data, "as_numpy"):  # ArrayData: its arrays
+    if isinstance(data, (str, os.PathLike)):
+        form = "source"
+    else:
+        form = form_of(data, "data")
+    if form == "array_data":  # ArrayData: its arrays
         x, y = data.as_numpy("train")
         data = (x, y) if labelled or x.ndim != 4 else x
-    if isinstance(data, tuple) and len(data) == 2 and np.ndim(data[0]) in (2, 3):
+        form = "xy" if labelled or x.ndim != 4 else "images"
+    if form == "xy" and np.ndim(data[0]) in (2, 3):
         # Sequences [N, timesteps(, features)] with labels, for a sequence backbone.
         if not labelled:
             raise InvalidArgumentError(format_message(
@@ -255,47 +260,45 @@ def _dataset(data, task, input_shape, batch_size, seed):
         if y.shape != (len(x),):
             raise DataError(format_message("labels must be one integer per sequence.",
                                            received={"labels": f"shape {y.shape}"}))
-        clean = _chunks(x)
+        clean = as_batches(x, "data", batch_size=64)
         return (x, y), clean, int(y.max()) + 1, tuple(x.shape[1:])
-    if isinstance(data, np.ndarray):
-        if data.ndim != 4:
+    if form == "images":
+        x = np.asarray(as_arrays(data, "data", labels=False))
+        if x.ndim != 4:
             raise DataError(format_message(
                 "Unlabelled images must be an array [N, height, width, channels].",
-                received={"data": f"array of shape {data.shape}"}))
+                received={"data": f"array of shape {x.shape}"}))
         if labelled:
             raise DataError(format_message(
                 "task='supervised' needs labels.",
                 expected="(images, labels), a dataset name or folder, or a DataBundle",
-                received={"data": f"array of shape {data.shape}"}))
-        x = data.astype("float32")
-        clean = _chunks(x)
-        return x, clean, None, tuple(x.shape[1:])
-    import tensorflow as tf
-
-    from kertransfer.data import load
-
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        images_spec = spec[0] if isinstance(spec, tuple) else spec
-        if labelled and not isinstance(spec, tuple):
-            raise DataError(format_message(
-                "task='supervised' needs (images, labels) batches.",
-                received={"data": f"a dataset of {spec}"}))
-        shape = tuple(images_spec.shape[1:])
+                received={"data": f"array of shape {x.shape}"}))
+        x = x.astype("float32")
+        return x, as_batches(x, "data", batch_size=64), None, tuple(x.shape[1:])
+    if form in ("tf_dataset", "py_dataset", "list", "iterator"):
+        if form == "iterator":
+            raise InvalidTypeError(format_message(
+                "data is a generator, and pretraining passes over the data several times.",
+                expected="a tf.data.Dataset or keras.utils.PyDataset of batches, or arrays",
+                received={"data": type(data).__name__}))
+        shape = example_shape(data, "data")
         if len(shape) != 3 or None in shape:
             raise DataError(format_message(
                 "A dataset must yield batches of images of one known size.",
                 expected="element shape (batch, height, width, channels)",
-                received={"data": f"a dataset of {spec}"}))
-        train = data if labelled or not isinstance(spec, tuple) else data.map(lambda x, *_: x)
+                received={"data": f"batches of shape {(None, *shape)}"}))
+        train = as_batches(data, "data", labels=labelled, images_only=not labelled,
+                           training=True)
         num = None
         if labelled:
-            labels = np.concatenate([np.asarray(b[1]) for b in data.as_numpy_iterator()])
-            num = int(labels.max()) + 1
-        return train, train, num, shape
+            _, labels = gather(data, "data", labels=True)
+            num = int(np.max(labels)) + 1
+        return train, as_batches(data, "data", images_only=True), num, shape
     bundle = data
-    if not (hasattr(data, "train") and hasattr(data, "class_names")):
-        if input_shape is None and isinstance(data, tuple) and np.ndim(data[0]) == 4:
+    if form == "source" or form == "xy":
+        from kertransfer.data import load
+
+        if input_shape is None and form == "xy" and np.ndim(data[0]) == 4:
             input_shape = np.shape(data[0])[1:]
         if input_shape is None:
             raise InvalidArgumentError(format_message(
@@ -303,10 +306,9 @@ def _dataset(data, task, input_shape, batch_size, seed):
                 expected="e.g. input_shape=(32, 32, 3)", received={"data": data}))
         bundle = load(data, image_size=tuple(input_shape[:2]), batch_size=batch_size,
                       validation_split=0.0, seed=seed, verbose=0)
-    train = bundle.train if labelled else bundle.train.map(lambda x, *_: x)
-    x, _ = bundle.as_numpy("train")
-    clean = _chunks(x)
-    return train, clean, bundle.num_classes, (*bundle.image_size, 3)
+    train = as_batches(bundle, "data", images_only=not labelled, training=True)
+    clean = as_batches(bundle, "data", images_only=True, batch_size=64)
+    return train, clean, bundle.num_classes, example_shape(bundle, "data")
 
 
 def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=None,
@@ -319,9 +321,10 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         backbone: A registry name (``"mobilenet_v3_small"``) or a headless
             ``keras.Model``.
         data: The source: a dataset name or folder, ``(images, labels)``
-            arrays, an images array (unlabelled), a ``tf.data`` dataset of
-            image batches or ``(images, labels)`` batches, or a DataBundle
-            (its training split). Labels are ignored except for
+            arrays, an images array (unlabelled), a ``tf.data`` dataset or
+            ``keras.utils.PyDataset`` of image batches or ``(images, labels)``
+            batches, or a DataBundle or ArrayData (its training split); see
+            `kertransfer.data.adapter`. Labels are ignored except for
             ``task="supervised"``. For a sequence backbone (``"gru"``, ...),
             ``(sequences, labels)`` arrays with ``task="supervised"``.
         task: ``"supervised"``, ``"rotation"``, ``"simclr"`` or
@@ -382,7 +385,7 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         history = pretext.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True,
                               verbose=verbose).history
     else:
-        history = pretext.fit(train, epochs=epochs, shuffle=False,  # shuffled by tf.data
+        history = pretext.fit(train, epochs=epochs, shuffle=False,  # batches in their own order
                               verbose=verbose).history
     seconds = time.perf_counter() - start
     recalibrate_batchnorm(base, clean)  # statistics of unaugmented images, not of views

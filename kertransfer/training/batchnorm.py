@@ -10,13 +10,13 @@ other weight untouched. On target-domain data the same operation is AdaBN.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import Any
 
-import numpy as np
 from keras import ops
 
 from kertransfer.backbones.blocks import is_batchnorm
 from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.models.inference import inference_except
 
 
 def batchnorm_layers(model, which: str = "all") -> list:
@@ -38,33 +38,39 @@ def batchnorm_layers(model, which: str = "all") -> list:
     return found
 
 
-def _images(batch):
-    if isinstance(batch, (tuple, list)):
-        return batch[0]
-    if isinstance(batch, dict):
-        return batch.get("image", next(iter(batch.values())))
-    return batch
-
-
-def recalibrate_batchnorm(model, data: Iterable, *, layers: str = "all", steps: int | None = None,
-                          verbose: int = 0) -> int:
+def recalibrate_batchnorm(model, data: Any, *, layers: str = "all", steps: int | None = None,
+                          batch_size: int | None = None, verbose: int = 0) -> int:
     """Recompute BatchNorm moving statistics from a pass over ``data``.
+
+    Example::
+
+        kt.recalibrate_batchnorm(model, x_train, batch_size=64)   # images alone
+        kt.recalibrate_batchnorm(model, bundle)   # its train split, unaugmented
 
     Args:
         model: A Keras model.
-        data: Batches of images, or ``(images, labels)`` batches (a
-            ``tf.data.Dataset``, a list of arrays, ...). Use batches of 32 or
-            more for stable variance estimates. Only images are used.
+        data: Images in any form kertransfer reads (see
+            `kertransfer.data.adapter`): numpy images ``x``, ``(x, y)``
+            arrays, a ``tf.data.Dataset`` or ``keras.utils.PyDataset`` of
+            batches, a list of batches, or a `DataBundle`/`ArrayData` (its
+            train split, unaugmented). Only images are used. Use batches of
+            32 or more for stable variance estimates.
         layers: ``"all"`` BatchNorm layers or only the ``"trainable"`` ones.
         steps: Stop after this many batches (default: the whole pass).
+        batch_size: Batch size for arrays (default 32) and for a bundle's
+            unaugmented split (default the bundle's); batched data keeps its own.
         verbose: Print how many layers and batches were used.
 
     Returns:
         The number of batches used.
 
     Raises:
+        InvalidTypeError: ``data`` is not a form kertransfer reads.
         InvalidArgumentError: ``data`` yielded no batch.
     """
+    from kertransfer.data.adapter import as_batches, iterate
+
+    batches = as_batches(data, "data", images_only=True, batch_size=batch_size)
     bns = batchnorm_layers(model, layers)
     if not bns:
         return 0
@@ -74,28 +80,29 @@ def recalibrate_batchnorm(model, data: Iterable, *, layers: str = "all", steps: 
         bn.moving_variance.assign(ops.zeros(bn.moving_variance.shape, bn.moving_variance.dtype))
     # Only the chosen BN layers run in training mode (a BN layer uses batch
     # statistics when called with training=True and its own trainable flag is
-    # on); no optimizer step runs, so no other weight changes.
+    # on); every other layer, dropout included, runs in inference mode, and no
+    # optimizer step runs, so no other weight changes.
     count = 0
-    try:
-        for bn in bns:
-            bn.trainable = True
-        for batch in data:
-            count += 1
+    with inference_except(model, bns):
+        try:
             for bn in bns:
-                bn.momentum = 1.0 - 1.0 / count
-            x = _images(batch)
-            model(np.asarray(x) if not hasattr(x, "shape") else x, training=True)
-            if steps is not None and count >= steps:
-                break
-    finally:
-        for bn, (was_trainable, momentum) in zip(bns, saved):
-            bn.trainable = was_trainable
-            bn.momentum = momentum
+                bn.trainable = True
+            for x in iterate(batches):
+                count += 1
+                for bn in bns:
+                    bn.momentum = 1.0 - 1.0 / count
+                model(x, training=True)
+                if steps is not None and count >= steps:
+                    break
+        finally:
+            for bn, (was_trainable, momentum) in zip(bns, saved):
+                bn.trainable = was_trainable
+                bn.momentum = momentum
     if count == 0:
         raise InvalidArgumentError(
             format_message("recalibrate_batchnorm got no batch from the data.",
                            expected="a non-empty dataset of image batches",
-                           received={"data": data})
+                           received={"data": type(data).__name__})
         )
     if verbose:
         print(f"Recalibrated {len(bns)} BatchNorm layers on {count} batches.")

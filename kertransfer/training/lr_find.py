@@ -46,19 +46,30 @@ class LRFindResult:
     plot: str | None = None
 
 
-def _batches(data):
-    source = getattr(data, "train", data)
+def _cycle(data, batch_size: int):
+    """``(x, y)`` batches of ``data`` as training sees them, pass after pass.
+
+    A generator (one pass only) ends the test when it runs out."""
+    from kertransfer.data.adapter import as_batches, iterate
+
+    batches = as_batches(data, "data", labels=True, training=True, batch_size=batch_size)
+    passes = 0
     while True:
         count = 0
-        for batch in source:
+        for batch in iterate(batches):
             count += 1
             yield batch
         if count == 0:
-            raise InvalidArgumentError(
-                format_message("lr_find got no batch from the data.",
-                               expected="a non-empty dataset of (images, labels) batches",
-                               received={"data": data})
-            )
+            if passes == 0:
+                raise InvalidArgumentError(
+                    format_message("lr_find got no batch from the data.",
+                                   expected="non-empty data of (images, labels) batches",
+                                   received={"data": type(data).__name__}))
+            return
+        passes += 1
+        end = getattr(batches, "on_epoch_end", None)
+        if end is not None:
+            end()  # reshuffles arrays and kertransfer's own batches
 
 
 def _copy_for_search(model, start_lr: float):
@@ -102,14 +113,18 @@ def _suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
 def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
             steps: int = 100, method: str = "valley", smoothing: float = 0.98,
             diverge: float = 4.0, plot: str | os.PathLike | None = "lr_find.png",
-            verbose: int = 1) -> LRFindResult:
+            batch_size: int = 32, verbose: int = 1) -> LRFindResult:
     """Run an exponential learning-rate range test and suggest a rate.
 
     Args:
         model: A Keras model (compiled or not; uncompiled transfer models get
             the loss that matches their head and Adam).
-        data: A ``kertransfer.data.DataBundle`` (its ``train`` split) or an
-            iterable of ``(images, labels)`` batches; it is cycled as needed.
+        data: Labelled data in any form kertransfer reads (see
+            `kertransfer.data.adapter`): ``(x, y)`` arrays (batches of
+            ``batch_size``, reshuffled every pass), a ``tf.data.Dataset`` or
+            ``keras.utils.PyDataset`` of ``(x, y)`` batches, a list of them, or a
+            `DataBundle`/`ArrayData` (its ``train`` split, as training sees it).
+            It is cycled as needed.
         start_lr: First rate.
         end_lr: Last rate.
         steps: Number of steps (a few hundred at most is plenty).
@@ -118,6 +133,7 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
         smoothing: EMA factor of the loss (0 turns smoothing off).
         diverge: Stop when the smoothed loss exceeds this many times its best.
         plot: Where to write the loss-against-rate plot (None: no plot).
+        batch_size: Batch size for ``(x, y)`` arrays.
         verbose: Print the suggestions.
 
     Returns:
@@ -125,6 +141,7 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
 
     Raises:
         InvalidArgumentError: Bad rates, steps, method, or empty data.
+        InvalidTypeError: ``data`` is not labelled data kertransfer reads.
     """
     if not (isinstance(start_lr, numbers.Real) and isinstance(end_lr, numbers.Real)
             and 0 < start_lr < end_lr):
@@ -141,16 +158,20 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
             format_message("Unknown suggestion method.", expected=f"one of {SUGGESTIONS}",
                            received={"method": method})
         )
+    batches = _cycle(data, batch_size)
+    first = next(batches)  # refuses bad data before the copy is made
     clone = _copy_for_search(model, start_lr)
     factor = (end_lr / start_lr) ** (1.0 / (steps - 1))
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
-    batches = _batches(data)
     progbar = keras.utils.Progbar(steps, verbose=1 if verbose else 0, unit_name="step")
     for i in range(steps):
         lr = start_lr * factor**i
         clone.optimizer.learning_rate = lr
-        x, y = next(batches)[:2]
+        batch = first if i == 0 else next(batches, None)
+        if batch is None:
+            break  # a generator ran out
+        x, y = batch[:2]
         clone.reset_metrics()
         out = clone.train_on_batch(x, y, return_dict=True)
         loss = float(out["loss"])
