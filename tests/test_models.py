@@ -153,6 +153,99 @@ def test_custom_backbone_with_open_input_size():
     assert model.input_shape == (None, 12, 12, 3)
 
 
+@keras.saving.register_keras_serializable(package="kertransfer_tests")
+class SubclassedNet(keras.Model):
+    """A subclassed backbone: conv, BatchNorm, dropout, conv, written in call()."""
+
+    def __init__(self, width=4, outputs="tensor", **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.outputs_kind = width, outputs
+        self.conv_a = keras.layers.Conv2D(width, 3, padding="same", name="conv_a")
+        self.bn = keras.layers.BatchNormalization(name="bn")
+        self.drop = keras.layers.Dropout(0.5, name="drop")
+        self.conv_b = keras.layers.Conv2D(8, 3, strides=2, name="conv_b")
+
+    def call(self, x, training=None):
+        x = keras.activations.relu(self.bn(self.conv_a(x), training=training))
+        x = self.conv_b(self.drop(x, training=training))
+        return {"features": x} if self.outputs_kind == "dict" else x
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "outputs": self.outputs_kind}
+
+
+def _trainable_paths(model):
+    return sorted(v.path for v in model.trainable_variables)
+
+
+@pytest.mark.backend_agnostic
+def test_subclassed_model_as_backbone_is_one_block(tmp_path):
+    net = SubclassedNet(name="my_net")
+    model = kt.build_transfer_model(net, 3, input_shape=(16, 16, 3), freeze="all")
+    assert model.backbone_name == "custom"
+    assert model.block_names == ["my_net"]
+    assert model.output_shape == (None, 3)
+    assert all(v.path.startswith("predictions/") for v in model.trainable_variables)
+
+    kt.freeze(model, "none")  # BatchNorm stays in inference mode (bn="frozen")
+    inner = [p for p in _trainable_paths(model) if not p.startswith("predictions/")]
+    assert inner == sorted(w.path for layer in (net.conv_a, net.conv_b) for w in layer.weights)
+    kt.freeze(model, "none", bn="trainable")
+    assert {"my_net/bn/gamma", "my_net/bn/beta"} <= set(_trainable_paths(model))
+    kt.freeze(model, "my_net")  # block-level freezing names the one block
+    assert all(v.path.startswith("predictions/") for v in model.trainable_variables)
+    with pytest.raises(FreezeError, match="my_net"):
+        kt.freeze(model, "conv_a")
+
+    # Cached features and the head on them give the model's own outputs.
+    from kertransfer.training.feature_cache import compute_features, head_on_features
+
+    x = _x(6)
+    feats = compute_features(model, x, verbose=0)
+    expected = keras.ops.mean(net(x, training=False), axis=(1, 2))
+    np.testing.assert_allclose(feats, keras.ops.convert_to_numpy(expected), rtol=1e-5,
+                               atol=1e-5)
+    head = head_on_features(model, feats.shape[1:])
+    np.testing.assert_allclose(head.predict(feats, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, np.arange(6) % 3, epochs=1, verbose=0)
+
+    # A registered subclass reloads with its weights; Keras keeps no trainable flags of
+    # the layers inside it, so the freeze is applied again after loading.
+    kt.freeze(model, "all")
+    keras.saving.save_model(model, tmp_path / "m.keras", include_optimizer=False)
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    assert loaded.block_names == ["my_net"]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    kt.freeze(loaded, "all")
+    assert all(v.path.startswith("predictions/") for v in loaded.trainable_variables)
+
+
+def test_subclassed_backbone_errors_name_the_argument():
+    with pytest.raises(InvalidArgumentError, match="subclassed.*input_shape is needed"):
+        kt.build_transfer_model(SubclassedNet(), 3)
+    with pytest.raises(InvalidArgumentError,
+                       match="one block.*functional API.*Received: backbone='SubclassedNet'"):
+        kt.build_transfer_model(SubclassedNet(), 3, input_shape=(16, 16, 3),
+                                blocks=[("a", "^conv_a$"), ("b", "^conv_b$")])
+    with pytest.raises(InvalidTypeError,
+                       match=r"one tensor.*Received: backbone='SubclassedNet'$"):
+        kt.build_transfer_model(SubclassedNet(outputs="dict"), 3, input_shape=(16, 16, 3))
+
+
+@pytest.mark.backend_agnostic
+def test_sequential_backbone_without_input_is_built_on_input_shape():
+    net = keras.Sequential([keras.layers.Conv2D(4, 3, name="c1"),
+                            keras.layers.BatchNormalization(name="c1_bn"),
+                            keras.layers.Conv2D(8, 3, name="c2")])
+    model = kt.build_transfer_model(net, 2, input_shape=(12, 12, 3), freeze=1)
+    assert model.block_names == ["c1", "c2"]
+    assert not net.get_layer("c1").trainable and net.get_layer("c2").trainable
+
+
 @pytest.mark.parametrize(
     "kwargs, error, pattern",
     [

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 
 from kertransfer.backbones.blocks import blocks_from_model, check_blocks
+from kertransfer.backbones.custom import adapt_model
 from kertransfer.backbones.registry import get_backbone_spec
 from kertransfer.backbones.spec import PREPROCESSING_MODES, BackboneSpec
 from kertransfer.errors import (
@@ -232,7 +233,9 @@ def build_transfer_model(
         backbone: A registry name (``kertransfer.list_backbones()``), or any
             headless ``keras.Model`` (its blocks follow the rule in
             `kertransfer.backbones.blocks` unless ``blocks`` is given;
-            the model object is used as-is, not copied).
+            the model object is used as-is, not copied). A subclassed model
+            (its own ``call``) is one block named after it; see
+            `kertransfer.backbones.custom`.
         num_classes: Number of classes (output units), or ``{task: classes}``
             for one backbone with several named heads (multi-task): the
             model's outputs are then a dict keyed by task, each head with
@@ -276,6 +279,8 @@ def build_transfer_model(
         WeightsNotFoundError: The weights file (or the cached ImageNet file) is missing.
         WeightsMismatchError: The weights file is for another architecture.
         FreezeError: The freeze policy does not fit the backbone.
+        InvalidTypeError: ``backbone`` is neither a name nor a ``keras.Model``,
+            or a subclassed model cannot be called on a symbolic input.
 
     Examples:
         >>> import kertransfer as kt
@@ -320,29 +325,8 @@ def build_transfer_model(
         unmatched = spec.unmatched if not blocks else "previous"
         backbone_name = spec.name
     elif isinstance(backbone, keras.Model):
-        net = backbone
+        net, _ = adapt_model(backbone, input_shape, blocks)
         prep = preprocessing or "none"
-        model_shape = tuple(net.input_shape[1:]) if net.inputs else None
-        if input_shape is None and (model_shape is None or None in model_shape):
-            raise InvalidArgumentError(
-                format_message(
-                    "The backbone's input size is not fixed, so input_shape is needed.",
-                    expected="input_shape=(height, width, channels)",
-                    received={"input_shape": input_shape},
-                )
-            )
-        shape = tuple(input_shape) if input_shape is not None else model_shape
-        if model_shape is not None and None not in model_shape and tuple(shape) != model_shape:
-            raise IncompatibleInputError(
-                format_message(
-                    "input_shape differs from the backbone's own input shape.",
-                    expected=f"{model_shape} or None",
-                    received={"input_shape": tuple(shape)},
-                )
-            )
-        if None in model_shape:
-            inputs = keras.Input(shape)
-            net = keras.Model(inputs, net(inputs), name=net.name)
         patterns = tuple(blocks) if blocks else blocks_from_model(net)
         unmatched = "previous"
         backbone_name = "custom"
