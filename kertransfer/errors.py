@@ -99,7 +99,8 @@ class MissingDependencyError(KertransferError, ImportError):
 
 
 class SearchError(KertransferError, RuntimeError):
-    """A search cannot go on (its processes keep dying, or a child process failed)."""
+    """A search cannot go on (its processes keep dying, a child process failed, or its
+    directory holds a search with other settings)."""
 
 
 class ExportError(KertransferError, RuntimeError):

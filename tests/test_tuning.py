@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kertransfer as kt
-from kertransfer.errors import DataError, InvalidArgumentError, UnknownBackboneError
+from kertransfer.errors import DataError, InvalidArgumentError, SearchError, UnknownBackboneError
 
 
 @pytest.fixture
@@ -213,7 +213,7 @@ def test_tune_refuses_a_different_search_in_the_same_directory(tiny_backbone_nam
     kt.tune(hm, tiny_bundle, max_trials=1, epochs=2, directory=tmp_path, verbose=0,
             save_best=False)
     other = _hm(tiny_backbone_name, tiny_weights, space={"head_epochs": 2, "dropout": 0.4})
-    with pytest.raises(InvalidArgumentError, match="different search.*space.*Received"):
+    with pytest.raises(SearchError, match="different search.*space.*Received"):
         kt.tune(other, tiny_bundle, max_trials=1, epochs=2, directory=tmp_path, verbose=0)
     # Re-running the same search continues it: the finished trial is not run again.
     again = kt.tune(_hm(tiny_backbone_name, tiny_weights), tiny_bundle, max_trials=2, epochs=2,

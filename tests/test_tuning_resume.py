@@ -1,12 +1,23 @@
-"""Searches survive real kills: resume after SIGKILL, and a distributed worker dying mid-trial."""
+"""Searches survive real kills (resume after SIGKILL, a distributed worker dying mid-trial),
+and a resume is the same search: a changed setting is refused, naming each difference."""
 
 import json
 import pathlib
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+
+import keras
+import numpy as np
+import pytest
+
+import kertransfer as kt
+from kertransfer.errors import SearchError
+from kertransfer.training.feature_cache import array_digest
 
 SCRIPT = pathlib.Path(__file__).parent / "fixtures" / "tune_child.py"
 
@@ -135,3 +146,140 @@ def test_distributed_chief_and_two_workers_survive_a_dead_worker(tmp_path):
     oracle = json.loads((tmp_path / "search" / "search" / "oracle.json").read_text())
     assert oracle["ongoing_trials"] == {}
 
+
+
+# -- A resume is the same search: every setting that defines it is compared ----------------
+
+_SHAPE = (16, 16, 3)
+
+
+def _arrays(shift=0.0):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (96, *_SHAPE)).astype("float32")
+    y = (np.arange(96) % 4).astype("int32")
+    x[0, 0, 0, 0] += shift
+    return (x[:64], y[:64]), (x[64:], y[64:])
+
+
+def _weights_file(directory, seed, backbone):
+    keras.utils.set_random_seed(seed)
+    model = kt.build_transfer_model(backbone, 4, input_shape=_SHAPE, weights=None,
+                                    freeze="none")
+    path = directory / f"weights_{seed}.keras"
+    model.save(path)
+    return path
+
+
+class _Search:
+    """One finished one-trial search and the call that made it, to vary one setting at a time."""
+
+    def __init__(self, root, backbone):
+        self.backbone = backbone
+        self.weights = _weights_file(root, 1, backbone)
+        self.other_weights = _weights_file(root, 2, backbone)
+        self.directory = root / "search"
+        self.run()
+
+    def run(self, directory=None, data=None, hm=None, **kw):
+        hm_kw = {"num_classes": 4, "input_shape": _SHAPE, "weights": str(self.weights),
+                 "epochs": 2, "batch_size": 32, "space": {"head_epochs": 1}}
+        hm_kw.update(hm or {})
+        (x, y), val = data or _arrays()
+        args = {"max_trials": 1, "epochs": 2, "directory": directory or self.directory,
+                "verbose": 0, "save_best": False, "validation_data": val}
+        args.update(kw)
+        return kt.tune(kt.TransferHyperModel(self.backbone, **hm_kw), (x, y), **args)
+
+    def copy(self, tmp_path):
+        shutil.copytree(self.directory, tmp_path / "search")
+        return tmp_path / "search"
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, tiny_backbone_name):
+    return _Search(tmp_path_factory.mktemp("resume"), tiny_backbone_name)
+
+
+CHANGES = {
+    "batch_size": ({"hm": {"batch_size": 16}}, "batch_size: 32 → 16"),
+    "seed": ({"seed": 1}, "seed: 0 → 1"),
+    "optimizer": ({"hm": {"optimizer": "sgd"}}, "optimizer: adam → sgd"),
+    "activation": ({"hm": {"activation": "sigmoid"}}, "activation: softmax → sigmoid"),
+    "space": ({"hm": {"space": {"head_epochs": 1, "dropout": 0.4}}},
+              "space['dropout']: float 0.0..0.5 step 0.1 → fixed 0.4"),
+    "epochs": ({"epochs": 3}, "epochs: 2 → 3"),
+    "tuner": ({"tuner": "bayesian"}, "tuner: random → bayesian"),
+    "objective": ({"objective": "val_loss"}, "objective: val_accuracy → val_loss"),
+    "data": ({"data": _arrays(shift=1.0)}, "data: arrays: x (64, 16, 16, 3) float32"),
+    "weights": ({}, "weights: "),  # another weights file: set in the test
+}
+
+
+@pytest.mark.parametrize("setting", sorted(CHANGES))
+def test_resume_refuses_a_changed_setting_and_names_it(search, setting):
+    change, shown = CHANGES[setting]
+    change = dict(change)
+    if setting == "weights":
+        change["hm"] = {"weights": str(search.other_weights)}
+    before = (search.directory / "kertransfer_search.json").read_text()
+    with pytest.raises(SearchError) as e:
+        search.run(**change)
+    msg = str(e.value)
+    assert "holds a different search: 1 setting(s) differ" in msg, msg  # only this one
+    assert shown in msg, msg
+    assert "another directory" in msg and "overwrite=True" in msg and "--overwrite" in msg
+    assert msg.endswith(f"Received: directory={str(search.directory)!r}")
+    assert (search.directory / "kertransfer_search.json").read_text() == before
+
+
+def test_resume_lists_every_changed_setting(search):
+    with pytest.raises(SearchError, match=re.escape("3 setting(s) differ")) as e:
+        search.run(seed=1, hm={"batch_size": 16, "weights": str(search.other_weights)})
+    msg = str(e.value)
+    assert "batch_size: 32 → 16" in msg and "seed: 0 → 1" in msg
+    digest = re.findall(r"sha256 ([0-9a-f]{16})", msg)
+    assert re.search(r"weights: \S+weights_1\.keras \(sha256 \w+\) → "
+                     r"\S+weights_2\.keras \(sha256 \w+\)", msg), msg
+    assert len(set(digest)) == 2
+
+
+def test_unchanged_resume_goes_on_and_a_moved_weights_file_is_the_same(search, tmp_path):
+    directory = search.copy(tmp_path)
+    moved = tmp_path / "moved.keras"
+    shutil.copy(search.weights, moved)
+    tuner = search.run(directory=directory, max_trials=2, hm={"weights": str(moved)})
+    assert [r["trial"] for r in tuner.results] == ["0", "1"]  # the first trial was kept
+
+
+def test_overwrite_starts_a_changed_search_again(search, tmp_path):
+    directory = search.copy(tmp_path)
+    search.run(directory=directory, seed=1, overwrite=True)
+    search.run(directory=directory, seed=1)  # its record is the new search's
+    with pytest.raises(SearchError, match="seed: 1 → 0"):
+        search.run(directory=directory)
+
+
+def _older_record(search, directory, **changes):
+    """The record kertransfer wrote before it compared every setting."""
+    (x, y), (xv, yv) = _arrays()
+    old = {"tuner": "random", "objective": "val_accuracy", "backbones": [search.backbone],
+           "num_classes": 4, "input_shape": list(_SHAPE), "space": {"head_epochs": "1"},
+           "data": array_digest([x, y, xv, yv]), "epochs": 2}
+    old.update(changes)
+    (directory / "kertransfer_search.json").write_text(json.dumps(old, indent=2))
+
+
+def test_an_older_record_lacks_settings_they_are_unknown_not_different(search, tmp_path):
+    directory = search.copy(tmp_path)
+    _older_record(search, directory)
+    search.run(directory=directory, seed=5)  # the seed was not recorded: not compared
+    record = json.loads((directory / "kertransfer_search.json").read_text())
+    assert record["format"] == 2 and record["seed"] == 5 and record["batch_size"] == 32
+
+    _older_record(search, directory, space={"head_epochs": "2"})
+    with pytest.raises(SearchError) as e:
+        search.run(directory=directory)
+    msg = str(e.value)
+    assert "1 setting(s) differ" in msg and "space['head_epochs']: 2 → 1" in msg
+    assert re.search(r"older kertransfer, has no value for .*batch_size.*seed.*\(not compared\)",
+                     msg), msg

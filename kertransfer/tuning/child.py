@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         hypermodel = TransferHyperModel.from_config(config["hypermodel"])
         tune(hypermodel, (x, y), validation_data=(xv, yv), epochs=config["epochs"],
              directory=config["directory"], save_best=False, verbose=config["verbose"],
-             _stop_after=config["trials_per_process"], **settings)
+             _stop_after=config["trials_per_process"], _parent_checked=True, **settings)
     except TrialBudgetReached:
         return CHILD_MORE
     except KertransferError as exc:

@@ -13,9 +13,11 @@ chief/worker mode); kertransfer hardens what a long transfer search needs:
   ``max_crashes`` times (e.g. out of memory) is marked FAILED instead of being
   retried forever, and a trial that had completed just before the kill is not
   run twice.
-- **A search is one search.** The directory records the space, tuner, objective
-  and a fingerprint of the data; resuming with different ones raises instead
-  of silently mixing trials (pass ``overwrite=True`` to start again).
+- **A search is one search.** The directory records every setting that defines
+  the search (the hypermodel's, ``tune``'s own and a fingerprint of the data;
+  `kertransfer.tuning.resume`); resuming with different ones raises a
+  `SearchError` that lists each difference, instead of silently mixing trials
+  (use another directory, or pass ``overwrite=True`` to start again).
 - **Results.** At the end: a printed table of trials, ``results.csv``,
   ``best_config.json``, ``best_model.keras`` and ``trials.png`` (objective
   against unfreeze depth and fine-tuning rate), all in ``directory``.
@@ -48,9 +50,7 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
-from kertransfer.training.feature_cache import array_digest
-
-STATE_FILE = "kertransfer_search.json"
+from kertransfer.tuning.resume import check_resume, search_record
 
 
 def _atomic_write(path: str | os.PathLike, text: str) -> None:
@@ -180,22 +180,6 @@ TUNERS = {
 }
 
 
-def _data_fingerprint(data) -> str:
-    if hasattr(data, "as_numpy"):
-        parts = [*data.as_numpy("train")]
-        if getattr(data, "val", None) is not None:
-            parts += [*data.as_numpy("val")]
-        return array_digest(parts)
-    if isinstance(data, tuple):
-        return array_digest([np.asarray(a) for p in data for a in _flat(p)])
-    return type(data).__name__
-
-
-def _flat(part) -> list:
-    """An array, or a label dict's arrays in task order."""
-    return [part[k] for k in sorted(part)] if isinstance(part, dict) else [part]
-
-
 def _check_objective(hypermodel, objective: str) -> None:
     """A multi-task search names the metric of one head, or the total loss."""
     tasks = getattr(hypermodel, "tasks", None)
@@ -315,7 +299,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
          distributed: str | None = None, oracle_address: str | None = None,
          tuner_id: str | None = None, trials_per_process: int | None = None,
          child_setup: str | None = None, distribution_strategy: Any = None,
-         save_best: bool = True, verbose: int = 1, _stop_after: int | None = None):
+         save_best: bool = True, verbose: int = 1, _stop_after: int | None = None,
+         _parent_checked: bool = False):
     """Search a `TransferHyperModel`'s space with KerasTuner, resumably.
 
     Args:
@@ -338,7 +323,9 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         validation_data: ``(x, y)`` when ``data`` is arrays.
         seed: Seed of the oracle: the same seed draws the same trials (KerasTuner
             takes 0 for "no seed", so its oracle gets ``seed + 1``).
-        overwrite: Start again instead of resuming what ``directory`` holds.
+        overwrite: Start again instead of resuming what ``directory`` holds. A
+            resume with other settings than the search was started with raises
+            `SearchError` (``max_trials`` may change: more trials extend it).
         max_epochs: Hyperband's most epochs per trial (default: ``epochs``).
         factor: Hyperband's reduction factor.
         hyperband_iterations: Hyperband's iterations.
@@ -400,13 +387,6 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
     if hypermodel.features.disk is None:
         hypermodel.features = SharedFeatures(directory / "features")
 
-    state = {
-        "tuner": tuner, "objective": objective, "backbones": hypermodel.backbones,
-        "num_classes": hypermodel.num_classes, "input_shape": list(hypermodel.input_shape),
-        "space": {k: repr(v) for k, v in sorted(hypermodel.space_spec.items())},
-        "data": _data_fingerprint(data if validation_data is None else (*data, *validation_data)),
-        "epochs": epochs if tuner != "hyperband" else (max_epochs or epochs),
-    }
     is_worker = distributed == "worker"
     settings = {"tuner": tuner, "objective": objective, "seed": seed,
                 "max_trials": max_trials, "max_epochs": max_epochs or epochs, "factor": factor,
@@ -422,7 +402,19 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
                                received={"trials_per_process": trials_per_process})
             )
     hypermodel.distribution_strategy = distribution_strategy
-    _check_state(directory, state, overwrite, is_worker, directory / project_name)
+    saved = None
+    if not _parent_checked:  # a child process resumes what its parent checked
+        record = search_record(
+            hypermodel, data, validation_data, tuner=tuner, objective=objective, seed=seed,
+            max_trials=max_trials, factor=factor, hyperband_iterations=hyperband_iterations,
+            num_initial_points=num_initial_points,
+            epochs=epochs if tuner != "hyperband" else (max_epochs or epochs))
+        saved = check_resume(directory, record, overwrite=overwrite, is_worker=is_worker,
+                             project_dir=directory / project_name, write=_atomic_write)
+    if verbose and saved and "max_trials" in saved and saved["max_trials"] != max_trials \
+            and tuner != "hyperband":
+        print(f"The search in {directory} had max_trials={saved['max_trials']}; it goes on "
+              f"to max_trials={max_trials}")
 
     if trials_per_process is not None:
         _run_children(hypermodel, data, validation_data, directory, settings, epochs,
@@ -454,30 +446,6 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
     if save_best and not is_worker:
         write_results(kt_tuner, directory, verbose=verbose, class_names=_class_names(data))
     return kt_tuner
-
-
-def _check_state(directory: pathlib.Path, state: dict, overwrite: bool, is_worker: bool,
-                 project_dir: pathlib.Path) -> None:
-    """Refuse to resume a different search; record this one."""
-    state_path = directory / STATE_FILE
-    if state_path.exists() and not overwrite:
-        saved = json.loads(state_path.read_text())
-        diff = sorted(k for k in state if saved.get(k) != state[k])
-        if diff:
-            raise InvalidArgumentError(
-                format_message(
-                    f"{directory} holds a different search ({', '.join(diff)} differ); "
-                    "resuming it would mix trials of two searches.",
-                    fix="Use another directory, or pass overwrite=True to start again.",
-                    received={k: state[k] for k in diff},
-                )
-            )
-    elif not is_worker:
-        if overwrite and project_dir.exists():
-            import shutil
-
-            shutil.rmtree(project_dir)
-        _atomic_write(state_path, json.dumps(state, indent=2))
 
 
 def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: str, seed: int,
