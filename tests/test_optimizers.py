@@ -182,3 +182,44 @@ def test_lwf_joint_phase_goes_on_with_the_warmup_optimizer(tiny_backbone_name, t
     new_head = two.get_layer("new_predictions").kernel
     stem = two.backbone.get_layer("stem_conv").kernel
     assert (_step(opt, new_head), _step(opt, stem)) == (8, 4)
+
+
+def _global_states():
+    import random
+
+    return random.getstate(), np.random.get_state()[1].copy()
+
+
+@pytest.mark.backend_agnostic
+def test_adapt_and_pretrain_train_with_the_optimizer_given(tiny_backbone_name, tiny_data):
+    x, y = tiny_data
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, freeze="none")
+    opt = keras.optimizers.AdamW(1e-3, weight_decay=0.01)
+    kt.methods.adapt(model, source=(x[:64], y[:64]), target=255.0 - x[64:128],
+                     method="coral", epochs=1, optimizer=opt)
+    assert int(keras.ops.convert_to_numpy(opt.iterations)) > 0
+    opt = keras.optimizers.AdamW(1e-3, weight_decay=0.01)
+    kt.pretrain(tiny_backbone_name, x[:64], task="rotation", epochs=1, batch_size=32,
+                optimizer=opt, verbose=0)
+    assert int(keras.ops.convert_to_numpy(opt.iterations)) > 0
+
+
+@pytest.mark.backend_agnostic
+def test_adapt_and_pretrain_reset_no_global_seed(tiny_backbone_name, tiny_data):
+    x, y = tiny_data
+    after = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                        weights=None, freeze="none")
+        kt.methods.adapt(model, source=(x[:64], y[:64]), target=255.0 - x[64:128],
+                         method="dann", epochs=1, seed=0)
+        before = _global_states()
+        kt.pretrain(tiny_backbone_name, x[:64], task="rotation", epochs=1, batch_size=32,
+                    seed=0, verbose=0)
+        state = _global_states()
+        # A seeded pretrain leaves the caller's random state as it found it.
+        assert state[0] == before[0] and np.array_equal(state[1], before[1])
+        after.append(state)
+    assert after[0][0] != after[1][0] and not np.array_equal(after[0][1], after[1][1])

@@ -23,12 +23,15 @@ are the pooled backbone output (the layer named ``pool`` of a
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
 from kertransfer.methods.terms import _single
+from kertransfer.training.optimizers import make_optimizer
 
 METHODS = ("adabn", "dann", "coral")
 
@@ -118,7 +121,8 @@ def _feature_tensor(model):
 class _Adapter(keras.Model):
     """Trains a classifier on [source; target] batches with a domain term."""
 
-    def __init__(self, classifier, method, total_steps, weight, gamma, domain_units, logits):
+    def __init__(self, classifier, method, total_steps, weight, gamma, domain_units, logits,
+                 seed=None):
         super().__init__(name=f"{method}_adapter")
         self.net = keras.Model(_single(classifier.inputs), {"pred": classifier.outputs[0],
                                                    "features": _feature_tensor(classifier)})
@@ -126,10 +130,14 @@ class _Adapter(keras.Model):
         self.weight, self.gamma, self.logits = float(weight), float(gamma), logits
         if method == "dann":
             self.reverse = GradientReversal()
+            # ``seed`` seeds only this classifier's initialisation (no global state).
+            seeds = [None] * 3 if seed is None else [int(seed) + i for i in range(3)]
             self.domain = keras.Sequential(
-                [keras.layers.Dense(domain_units, activation="relu"),
-                 keras.layers.Dense(domain_units, activation="relu"),
-                 keras.layers.Dense(1)], name="domain_classifier")
+                [keras.layers.Dense(units, activation=act,
+                                    kernel_initializer=keras.initializers.GlorotUniform(s))
+                 for units, act, s in ((domain_units, "relu", seeds[0]),
+                                       (domain_units, "relu", seeds[1]), (1, None, seeds[2]))],
+                name="domain_classifier")
         self.step = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                     name="adapt_step", dtype="float32")
 
@@ -203,7 +211,8 @@ def _mixed(source, target):
 
 def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
           learning_rate: float = 1e-3, weight: float = 1.0, gamma: float = 10.0,
-          domain_units: int = 64, optimizer: str = "adam", verbose: int = 0, seed: int = 0):
+          domain_units: int = 64, optimizer: Any = "adam", verbose: int = 0,
+          seed: int | None = None):
     """Adapt ``model`` from a labelled ``source`` to an unlabelled ``target`` domain.
 
     Args:
@@ -224,9 +233,12 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
             loss).
         gamma: DANN's schedule constant (10 in the paper).
         domain_units: Width of the DANN domain classifier's two hidden layers.
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, as in the paper).
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9, as in the
+            paper) or a Keras optimizer instance (its rate is set to
+            ``learning_rate``, DANN's annealed schedule for ``"dann"``).
         verbose: Passed to ``fit``.
-        seed: Seed of the domain classifier's initialisation.
+        seed: Seed of the domain classifier's initialisation (None: unseeded).
+            No global random state is reset.
 
     Returns:
         ``model``, adapted in place; ``model.adaptation_history`` holds the
@@ -257,15 +269,12 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
                            expected="(x, y) arrays, a DataBundle or ArrayData, or a finite "
                                     "dataset or PyDataset of (x, y) batches",
                            received={"source": type(source).__name__}))
-    keras.utils.set_random_seed(seed)
     logits = getattr(model, "activation", "softmax") == "logits"
-    adapter = _Adapter(model, method, steps * epochs, weight, gamma, domain_units, logits)
+    adapter = _Adapter(model, method, steps * epochs, weight, gamma, domain_units, logits, seed)
     lr = learning_rate
     if method == "dann":
         lr = _DannRate(learning_rate, steps * epochs)
-    opt = (keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd"
-           else keras.optimizers.Adam(lr))
-    adapter.compile(optimizer=opt)
+    adapter.compile(optimizer=make_optimizer(optimizer, lr))
     hist = adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps, verbose=verbose)
     # Out of Keras' tracking: a record, not state of the model.
     object.__setattr__(model, "adaptation_history", dict(hist.history))

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kertransfer._seeds import seeded
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -40,6 +41,7 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
+from kertransfer.training.optimizers import make_optimizer
 
 TASKS = ("supervised", "rotation", "simclr", "autoencoder")
 BACKBONE_FILE = "backbone.keras"
@@ -314,7 +316,7 @@ def _dataset(data, task, input_shape, batch_size, seed):
 def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=None,
              epochs: int = 10, batch_size: int = 64, learning_rate: float = 1e-3,
              out=None, temperature: float = 0.5, projection_dim: int = 64, augment=None,
-             seed: int = 0, verbose: int = 1) -> PretrainResult:
+             optimizer: Any = None, seed: int | None = 0, verbose: int = 1) -> PretrainResult:
     """Pretrain ``backbone`` on a source task and save it for `build_transfer_model`.
 
     Args:
@@ -334,13 +336,17 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         weights: Starting weights of the backbone (default: random).
         epochs: Passes over the data.
         batch_size: Images per batch (SimCLR sees twice as many views).
-        learning_rate: Adam's rate.
+        learning_rate: The optimizer's rate.
         out: A folder to write ``backbone.keras``, ``config.json``,
             ``history.json`` and ``learning_curve.png`` to (atomically).
         temperature: NT-Xent temperature (``"simclr"``).
         projection_dim: Width of SimCLR's projection output.
         augment: SimCLR's view-making layer (default `simclr_augmentation`).
-        seed: Seed of initialisation, shuffling and augmentation.
+        optimizer: ``"adam"`` (the default), ``"adamw"``, ``"sgd"`` or a Keras
+            optimizer instance (its rate set to ``learning_rate``).
+        seed: Seed of what the call creates and draws: initialisation,
+            shuffling and augmentation (None: unseeded). The caller's random
+            state is left as it was.
         verbose: Passed to ``fit`` (and a closing line when > 0).
 
     Returns:
@@ -352,41 +358,42 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
     from kertransfer.training.run import save_run
 
     _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
-    keras.utils.set_random_seed(seed)
-    train, clean, num_classes, shape = _dataset(data, task, input_shape, batch_size, seed)
-    compared = 2 if len(shape) == 3 else len(shape)  # images: height and width
-    if input_shape is not None and tuple(input_shape)[:compared] != tuple(shape)[:compared]:
-        raise InvalidArgumentError(format_message(
-            "input_shape does not match the data's shape.",
-            expected=f"input_shape={shape} (or leave it out)",
-            received={"input_shape": tuple(input_shape)}))
-    if task == "rotation" and shape[0] != shape[1]:
-        raise InvalidArgumentError(format_message(
-            "Rotation pretraining needs square images (a turned image must keep its shape).",
-            expected="height == width", received={"input_shape": shape}))
-    if task == "supervised" and (num_classes or 0) < 2:
-        raise DataError(format_message("task='supervised' needs at least two classes.",
-                                       received={"num_classes": num_classes}))
-    if augment is not None and not isinstance(augment, keras.layers.Layer):
-        raise InvalidTypeError(format_message("augment must be a Keras layer.",
-                                              received={"augment": type(augment).__name__}))
-    base = build_transfer_model(backbone, 2, input_shape=shape, weights=weights,
-                                freeze="none", bn="trainable", dropout=0.0)
-    features = keras.Model(base.inputs, base.get_layer("pool").output, name="features")
-    if task == "simclr" and augment is None:
-        augment = simclr_augmentation(shape[:2], seed=seed)
-    pretext = PretextModel(features, task, num_classes=num_classes, augment=augment,
-                           projection_dim=projection_dim, temperature=temperature,
-                           image_shape=shape)
-    pretext.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    start = time.perf_counter()
-    if isinstance(train, (np.ndarray, tuple)):
-        x, y = train if isinstance(train, tuple) else (train, None)
-        history = pretext.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True,
-                              verbose=verbose).history
-    else:
-        history = pretext.fit(train, epochs=epochs, shuffle=False,  # batches in their own order
-                              verbose=verbose).history
+    optimizer = make_optimizer("adam" if optimizer is None else optimizer, learning_rate)
+    with seeded(seed):  # what this call creates and draws; the caller's state is kept
+        train, clean, num_classes, shape = _dataset(data, task, input_shape, batch_size, seed)
+        compared = 2 if len(shape) == 3 else len(shape)  # images: height and width
+        if input_shape is not None and tuple(input_shape)[:compared] != tuple(shape)[:compared]:
+            raise InvalidArgumentError(format_message(
+                "input_shape does not match the data's shape.",
+                expected=f"input_shape={shape} (or leave it out)",
+                received={"input_shape": tuple(input_shape)}))
+        if task == "rotation" and shape[0] != shape[1]:
+            raise InvalidArgumentError(format_message(
+                "Rotation pretraining needs square images (a turned image must keep its shape).",
+                expected="height == width", received={"input_shape": shape}))
+        if task == "supervised" and (num_classes or 0) < 2:
+            raise DataError(format_message("task='supervised' needs at least two classes.",
+                                           received={"num_classes": num_classes}))
+        if augment is not None and not isinstance(augment, keras.layers.Layer):
+            raise InvalidTypeError(format_message("augment must be a Keras layer.",
+                                                  received={"augment": type(augment).__name__}))
+        base = build_transfer_model(backbone, 2, input_shape=shape, weights=weights,
+                                    freeze="none", bn="trainable", dropout=0.0)
+        features = keras.Model(base.inputs, base.get_layer("pool").output, name="features")
+        if task == "simclr" and augment is None:
+            augment = simclr_augmentation(shape[:2], seed=seed)
+        pretext = PretextModel(features, task, num_classes=num_classes, augment=augment,
+                               projection_dim=projection_dim, temperature=temperature,
+                               image_shape=shape)
+        pretext.compile(optimizer=optimizer)
+        start = time.perf_counter()
+        if isinstance(train, (np.ndarray, tuple)):
+            x, y = train if isinstance(train, tuple) else (train, None)
+            history = pretext.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True,
+                                  verbose=verbose).history
+        else:
+            history = pretext.fit(train, epochs=epochs, shuffle=False,  # their own order
+                                  verbose=verbose).history
     seconds = time.perf_counter() - start
     recalibrate_batchnorm(base, clean)  # statistics of unaugmented images, not of views
     history = {k: [float(v) for v in vals] for k, vals in history.items()}

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.training.optimizers import make_optimizer
 
 SUGGESTIONS = ("steep", "valley", "minimum")
 
@@ -82,9 +83,9 @@ def _copy_for_search(model, start_lr: float):
         new_optimizer = type(optimizer).from_config(config)
         loss = model.loss
     else:
-        new_optimizer = keras.optimizers.Adam(start_lr)
         from kertransfer.training.run import loss_for
 
+        new_optimizer = make_optimizer("adam", start_lr)
         loss = loss_for(model)
     clone.compile(optimizer=new_optimizer, loss=loss)
     return clone
