@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import pathlib
 import tempfile
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from kertransfer._fs import atomic_file
 from kertransfer._plot import pyplot, save_figure
 from kertransfer.data.memory import split_arrays
 from kertransfer.errors import DataError, InvalidArgumentError, LabelError, format_message
+from kertransfer.training import run_folder
 
 __all__ = ["confusion_matrix", "evaluate_run", "per_class_accuracy", "plot_confusion_matrix",
            "plot_per_class_accuracy", "run_report"]
@@ -129,23 +129,15 @@ def _run_folder(run) -> tuple[pathlib.Path, dict]:
         raise InvalidArgumentError(format_message(
             "run must be a run folder (kertransfer train, kt.training.train(out=...)) or a "
             "search folder (kt.tune).", received={"run": str(run)}))
-    config = {}
-    for name in ("config.json", "best_config.json"):
-        if (path / name).is_file():
-            config = json.loads((path / name).read_text())
-            break
-    return path, config
+    return path, run_folder.read_config(path)
 
 
 def _model_of(folder: pathlib.Path):
-    import keras
-
-    for name in ("model.keras", "best_model.keras"):
-        if (folder / name).is_file():
-            return keras.saving.load_model(folder / name, compile=False)
-    raise DataError(format_message(
-        "The folder has no model.keras or best_model.keras to evaluate.",
-        received={"run": str(folder)}))
+    if not any((folder / model_file).is_file() for model_file, _ in run_folder.LAYOUTS):
+        raise DataError(format_message(
+            f"The folder has no {run_folder.MODEL_FILE} or {run_folder.SEARCH_MODEL_FILE} to "
+            "evaluate.", received={"run": str(folder)}))
+    return run_folder.load_model(folder)
 
 
 def evaluate_run(run, data, *, split: str = "test", model=None,
@@ -181,8 +173,8 @@ def evaluate_run(run, data, *, split: str = "test", model=None,
     if isinstance(names, dict):
         names = names.get(head)
     acc = per_class_accuracy(matrix)
-    paths = [plot_confusion_matrix(matrix, names, folder / "confusion_matrix.png"),
-             plot_per_class_accuracy(acc, names, folder / "per_class_accuracy.png")]
+    paths = [plot_confusion_matrix(matrix, names, folder / run_folder.CONFUSION_FILE),
+             plot_per_class_accuracy(acc, names, folder / run_folder.PER_CLASS_FILE)]
     return {"matrix": matrix, "per_class": acc, "accuracy": float(np.trace(matrix) / len(y)),
             "class_names": _names(names, len(matrix)), "paths": paths}
 
@@ -246,8 +238,8 @@ def run_report(run, data=None, *, split: str = "test", out=None, head: str | Non
                        f"{html.escape(f'{v:.4f}' if isinstance(v, float) else str(v))}</td></tr>"
                        for k, v in facts.items())
         sections.append(("Summary", f"<table>{rows}</table>"))
-    if (folder / "history.json").is_file():
-        history = json.loads((folder / "history.json").read_text())
+    history = run_folder.read_history(folder)
+    if history is not None:
         stages = [tuple(s) for s in config.get("stages") or []]
         with tempfile.TemporaryDirectory() as scratch:
             curve = pathlib.Path(scratch) / "curve.png"
@@ -268,17 +260,18 @@ def run_report(run, data=None, *, split: str = "test", out=None, head: str | Non
                          + f"<p>Accuracy {result['accuracy']:.4f}; lowest classes: "
                            f"{html.escape(lowest)}.</p>"))
         sections.append(("Accuracy per class", _png(result["paths"][1])))
-    if (folder / "trials.png").is_file():
+    trials, results = folder / run_folder.TRIALS_FILE, folder / run_folder.RESULTS_FILE
+    if trials.is_file():
         table = ""
-        if (folder / "results.csv").is_file():
+        if results.is_file():
             import csv
 
-            rows = list(csv.reader(io.StringIO((folder / "results.csv").read_text())))
+            rows = list(csv.reader(io.StringIO(results.read_text())))
             table = "<table>" + "".join(
                 "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}"
                                  f"</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
                 for i, row in enumerate(rows)) + "</table>"
-        sections.append(("Search trials", _png(folder / "trials.png") + table))
+        sections.append(("Search trials", _png(trials) + table))
     if not sections:
         raise DataError(format_message(
             "The folder holds nothing to report: no config, history, or search results.",
@@ -290,7 +283,7 @@ def run_report(run, data=None, *, split: str = "test", out=None, head: str | Non
             "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;"
             "text-align:left}img{max-width:100%}</style></head><body>"
             f"<h1>kertransfer report: {name}</h1>{body}</body></html>")
-    out = pathlib.Path(out) if out is not None else folder / "report.html"
+    out = pathlib.Path(out) if out is not None else folder / run_folder.REPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out, suffix=".html") as tmp:
         pathlib.Path(tmp).write_text(page, encoding="utf-8")

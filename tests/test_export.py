@@ -1,7 +1,9 @@
 """Export for serving: versions, signatures, formats, parity in a fresh process, atomic writes."""
 
+import importlib.util
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -399,3 +401,200 @@ def test_export_errors_reach_the_cli(tmp_path, capsys):
     assert "No Keras model there" in capsys.readouterr().err
     assert not (tmp_path / "srv").exists()
     assert issubclass(ParityError, ExportError)
+
+
+# Sigmoid heads: a one-unit head is binary (negative, positive), several units are multi-label.
+def _sigmoid(backbone, units, bias, **kwargs):
+    """A sigmoid head whose probabilities are sigmoid(bias) for every image."""
+    model = kt.build_transfer_model(backbone, units, input_shape=(16, 16, 3), weights=None,
+                                    activation="sigmoid", **kwargs)
+    dense = model.get_layer("predictions")
+    kernel, b = dense.get_weights()
+    dense.set_weights([np.zeros_like(kernel), np.asarray(bias, b.dtype).reshape(b.shape)])
+    return model
+
+
+def _serve(path, x, signature="serving_default"):
+    out = tf.saved_model.load(str(path)).signatures[signature](images=tf.constant(x))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _decoded(names):
+    return np.vectorize(lambda n: n.decode())(names).tolist()
+
+
+def test_a_one_unit_sigmoid_head_gives_the_positive_class_above_the_threshold(
+        tiny_backbone_name, tmp_path):
+    sick = _sigmoid(tiny_backbone_name, 1, [3.0])  # p = 0.953 for every image
+    x = _images(3)
+    path = kt.export(sick, tmp_path / "srv", class_names=["healthy", "sick"], verbose=0)
+    out = _serve(path, x)
+    np.testing.assert_allclose(out["probabilities"], sick.predict(x, verbose=0), atol=1e-5)
+    assert out["class_index"].tolist() == [1, 1, 1]
+    assert _decoded(out["class_name"]) == ["sick"] * 3
+    png = tf.io.encode_png(x[0].astype("uint8")).numpy()
+    by_bytes = tf.saved_model.load(str(path)).signatures["serve_image_bytes"](
+        image_bytes=tf.constant([png]))
+    assert [n.decode() for n in by_bytes["class_name"].numpy()] == ["sick"]
+    meta = _meta(path)
+    assert (meta["decision"], meta["threshold"], meta["classes"]) == ("binary", 0.5,
+                                                                      ["healthy", "sick"])
+    assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5
+    (row, *_) = kt.export.predict(path, x, top_k=2)
+    assert [p["class"] for p in row["predictions"]] == ["sick", "healthy"]
+    assert [p["index"] for p in row["predictions"]] == [1, 0]
+    np.testing.assert_allclose([p["probability"] for p in row["predictions"]],
+                               [0.9526, 0.0474], atol=1e-3)
+    # A threshold above p decides the negative class, in the export and in predict.
+    strict = kt.export(sick, tmp_path / "srv", class_names=["healthy", "sick"], threshold=0.97,
+                       check=False, verbose=0)
+    assert _meta(strict)["threshold"] == 0.97
+    assert _serve(strict, x)["class_index"].tolist() == [0, 0, 0]
+    assert kt.export.predict(strict, x, top_k=1)[0]["predictions"][0]["class"] == "healthy"
+    assert kt.export.predict(path, x, threshold=0.97)[0]["predictions"][0]["class"] == "healthy"
+    # Below 0.5 it is the negative class; without names, "0" and "1".
+    healthy = _sigmoid(tiny_backbone_name, 1, [-3.0])
+    plain = kt.export(healthy, tmp_path / "srv", check=False, verbose=0)
+    out = _serve(plain, x)
+    assert out["class_index"].tolist() == [0, 0, 0] and _decoded(out["class_name"]) == ["0"] * 3
+
+
+def test_sigmoid_heads_decide_the_same_in_tflite_onnx_keras_and_run_folders(
+        tiny_backbone_name, tmp_path, capsys):
+    from kertransfer.cli.main import main
+    from kertransfer.training import save_run
+
+    x = _images(2)
+    names = ["healthy", "sick"]
+    sick = _sigmoid(tiny_backbone_name, 1, [3.0])
+    sources = [kt.export(sick, tmp_path / "k", format="keras", class_names=names, verbose=0),
+               save_run(sick, tmp_path / "run", {"class_names": names}, {"loss": [1.0]})]
+    formats = [("onnx", "onnxruntime")]
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        formats.append(("tflite", "ai_edge_litert"))
+    for fmt, _ in formats:
+        sources.append(kt.export(sick, tmp_path / fmt, format=fmt, class_names=names,
+                                 check=False, verbose=0))
+        assert _meta(sources[-1])["decision"] == "binary"
+    for source in sources:
+        rows = kt.export.predict(source, x, top_k=1)
+        assert [r["predictions"][0]["class"] for r in rows] == ["sick", "sick"], source
+        assert kt.export.predict(source, x, threshold=0.99)[0]["predictions"][0]["class"] \
+            == "healthy", source
+    files = _pngs(tmp_path / "photos", n=1)
+    assert main(["predict", str(sources[1]), str(files[0]), "--json", "--top-k", "1"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["predictions"][0]["class"] == "sick"
+    # Several sigmoid units: every class above the threshold, in ONNX as in the SavedModel.
+    tags = _sigmoid(tiny_backbone_name, 3, [2.0, -2.0, 1.0])  # p = 0.88, 0.12, 0.73
+    onnx = kt.export(tags, tmp_path / "tags", format="onnx", class_names=["cat", "dog", "sun"],
+                     check=False, verbose=0)
+    rows = kt.export.predict(onnx, x, top_k=1)  # top_k does not cut a multi-label answer
+    assert [p["class"] for p in rows[0]["predictions"]] == ["cat", "sun"]
+
+
+def test_a_multi_label_head_serves_every_class_above_the_threshold(tiny_backbone_name,
+                                                                    tmp_path):
+    tags = _sigmoid(tiny_backbone_name, 3, [2.0, -2.0, 1.0])  # p = 0.88, 0.12, 0.73
+    names = ["cat", "dog", "sun"]
+    x = _images(2)
+    path = kt.export(tags, tmp_path / "srv", class_names=names, verbose=0)
+    out = _serve(path, x)
+    assert out["class_mask"].tolist() == [[True, False, True]] * 2
+    assert out["class_index"].tolist() == [[0, 2, -1]] * 2  # most probable first, padded
+    assert _decoded(out["class_name"]) == [["cat", "sun", ""]] * 2
+    meta = _meta(path)
+    assert meta["decision"] == "multi_label" and "class_mask" in meta["outputs"]
+    assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5
+    rows = kt.export.predict(path, x, top_k=1)
+    assert [p["class"] for p in rows[0]["predictions"]] == ["cat", "sun"]
+    strict = kt.export(tags, tmp_path / "srv", class_names=names, threshold=0.8, check=False,
+                       verbose=0)
+    out = _serve(strict, x)
+    assert out["class_index"].tolist() == [[0, -1, -1]] * 2
+    assert _decoded(out["class_name"]) == [["cat", "", ""]] * 2
+    # No class above the threshold: an empty answer, shown as "-" in the table.
+    rows = kt.export.predict(path, x, threshold=0.95)
+    assert rows[0]["predictions"] == []
+    assert kt.export.format_predictions(rows).splitlines()[2].split() == ["[0]", "-"]
+
+
+def test_class_names_that_do_not_fit_a_sigmoid_head_are_refused(tiny_backbone_name, tmp_path):
+    binary = _sigmoid(tiny_backbone_name, 1, [0.0])
+    for given in (["yes"], ["a", "b", "c"]):
+        with pytest.raises(InvalidArgumentError,
+                           match=r"one sigmoid unit.*takes two names.*negative.*positive"
+                                 r".*Received: class_names=\["):
+            kt.export(binary, tmp_path / "srv", class_names=given, verbose=0)
+    tags = _sigmoid(tiny_backbone_name, 3, [0.0, 0.0, 0.0])
+    with pytest.raises(InvalidArgumentError,
+                       match=r"sigmoid \(multi-label\) head.*3 names.*Received: class_names="):
+        kt.export(tags, tmp_path / "srv", class_names=["a", "b"], verbose=0)
+    for threshold, pattern in ((1.5, r"Received: threshold=1.5"), (0, r"Received: threshold=0"),
+                               ({"tag": 0.3}, r"not sigmoid heads.*Received: threshold=")):
+        with pytest.raises(InvalidArgumentError, match=r"threshold.*" + pattern):
+            kt.export(binary, tmp_path / "srv", threshold=threshold, verbose=0)
+    with pytest.raises(InvalidArgumentError, match=r"threshold.*Received: threshold=2"):
+        kt.export.predict(tmp_path / "srv", _images(1), threshold=2)
+    assert not (tmp_path / "srv").exists()
+
+
+def test_a_multi_task_model_decides_each_head_by_its_activation(tiny_backbone_name, tmp_path):
+    model = kt.build_transfer_model(tiny_backbone_name, {"kind": 3, "flag": 1},
+                                    input_shape=(16, 16, 3), weights=None,
+                                    activation={"kind": "softmax", "flag": "sigmoid"})
+    dense = model.get_layer("flag_predictions")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([np.zeros_like(kernel), np.zeros_like(bias)])  # p = 0.5 exactly
+    names = {"kind": ["ant", "bee", "cat"], "flag": ["off", "on"]}
+    x = _images(2)
+    want = model.predict(x, verbose=0)["kind"].argmax(-1)
+    path = kt.export(model, tmp_path / "srv", class_names=names, check=False, verbose=0)
+    out = _serve(path, x)
+    assert _decoded(out["flag_class_name"]) == ["off", "off"]  # 0.5 is not above 0.5
+    assert _decoded(out["kind_class_name"]) == [names["kind"][i] for i in want]
+    low = kt.export(model, tmp_path / "srv", class_names=names, threshold={"flag": 0.3},
+                    check=False, verbose=0)
+    assert _meta(low)["threshold"] == {"flag": 0.3}
+    assert _meta(low)["decision"] == {"kind": "argmax", "flag": "binary"}
+    assert _decoded(_serve(low, x)["flag_class_name"]) == ["on", "on"]
+    (row, _) = kt.export.predict(low, x, top_k=1)
+    assert row["predictions"]["flag"][0]["class"] == "on"
+    assert row["predictions"]["kind"][0]["class"] == names["kind"][want[0]]
+
+
+def test_a_run_trained_on_a_folder_exports_with_the_folders_class_names(tiny_backbone_name,
+                                                                         tmp_path, capsys):
+    from PIL import Image
+
+    from kertransfer.cli.main import main
+    from kertransfer.training import run_folder, train
+
+    names = ["apple", "banana", "cherry"]
+    for k, name in enumerate(names):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(4):
+            colour = tuple(int(v) for v in np.roll([200, 40 * i, 0], k))
+            Image.new("RGB", (18, 14), colour).save(tmp_path / "photos" / name / f"{i}.png")
+    data = kt.data.load(tmp_path / "photos", image_size=(16, 16), batch_size=4,
+                        validation_split=0.25, seed=0, verbose=0)
+    model = kt.build_transfer_model(tiny_backbone_name, 3, input_shape=(16, 16, 3),
+                                    weights=None)
+    train(model, data, epochs=1, out=tmp_path / "run", verbose=0)
+    assert run_folder.read_class_names(tmp_path / "run") == names
+    # kertransfer export RUN, with no --class-names: the folder's names are served.
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "srv"), "--no-check",
+                 "--quiet"]) == 0
+    version = pathlib.Path(capsys.readouterr().out.strip())
+    x, _ = data.as_numpy("train")
+    out = _serve(version, x)
+    assert _decoded(out["class_name"]) == [names[i] for i in out["probabilities"].argmax(-1)]
+    assert set(_decoded(out["class_name"])) <= set(names) and _meta(version)["classes"] == names
+    # A multi-task run keeps the names for the heads that keep the folder's labels.
+    tasks = data.with_tasks({"fruit": None, "red": [1, 0, 1]})
+    multi = kt.build_transfer_model(tiny_backbone_name, tasks.tasks, input_shape=(16, 16, 3),
+                                    weights=None)
+    train(multi, tasks, epochs=1, out=tmp_path / "multi", verbose=0)
+    assert run_folder.read_class_names(tmp_path / "multi") == {"fruit": names}
+    path = kt.export(tmp_path / "multi", tmp_path / "srv2", check=False, verbose=0)
+    assert _meta(path)["classes"] == {"fruit": names, "red": ["0", "1"]}

@@ -28,13 +28,11 @@ def run_backbones(args) -> int:
 
 
 def run_info(args) -> int:
-    import keras
-
-    from kertransfer.export.sources import find_keras_model
     from kertransfer.freezing import trainable_summary
+    from kertransfer.training.run_folder import find_model, load_model
 
-    path, _ = find_keras_model(args.model)
-    model = keras.saving.load_model(path, compile=False)
+    path, _ = find_model(args.model)
+    model = load_model(path)
     summary = trainable_summary(model, print_fn=None)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
@@ -238,10 +236,12 @@ def _candidate(spec: str):
     """A --candidate SPEC as rank_backbones takes it."""
     import os
 
+    from kertransfer.training.run_folder import MODEL_FILE
+
     if spec == "pixels":
         return spec
-    if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "model.keras")):
-        return os.path.join(spec, "model.keras")
+    if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, MODEL_FILE)):
+        return os.path.join(spec, MODEL_FILE)
     if spec.endswith(".keras") and "=" not in spec:
         return spec
     if "=" in spec:
@@ -299,9 +299,13 @@ def run_explain(args) -> int:
 
 
 def run_report(args) -> int:
-    from kertransfer.report import _run_folder, run_report
+    import os
 
-    _, config = _run_folder(args.run)
+    from kertransfer.report import run_report
+    from kertransfer.training.run_folder import read_config
+
+    # Not a folder: run_report says what it takes.
+    config = read_config(args.run) if os.path.isdir(args.run) else {}
     # The run's own split, so the evaluated images are ones it did not train on.
     for key, default in (("validation_split", 0.2), ("test_split", 0.0), ("seed", 0)):
         if getattr(args, key) is None:
@@ -367,8 +371,8 @@ def run_export(args) -> int:
     from kertransfer.export import export
 
     path = export(args.model, args.out, format=args.format, class_names=args.class_names,
-                  version=args.version, overwrite=args.overwrite, check=args.check,
-                  tolerance=args.tolerance, verbose=0 if args.quiet else 1)
+                  threshold=args.threshold, version=args.version, overwrite=args.overwrite,
+                  check=args.check, tolerance=args.tolerance, verbose=0 if args.quiet else 1)
     if args.quiet:
         print(path)
     return 0
@@ -377,7 +381,8 @@ def run_export(args) -> int:
 def run_predict(args) -> int:
     from kertransfer.export import format_predictions, predict
 
-    rows = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    rows = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size,
+                   threshold=args.threshold)
     print(json.dumps(rows, indent=2) if args.json else format_predictions(rows))
     return 0
 

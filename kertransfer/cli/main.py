@@ -395,7 +395,10 @@ def _add_export(sub) -> None:
                    help="version number; None: one above the highest present")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--class-names", type=_class_names_arg, default=None,
-                   help="a,b,c or @FILE (one per line); None: the run's, else 0, 1, ...")
+                   help="a,b,c or @FILE (one per line); None: the run's, else 0, 1, ... "
+                   "(a one-unit sigmoid head takes two: negative,positive)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability a sigmoid head's class must exceed; None: 0.5")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare the export with the model in a fresh process before "
                    "publishing it")
@@ -415,6 +418,9 @@ def _add_predict(sub) -> None:
     p.add_argument("model", help="export, serving folder, model file, run or search folder")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability a sigmoid head's class must exceed; None: the "
+                   "export's (0.5)")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(command="predict")

@@ -8,7 +8,7 @@ the layout TF Serving watches (and Triton's model repository uses):
 
   - ``serving_default``: float images ``[batch, H, W, 3]`` in 0-255 (the
     model's own preprocessing runs inside) to ``probabilities``,
-    ``class_index`` and ``class_name``;
+    ``class_index`` and ``class_name`` (see "Classes" below);
   - ``serve_image_bytes``: encoded JPEG/PNG/GIF/BMP strings ``[batch]`` of
     any size, decoded and resized inside the graph (what REST and gRPC
     clients send), to the same outputs; bytes that are not an image give an
@@ -23,6 +23,17 @@ the layout TF Serving watches (and Triton's model repository uses):
 
 Models with several heads export every head: the outputs are named
 ``<head>_probabilities`` (and ``<head>_class_index``, ``<head>_class_name``).
+
+Classes: a softmax or logits head gives its most probable class. A head of
+one sigmoid unit is binary: it takes two class names (negative, then
+positive) and gives index 1 when ``p > threshold`` (0.5 unless ``threshold=``
+says otherwise). A head of several sigmoid units is multi-label: its
+``class_mask`` (bool ``[batch, classes]``) is true for every class above the
+threshold, and ``class_index``/``class_name`` (``[batch, classes]``) list
+those classes, most probable first, padded with -1 and ``""``. TFLite, ONNX
+and ``.keras`` exports serve the probabilities; the metadata's ``decision``
+and ``threshold`` say how `kertransfer.export.predict` (or any consumer)
+turns them into classes.
 
 Beside the model, ``kertransfer_export.json`` records the backbone, input
 size, classes, training record, freeze configuration, the parity check and
@@ -71,10 +82,13 @@ from kertransfer.errors import (
 from kertransfer.export import formats
 from kertransfer.export.formats import FORMATS, SIGNATURES, Head, Plan
 from kertransfer.export.runtime import (
+    DEFAULT_THRESHOLD,
     METADATA_FILE,
+    decision_rule,
     head_activation,
     head_names,
     keras_probabilities,
+    name_count,
     output_key,
 )
 
@@ -127,20 +141,63 @@ def _check_format(fmt) -> str:
     return fmt
 
 
-def _names_for(head: str | None, units: int, given) -> list[str]:
+def _names_for(head: str | None, units: int, activation: str, given) -> list[str]:
     arg = "class_names" if head is None else f"class_names[{head!r}]"
+    rule = decision_rule(activation, units)
+    count = name_count(rule, units)
     if given is None:
-        return [str(i) for i in range(units)]
-    if isinstance(given, str) or not isinstance(given, Sequence) or len(given) != units:
-        raise InvalidArgumentError(
-            format_message(f"{arg} must list one name per output of the head.",
-                           expected=f"{units} names", received={arg: given})
-        )
+        return [str(i) for i in range(count)]
+    if isinstance(given, str) or not isinstance(given, Sequence) or len(given) != count:
+        if rule == "binary":
+            problem = (f"The head is one sigmoid unit, a binary classifier: {arg} takes two "
+                       "names, the negative class first (index 0), then the positive one "
+                       "(index 1, given when its probability is above the threshold).")
+            expected = "2 names, e.g. ['no', 'yes']"
+        else:
+            kind = "sigmoid (multi-label) " if rule == "multi_label" else ""
+            problem = f"{arg} must list one name per output of the {kind}head."
+            expected = f"{units} names"
+        raise InvalidArgumentError(format_message(problem, expected=expected,
+                                                  received={arg: given}))
     return [str(c) for c in given]
 
 
-def make_plan(model, class_names=None) -> Plan:
-    """Check that ``model`` classifies fixed-size RGB images; describe its heads."""
+def _threshold_value(value, arg: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise InvalidArgumentError(
+            format_message(f"{arg} must be a probability strictly between 0 and 1: a sigmoid "
+                           "head's class is given when its probability is above it.",
+                           expected="e.g. 0.5 (the default)", received={arg: value})
+        )
+    return float(value)
+
+
+def _thresholds(threshold, names: list, activations: dict) -> dict:
+    """``{head: threshold}`` for every head (only sigmoid heads use theirs)."""
+    if threshold is None:
+        return {h: DEFAULT_THRESHOLD for h in names}
+    if not isinstance(threshold, Mapping):
+        value = _threshold_value(threshold, "threshold")
+        return {h: value for h in names}
+    sigmoid = [h for h in names if h is not None and activations[h] == "sigmoid"]
+    if names == [None] or set(threshold) - set(sigmoid):
+        raise InvalidArgumentError(
+            format_message("threshold names heads that are not sigmoid heads of the model "
+                           "(a threshold decides only sigmoid heads; pass one number for a "
+                           "model with one head).",
+                           expected=f"keys among {sigmoid}" if sigmoid else "one number",
+                           received={"threshold": dict(threshold)})
+        )
+    return {h: _threshold_value(threshold[h], f"threshold[{h!r}]") if h in threshold
+            else DEFAULT_THRESHOLD for h in names}
+
+
+def make_plan(model, class_names=None, threshold=None) -> Plan:
+    """Check that ``model`` classifies fixed-size RGB images; describe its heads.
+
+    ``threshold``: one probability, or ``{head: probability}``, that a sigmoid
+    head's class must exceed (default 0.5).
+    """
     if not isinstance(model, keras.Model):
         raise InvalidTypeError(
             format_message("export needs a Keras model or the path of one.",
@@ -162,7 +219,10 @@ def make_plan(model, class_names=None) -> Plan:
         out_shapes = {None: out_shapes if isinstance(out_shapes, tuple) else out_shapes[0]}
         given = {None: class_names}
     else:
-        if isinstance(out_shapes, Mapping):
+        structure = getattr(model, "output", None)
+        if isinstance(structure, Mapping):  # Keras lists output_shape by layer name
+            out_shapes = {str(k): tuple(v.shape) for k, v in structure.items()}
+        elif isinstance(out_shapes, Mapping):
             out_shapes = dict(out_shapes)
         else:
             out_shapes = dict(zip(names, out_shapes))
@@ -180,11 +240,13 @@ def make_plan(model, class_names=None) -> Plan:
                                expected=f"keys among {names}",
                                received={"class_names": sorted(unknown)})
             )
+    activations = {head: head_activation(model, head) for head in names}
+    thresholds = _thresholds(threshold, names, activations)
     heads = []
     for head in names:
         units = int(out_shapes[head][-1])
-        heads.append(Head(head, _names_for(head, units, given.get(head)),
-                          head_activation(model, head)))
+        heads.append(Head(head, _names_for(head, units, activations[head], given.get(head)),
+                          activations[head], units, thresholds[head]))
     return Plan(model, int(shape[1]), int(shape[2]), heads)
 
 
@@ -253,6 +315,10 @@ def _metadata(plan: Plan, fmt: str, info: dict, extra: dict | None, parity) -> d
         versions["tensorflow"] = tf.__version__
     except ImportError:  # pragma: no cover - TensorFlow is a dependency
         pass
+    multi = plan.heads[0].name is not None
+    sigmoid = [h for h in plan.heads if h.activation == "sigmoid"]
+    threshold = ({h.name: h.threshold for h in sigmoid} if multi
+                 else sigmoid[0].threshold) if sigmoid else None
     meta = {
         "format": fmt,
         "backbone": getattr(model, "backbone_name", "custom"),
@@ -260,16 +326,18 @@ def _metadata(plan: Plan, fmt: str, info: dict, extra: dict | None, parity) -> d
         "input": "float32 RGB images [batch, H, W, 3] in 0-255",
         "classes": plan.class_names,
         "heads": [h.name for h in plan.heads] if plan.heads[0].name else None,
-        "activation": {h.name: h.activation for h in plan.heads} if plan.heads[0].name
+        "activation": {h.name: h.activation for h in plan.heads} if multi
         else plan.heads[0].activation,
+        "decision": {h.name: h.decision for h in plan.heads} if multi
+        else plan.heads[0].decision,
+        "threshold": threshold,
         "preprocessing": getattr(model, "preprocessing", None),
         "freeze": getattr(model, "freeze_config", None),
         "bn": getattr(model, "bn_mode", None),
         "signatures": list(SIGNATURES) if fmt == "saved_model" else
         ([SIGNATURES[0]] if fmt == "tflite" else None),
         "outputs": [output_key(h.name, n) for h in plan.heads for n in
-                    (("probabilities", "class_index", "class_name") if fmt == "saved_model"
-                     else ("probabilities",))],
+                    (h.outputs if fmt == "saved_model" else ("probabilities",))],
         "training": training,
         "source": info.get("source"),
         "parity": parity,
@@ -379,6 +447,7 @@ def check_parity(plan: Plan, fmt: str, folder: pathlib.Path, samples: np.ndarray
 
 def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # noqa: A002
            class_names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+           threshold: float | Mapping[str, float] | None = None,
            version: int | None = None, overwrite: bool = False, check: bool = True,
            tolerance: float | None = None, samples=None, metadata: dict | None = None,
            opset: int | None = None, verbose: int = 1) -> pathlib.Path:
@@ -393,7 +462,12 @@ def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # no
         format: ``"saved_model"`` (TF Serving), ``"tflite"`` (LiteRT),
             ``"onnx"`` or ``"keras"``.
         class_names: One name per output (default ``"0"``, ``"1"``, ... or the
-            run's); for several heads, a dict ``{head: names}``.
+            run's); for several heads, a dict ``{head: names}``. A head of
+            one sigmoid unit takes two names: negative, then positive.
+        threshold: The probability above which a sigmoid head gives a class
+            (the positive one of a binary head; every such class of a
+            multi-label head); default 0.5. One number, or ``{head: number}``.
+            Softmax and logits heads give their most probable class.
         version: Version number (default: one above the highest present).
         overwrite: Replace an existing version of that number.
         check: Load the export in a fresh process with its own runtime and
@@ -410,6 +484,8 @@ def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # no
         The version folder.
 
     Raises:
+        InvalidArgumentError: The class names do not fit a head (their
+            number), or the threshold is not a probability.
         ParityError: The export's outputs differ from the model's beyond the
             tolerance; nothing is written.
         MissingDependencyError: The format's converter or runtime is not
@@ -423,9 +499,15 @@ def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # no
         source = model
         model, info = load_keras_source(source)
         info["source"] = str(source)
-        if class_names is None:
-            class_names = info.get("class_names")
-    plan = make_plan(model, class_names)
+        if class_names is None and info.get("class_names") is not None:
+            try:
+                plan = make_plan(model, info["class_names"], threshold)
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(
+                    f"The class names recorded in {info.get('run')} do not fit the model "
+                    f"(pass class_names= to export with others): {exc}") from exc
+            class_names = info["class_names"]
+    plan = make_plan(model, class_names, threshold)
     _check_version(version)
     tol = _check_tolerance(tolerance, fmt)
     x = _check_samples(plan, samples)

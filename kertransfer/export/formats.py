@@ -20,9 +20,11 @@ import keras
 from kertransfer.errors import ExportError, MissingDependencyError, format_message
 from kertransfer.export.runtime import (
     BYTES_SIGNATURE,
+    DEFAULT_THRESHOLD,
     IMAGES_SIGNATURE,
     MODEL_FILES,
     as_head_dict,
+    decision_rule,
     output_key,
 )
 
@@ -42,11 +44,34 @@ _MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"\xff\x0a",
 
 @dataclasses.dataclass
 class Head:
-    """One classification output: its name (None for a single head), classes, activation."""
+    """One classification output.
+
+    Attributes:
+        name: The head's name (None for a single head).
+        classes: Its class names (two for a binary sigmoid head: negative,
+            positive).
+        activation: ``softmax``, ``sigmoid`` or ``logits``.
+        units: Its number of outputs.
+        threshold: The probability a sigmoid head's class must exceed.
+    """
 
     name: str | None
     classes: list[str]
     activation: str
+    units: int = 0
+    threshold: float = DEFAULT_THRESHOLD
+
+    @property
+    def decision(self) -> str:
+        """``argmax``, ``binary`` or ``multi_label`` (see `decision_rule`)."""
+        return decision_rule(self.activation, self.units or len(self.classes))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The SavedModel's outputs for this head (without the head's prefix)."""
+        if self.decision == "multi_label":
+            return ("probabilities", "class_mask", "class_index", "class_name")
+        return ("probabilities", "class_index", "class_name")
 
 
 @dataclasses.dataclass
@@ -99,14 +124,40 @@ def probabilities(plan: Plan, images):
 
 
 def _labelled(plan: Plan, images):
+    """The probabilities and the classes they decide, per head.
+
+    - ``argmax`` heads: ``class_index`` int32 ``[batch]``, the most probable
+      class, and ``class_name`` string ``[batch]``;
+    - ``binary`` heads (one sigmoid unit): the same, index 1 when
+      ``p > threshold``, else 0;
+    - ``multi_label`` heads: ``class_mask`` bool ``[batch, classes]`` (true
+      above the threshold), and ``class_index`` int32 / ``class_name``
+      string ``[batch, classes]`` listing the classes above the threshold,
+      most probable first, padded with -1 and ``""``.
+    """
     import tensorflow as tf
 
     result = probabilities(plan, images)
     for head in plan.heads:
         y = result[output_key(head.name)]
-        index = tf.argmax(y, axis=-1, output_type=tf.int32)
+        names = tf.constant(head.classes)
+        if head.decision == "binary":
+            index = tf.cast(y[:, 0] > head.threshold, tf.int32)
+        elif head.decision == "multi_label":
+            mask = y > head.threshold
+            order = tf.argsort(tf.where(mask, y, -1.0), axis=-1, direction="DESCENDING",
+                               stable=True)
+            kept = tf.gather(mask, order, batch_dims=1)
+            index = tf.where(kept, order, -1)
+            result[output_key(head.name, "class_mask")] = mask
+            result[output_key(head.name, "class_index")] = index
+            result[output_key(head.name, "class_name")] = tf.where(
+                kept, tf.gather(names, order), "")
+            continue
+        else:
+            index = tf.argmax(y, axis=-1, output_type=tf.int32)
         result[output_key(head.name, "class_index")] = index
-        result[output_key(head.name, "class_name")] = tf.gather(tf.constant(head.classes), index)
+        result[output_key(head.name, "class_name")] = tf.gather(names, index)
     return result
 
 

@@ -2,7 +2,8 @@
 
 ``predict("serving/flowers/1", ["photo1.jpg", "photos/"], top_k=3)`` decodes
 each image, runs the model and returns the top classes with their
-probabilities. A SavedModel is run through its ``serve_image_bytes``
+probabilities (for sigmoid heads, the classes their threshold decides: see
+`predict`). A SavedModel is run through its ``serve_image_bytes``
 signature (the file's bytes, decoded and resized inside the graph: exactly
 what a serving client gets); the other formats get the same decoding and
 resizing done here, in TensorFlow, as the data pipeline does it.
@@ -26,10 +27,17 @@ from kertransfer.errors import (
     format_message,
 )
 from kertransfer.export.runtime import (
+    DEFAULT_THRESHOLD,
     METADATA_FILE,
     Runner,
+    decide,
+    decision_rule,
     detect_format,
+    head_activation,
+    head_names,
+    head_setting,
     keras_probabilities,
+    name_count,
     open_export,
 )
 
@@ -86,7 +94,11 @@ def load_predictor(source: str | os.PathLike) -> Runner:
                            expected="input shape (None, H, W, 3)",
                            received={"model.input_shape": model.input_shape})
         )
-    runner = Runner("keras", path, {"classes": info.get("class_names")})
+    heads = head_names(model)
+    activation = head_activation(model, None) if heads == [None] else {
+        h: head_activation(model, h) for h in heads}
+    runner = Runner("keras", path, {"classes": info.get("class_names"),
+                                    "activation": activation})
     runner.input_size = (int(model.input_shape[1]), int(model.input_shape[2]))
     runner.model = model
     runner._run = lambda x: keras_probabilities(model, x)
@@ -131,13 +143,41 @@ def _decode(path: pathlib.Path, data: bytes):
         ) from exc
 
 
-def _classes(runner: Runner, head: str | None, units: int) -> list[str]:
+def _classes(runner: Runner, head: str | None, count: int) -> list[str]:
     classes = runner.metadata.get("classes")
     if isinstance(classes, dict):
         classes = classes.get(head)
-    if not isinstance(classes, list) or len(classes) != units:
-        return [str(i) for i in range(units)]
+    if not isinstance(classes, list) or len(classes) != count:
+        return [str(i) for i in range(count)]
     return [str(c) for c in classes]
+
+
+def _rule(runner: Runner, head: str | None, units: int) -> str:
+    """The head's decision: the export's record, else its activation's rule."""
+    meta = runner.metadata
+    rule = head_setting(meta.get("decision"), head)
+    if rule in ("argmax", "binary", "multi_label"):
+        return rule
+    return decision_rule(head_setting(meta.get("activation"), head), units)
+
+
+def _threshold(runner: Runner, head: str | None, given) -> float:
+    value = head_setting(given, head) if given is not None else None
+    if value is None:
+        value = head_setting(runner.metadata.get("threshold"), head)
+    return DEFAULT_THRESHOLD if value is None else float(value)
+
+
+def _check_threshold(threshold) -> None:
+    values = threshold.values() if isinstance(threshold, dict) else [threshold]
+    for value in values:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value < 1):
+            raise InvalidArgumentError(
+                format_message("threshold must be a probability strictly between 0 and 1 (or "
+                               "None for the export's, 0.5 by default).",
+                               received={"threshold": threshold})
+            )
 
 
 def _heads(outputs: dict[str, np.ndarray]) -> dict[str | None, np.ndarray]:
@@ -154,15 +194,26 @@ def _heads(outputs: dict[str, np.ndarray]) -> dict[str | None, np.ndarray]:
     return heads
 
 
-def predict(source, images, *, top_k: int = 3, batch_size: int = 32) -> list[dict[str, Any]]:
-    """Top-``top_k`` classes of each image.
+def predict(source, images, *, top_k: int = 3, batch_size: int = 32,
+            threshold: float | dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """The classes of each image, most probable first.
+
+    A softmax or logits head reports its top ``top_k`` classes. A binary
+    head (one sigmoid unit, two class names) reports the class its
+    threshold decides (the positive one when ``p > threshold``), then the
+    other (when ``top_k`` > 1), each with its probability (``p`` and
+    ``1 - p``). A multi-label head (several sigmoid units) reports every
+    class above the threshold, whatever ``top_k``, and none when no class is.
 
     Args:
         source: A path for `load_predictor`, or a runner it returned.
         images: Image files and folders (searched recursively), or an array
             ``[n, H, W, 3]`` of pixels in 0-255 at the model's input size.
-        top_k: Classes to report per image (and per head).
+        top_k: Classes to report per image (and per softmax head).
         batch_size: Images per call of the model.
+        threshold: For sigmoid heads, the probability a class must exceed
+            (one number, or ``{head: number}``); default: the export's (0.5
+            unless it was exported with another).
 
     Returns:
         One dict per image: ``{"file": ..., "predictions": [{"class", "index",
@@ -173,6 +224,7 @@ def predict(source, images, *, top_k: int = 3, batch_size: int = 32) -> list[dic
         raise InvalidArgumentError(
             format_message("top_k must be a positive integer.", received={"top_k": top_k})
         )
+    _check_threshold(threshold)
     runner = source if isinstance(source, Runner) else load_predictor(source)
     size = runner.input_size
     if isinstance(images, np.ndarray):
@@ -207,14 +259,17 @@ def predict(source, images, *, top_k: int = 3, batch_size: int = 32) -> list[dic
                        else runner(np.asarray(batch, dtype="float32")))
     merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
     heads = _heads(merged)
+    decided = {}
+    for head, probs in heads.items():
+        rule = _rule(runner, head, probs.shape[-1])
+        classes = _classes(runner, head, name_count(rule, probs.shape[-1]))
+        picks = decide(probs, rule, _threshold(runner, head, threshold))
+        decided[head] = [[{"class": classes[j], "index": j, "probability": p}
+                          for j, p in (row if rule == "multi_label" else row[:top_k])]
+                         for row in picks]
     rows = []
     for i, name in enumerate(names):
-        per_head = {}
-        for head, probs in heads.items():
-            classes = _classes(runner, head, probs.shape[-1])
-            order = np.argsort(-probs[i], kind="stable")[:top_k]
-            per_head[head] = [{"class": classes[j], "index": int(j),
-                               "probability": float(probs[i, j])} for j in order]
+        per_head = {head: decided[head][i] for head in heads}
         rows.append({"file": name, "predictions": per_head[None] if list(per_head) == [None]
                      else per_head})
     return rows
@@ -228,7 +283,7 @@ def format_predictions(rows: list[dict[str, Any]], top_k: int | None = None) -> 
         preds = row["predictions"] if multi else {None: row["predictions"]}
         for head, top in preds.items():
             cells = [row["file"]] + ([str(head)] if multi else [])
-            cells += [f"{p['class']} {p['probability']:.3f}" for p in top[:top_k]]
+            cells += [f"{p['class']} {p['probability']:.3f}" for p in top[:top_k]] or ["-"]
             lines.append(cells)
     k = max((len(c) for c in lines), default=0) - (2 if multi else 1)
     header = ["file"] + (["head"] if multi else []) + [f"top-{i + 1}" for i in range(k)]

@@ -11,7 +11,9 @@ runners in process.
 
 Every runner returns a dict of float32 arrays named ``probabilities`` (one
 head) or ``<head>_probabilities`` (several heads), the SavedModel's
-signatures also ``class_index`` and ``class_name``.
+signatures also ``class_index`` and ``class_name`` (and ``class_mask`` for a
+multi-label head). `decision_rule` and `decide` say how probabilities become
+classes, for the formats that serve probabilities only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,56 @@ METADATA_FILE = "kertransfer_export.json"
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "keras": "model.keras"}
 BYTES_SIGNATURE = "serve_image_bytes"
 IMAGES_SIGNATURE = "serving_default"
+DEFAULT_THRESHOLD = 0.5
+DECISIONS = ("argmax", "binary", "multi_label")
+
+
+def decision_rule(activation: str | None, units: int) -> str:
+    """How a head's probabilities become classes.
+
+    ``"argmax"`` for softmax and logits heads (the most probable class);
+    ``"binary"`` for one sigmoid unit (two classes: 1 when ``p > threshold``,
+    else 0); ``"multi_label"`` for several sigmoid units (every class whose
+    probability is above the threshold).
+    """
+    if activation == "sigmoid":
+        return "binary" if units == 1 else "multi_label"
+    return "argmax"
+
+
+def name_count(rule: str, units: int) -> int:
+    """How many class names a head takes: two for a binary head, else one per unit."""
+    return 2 if rule == "binary" else units
+
+
+def decide(probs: np.ndarray, rule: str, threshold: float = DEFAULT_THRESHOLD) -> list[list]:
+    """The classes each row of ``probs`` decides: ``[[(index, probability), ...], ...]``.
+
+    ``argmax``: every class, most probable first. ``binary``: the decided
+    class (1 when ``p > threshold``), then the other, each with its own
+    probability (``p`` or ``1 - p``). ``multi_label``: the classes above the
+    threshold, most probable first (none when no class is).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    rows = []
+    for row in probs:
+        if rule == "binary":
+            p = float(row[0])
+            first = int(p > threshold)
+            rows.append([(first, p if first else 1.0 - p), (1 - first, 1.0 - p if first else p)])
+            continue
+        order = np.argsort(-row, kind="stable")
+        if rule == "multi_label":
+            order = [j for j in order if row[j] > threshold]
+        rows.append([(int(j), float(row[j])) for j in order])
+    return rows
+
+
+def head_setting(value, head: str | None, default=None):
+    """One head's entry of a metadata value that is either one value or ``{head: value}``."""
+    if isinstance(value, dict):
+        return value.get(head, default)
+    return default if value is None else value
 
 
 def output_key(head: str | None, name: str = "probabilities") -> str:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
-import shutil
-import tempfile
 import time
 from typing import Any
 
 import keras
 
-from kertransfer._fs import usual_mode
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from kertransfer.training.run_folder import data_class_names, save_run
 
 
 def _loss_for_activation(activation: str) -> keras.losses.Loss:
@@ -174,7 +171,10 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
             BatchNorm layers that trained (see `recalibrate_batchnorm`).
             ``"auto"`` does it when any BatchNorm layer was trainable.
         out: A run folder to write (``model.keras``, ``config.json``,
-            ``history.json``, ``learning_curve.png``); written atomically.
+            ``history.json``, ``learning_curve.png``; see
+            `kertransfer.training.run_folder`); written atomically. Its
+            ``config.json`` keeps the data's ``class_names`` (unless
+            ``config`` gives them), which ``kertransfer export`` uses.
         config: Extra entries for ``config.json``.
         verbose: Keras progress output (0, 1 or 2).
         compile: Compile here (set False when the model is compiled already).
@@ -217,6 +217,8 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
         run_config.setdefault("learning_rate", learning_rate)
         run_config["metrics"] = metrics
         run_config["seconds"] = round(seconds, 2)
+        if run_config.get("class_names") is None:  # for kertransfer export and predict
+            run_config["class_names"] = data_class_names(model, data)
         result.out = save_run(model, out, run_config, history)
     return result
 
@@ -244,40 +246,6 @@ def _unaugmented_train(data):
         bs = max(int(getattr(data, "batch_size", 64)), 64)
         return [x[i:i + bs] for i in range(0, len(x), bs)]
     return data.train
-
-
-def save_run(model, out: str | os.PathLike, config: dict, history: dict,
-             stages=None, model_file: str = "model.keras") -> pathlib.Path:
-    """Write a run folder atomically: a crash leaves the old folder or none.
-
-    Files: ``model.keras`` (or ``model_file``), ``config.json``,
-    ``history.json`` and ``learning_curve.png`` (with ``stages``,
-    ``[(epoch, label), ...]``, its stage boundaries are marked).
-    """
-    out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    usual_mode(tmp, directory=True)
-    try:
-        model.save(tmp / model_file)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        (tmp / "history.json").write_text(json.dumps(history, indent=2))
-        # Loss terms that kertransfer.methods.with_regularizers logs (a layer above).
-        terms = [t.name for t in model.__dict__.get("_kertransfer_term_trackers", ())]
-        plot_history(history, tmp / "learning_curve.png", stages=stages, terms=terms)
-        if out.exists():
-            backup = out.with_name(f".{out.name}.old")
-            if backup.exists():
-                shutil.rmtree(backup)
-            out.rename(backup)
-            tmp.rename(out)
-            shutil.rmtree(backup)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def plot_history(history: dict[str, list[float]], path, title: str | None = None,
