@@ -172,3 +172,25 @@ def test_build_training_state_halves_the_tracing(prebuild):
     model.fit(x, y, batch_size=16, epochs=2, verbose=0)
     # A tf.function that creates variables (optimizer slots, metric totals) is traced twice.
     assert len(traces) == (1 if prebuild else 2)
+
+
+def test_per_epoch_validation_is_truthful_while_batchnorm_trains(tiny_backbone_name, tiny_data):
+    data = kt.data.load(tiny_data, image_size=(16, 16), batch_size=20, validation_split=0.2,
+                        seed=0, verbose=0)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, freeze="none", bn="trainable")
+    result = train(model, data, epochs=2, learning_rate=1e-2, verbose=0)
+    # The last epoch's validation used the statistics the finished model has.
+    assert result.history["val_loss"][-1] == pytest.approx(
+        model.evaluate(data.val, verbose=0, return_dict=True)["loss"], rel=1e-4)
+
+
+def test_learning_curves_have_whole_epoch_ticks(tmp_path, monkeypatch):
+    import kertransfer._plot as plot
+
+    figures = []
+    monkeypatch.setattr(plot, "save_figure", lambda fig, path, **kw: figures.append(fig))
+    kt.training.plot_history({"loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.8]},
+                             tmp_path / "c.png")
+    ticks = figures[0].axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)

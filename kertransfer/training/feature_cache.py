@@ -27,29 +27,7 @@ import numpy as np
 
 from kertransfer import _log
 from kertransfer._fs import usual_mode
-from kertransfer.errors import InvalidArgumentError, format_message
-
-
-def _arrays(data: Any, split: str = "train") -> tuple[np.ndarray, Any]:
-    """Images and labels as arrays, from a bundle, an (x, y) pair or a dataset of batches
-    (whose labels may be a dict per task)."""
-    if hasattr(data, "as_numpy"):
-        return data.as_numpy(split)
-    if isinstance(data, tuple) and len(data) == 2:
-        return np.asarray(data[0]), np.asarray(data[1])
-    xs, ys = [], []
-    for batch in data:
-        xs.append(keras.ops.convert_to_numpy(batch[0]))
-        ys.append(keras.tree.map_structure(keras.ops.convert_to_numpy, batch[1]))
-    if not xs:
-        raise InvalidArgumentError(
-            format_message("No data to compute features from.",
-                           expected="a DataBundle, (x, y) arrays, or a dataset of batches",
-                           received={"data": data})
-        )
-    if isinstance(ys[0], dict):  # labels per task
-        return np.concatenate(xs), {k: np.concatenate([y[k] for y in ys]) for k in ys[0]}
-    return np.concatenate(xs), np.concatenate(ys)
+from kertransfer.data.adapter import as_arrays
 
 
 def task_labels(data: Any, y: np.ndarray):
@@ -288,9 +266,9 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     Returns:
         The Keras history dict (and the head model with ``return_head``).
     """
-    x, y = _arrays(data, "train")
+    x, y = as_arrays(data, "data", streams=True)
     if val is None and getattr(data, "val", None) is not None and hasattr(data, "as_numpy"):
-        val = data.as_numpy("val")
+        val = as_arrays(data, "data", split="val")
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     if verbose:
         _log.print_msg(f"Computing backbone features for {len(x)} images (once)")
@@ -302,7 +280,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         feats = compute_features(model, x, verbose=verbose)
     val_data = None
     if val is not None:
-        vx, vy = _arrays(val, "val")
+        vx, vy = as_arrays(val, "val", split="val", streams=True)
         val_data = (compute_features(model, vx, verbose=0), task_labels(data, vy))
     y = task_labels(data, y)
     head = head_on_features(model, feats.shape[1:])

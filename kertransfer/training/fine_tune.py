@@ -18,17 +18,13 @@ from typing import Any
 import keras
 
 from kertransfer import _log
+from kertransfer.data.adapter import as_training_data, as_validation_data, unaugmented_train
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.apply import apply_policy
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.feature_cache import train_head_on_features
 from kertransfer.training.recipe import adopt_head_state, phase_optimizer
-from kertransfer.training.run import (
-    _unaugmented_train,
-    as_training_data,
-    build_training_state,
-    compile_for_transfer,
-)
+from kertransfer.training.run import build_training_state, compile_for_transfer
 from kertransfer.training.unfreezing import StagedUnfreezing
 from kertransfer.training.validation import RecalibratedValidation
 
@@ -109,11 +105,9 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         raise InvalidArgumentError(
             format_message("lr_mult must be a positive number.", received={"lr_mult": lr_mult})
         )
-    if isinstance(train, tuple):
-        train = as_training_data(train, "train")
-    train_ds = getattr(train, "train", train)
-    if val is None:
-        val = getattr(train, "val", None)
+    train = as_training_data(train, "train")
+    train_ds = train.train
+    val = train.val if val is None else as_validation_data(val, "val")
     opt = phase_optimizer(optimizer, base_lr, decay=decay)
     use_cache, why = _can_cache(train, cache_features, freeze_epochs)
     if cache_features and freeze_epochs and not use_cache and verbose:
@@ -143,7 +137,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
             else [(0, unfreeze, float(lr_mult))]
     stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
     cbs.insert(0, stages)
-    clean = _unaugmented_train(train) if hasattr(train, "train") else train_ds
+    clean = unaugmented_train(train)
     if val is not None and recalibrate_bn is not False:
         cbs.insert(1, RecalibratedValidation(clean))
     if early is not None:

@@ -10,9 +10,11 @@ from typing import Any
 
 import keras
 
-from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.data.adapter import as_training_data, unaugmented_train
+from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.run_folder import data_class_names, save_run
+from kertransfer.training.validation import RecalibratedValidation
 
 
 def _loss_for_activation(activation: str) -> keras.losses.Loss:
@@ -179,9 +181,12 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
         verbose: Keras progress output (0, 1 or 2).
         compile: Compile here (set False when the model is compiled already).
         validate_each_epoch: Evaluate on ``data.val`` after every epoch (the
-            final evaluation happens either way). Turn it off when BatchNorm
-            trains on little data: before recalibration its moving statistics
-            lag, and per-epoch validation scores look like chance.
+            final evaluation happens either way). While BatchNorm layers
+            train, each validation runs after their statistics were
+            recalibrated on un-augmented training data
+            (`kertransfer.training.validation.RecalibratedValidation`; lagging
+            moving averages would score near chance on little data), unless
+            ``recalibrate_bn`` is False.
         loss_weights: ``{task: weight}`` for a multi-task model (when
             compiling here); its data gives ``{task: labels}`` (see
             `kertransfer.data.DataBundle.with_tasks`).
@@ -200,13 +205,18 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     bn_trained = bool(batchnorm_layers(model, "trainable"))
     val = data.val if validate_each_epoch else None
     build_training_state(model, data.train)
+    clean = unaugmented_train(data)
+    callbacks = list(callbacks or [])
+    if val is not None and recalibrate_bn is not False:
+        # Validation while BatchNorm trains sees recalibrated statistics, not lagging ones.
+        callbacks.insert(0, RecalibratedValidation(clean))
     # The bundle's train split is shuffled already (seeded, every epoch).
     hist = model.fit(data.train, validation_data=val, epochs=epochs, shuffle=False,
-                     callbacks=list(callbacks or []), verbose=verbose)
+                     callbacks=callbacks, verbose=verbose)
     # Unfreezing callbacks can make BatchNorm layers trainable during fit.
     bn_trained = bn_trained or bool(batchnorm_layers(model, "trainable"))
     if recalibrate_bn is True or (recalibrate_bn == "auto" and bn_trained):
-        recalibrate_batchnorm(model, _unaugmented_train(data), layers="trainable")
+        recalibrate_batchnorm(model, clean, layers="trainable")
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     metrics = evaluate_splits(model, data)
@@ -223,31 +233,6 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     return result
 
 
-def as_training_data(data: Any, argument: str = "data") -> Any:
-    """``data`` as something with splits: ``(x, y)`` arrays become a
-    `kertransfer.data.ArrayData` (every row for training); a bundle passes."""
-    if hasattr(data, "train"):
-        return data
-    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[1], dict):
-        from kertransfer.data.memory import from_arrays
-
-        return from_arrays(data[0], data[1])
-    raise InvalidTypeError(format_message(
-        f"{argument} must be a DataBundle, ArrayData or (x, y) arrays.",
-        fix="kertransfer.data.load(...) for images, kertransfer.data.from_arrays(x, y, ...) "
-            "for any other inputs.",
-        received={argument: type(data).__name__}))
-
-
-def _unaugmented_train(data):
-    """The training split without augmentation, as batches (for BN statistics)."""
-    if hasattr(data, "as_numpy"):
-        x, _ = data.as_numpy("train")
-        bs = max(int(getattr(data, "batch_size", 64)), 64)
-        return [x[i:i + bs] for i in range(0, len(x), bs)]
-    return data.train
-
-
 def plot_history(history: dict[str, list[float]], path, title: str | None = None,
                  stages=None, terms=()) -> None:
     """Save learning curves (loss and accuracy, train and validation) as a PNG.
@@ -261,6 +246,8 @@ def plot_history(history: dict[str, list[float]], path, title: str | None = None
         terms: Names of logged loss terms (``"l2sp"``, ...) drawn dashed on
             the loss panel, beside the loss that includes them.
     """
+    from matplotlib.ticker import MaxNLocator
+
     from kertransfer._plot import pyplot, save_figure
 
     metrics = [m for m in ("loss", "accuracy") if m in history]
@@ -280,6 +267,7 @@ def plot_history(history: dict[str, list[float]], path, title: str | None = None
             ax.annotate(label, (epoch + 0.5, 1.0), xycoords=("data", "axes fraction"),
                         rotation=90, va="top", ha="right", fontsize=7, color="gray")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_title(metric)
         ax.legend()
     if title:

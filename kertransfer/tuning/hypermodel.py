@@ -44,6 +44,7 @@ import keras_tuner
 import numpy as np
 
 from kertransfer.backbones import get_backbone_spec
+from kertransfer.data.adapter import as_arrays, form_of
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.apply import apply_policy, block_context
 from kertransfer.freezing.policies import FreezeBlocks
@@ -51,7 +52,6 @@ from kertransfer.models import build_transfer_model
 from kertransfer.models.build import _check_heads
 from kertransfer.training.feature_cache import (
     FeatureCache,
-    _arrays,
     array_digest,
     compile_head,
     compute_features,
@@ -454,7 +454,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     def _unpack(self, data, validation_data):
         """``(train, val or None, (fit args, fit kwargs), fit validation data, augmented)``;
-        ``train`` and ``val`` as `_Split` arrays."""
+        ``train`` and ``val`` as `_Split` arrays (a search trains on every row many
+        times: a dataset of batches is read into arrays once)."""
+        if not isinstance(data, tuple) and not hasattr(data, "as_numpy") \
+                and form_of(data, "data") in ("tf_dataset", "py_dataset"):
+            data = as_arrays(data, "data", streams=True)
         if hasattr(data, "as_numpy") and hasattr(data, "train"):
             train = _Split.of(*data.as_numpy("train"), relabel=getattr(data, "task_labels", None))
             val = _Split.of(*data.as_numpy("val"), relabel=getattr(data, "task_labels", None)) \
@@ -469,7 +473,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
             val = None
             if validation_data is not None:
                 vx, vy = validation_data if isinstance(validation_data, tuple) and \
-                    len(validation_data) == 2 else _arrays(validation_data, "val")
+                    len(validation_data) == 2 else as_arrays(validation_data, "validation_data",
+                                                        split="val", streams=True)
                 val = _Split.of(np.asarray(vx, dtype="float32"), vy)
                 self._check_labels(val.labels, "validation_data")
             fit_kwargs = {"batch_size": self.batch_size, "shuffle": True}
