@@ -260,3 +260,60 @@ def test_adapt_refuses_sources_without_labels(small, form):
     if form != "images":
         with _refused("target"):
             kt.methods.adapt(small, source=_arrays(), target=make(form), method="coral")
+
+
+# -- training: train, fine_tune, train_head_on_features, tune, LwF ---------------------------
+
+def _fresh(name):
+    return kt.build_transfer_model(name, CLASSES, input_shape=(SIZE, SIZE, 3), weights=None)
+
+
+@pytest.mark.parametrize("form", LABELLED)
+@pytest.mark.parametrize("function", ["train", "fine_tune", "train_head_on_features"])
+def test_training_functions_take_every_labelled_form(tiny_backbone_name, form, function):
+    model = _fresh(tiny_backbone_name)
+    data = make(form)
+    if function == "train":
+        out = kt.training.train(model, data, epochs=1, verbose=0)
+        assert len(out.history["loss"]) == 1
+    elif function == "fine_tune":
+        out = kt.fine_tune(model, data, epochs=1, freeze_epochs=1, patience=None, verbose=0)
+        assert len(out["history"]["loss"]) == 2
+    else:
+        history = kt.training.train_head_on_features(model, data, epochs=1, verbose=0)
+        assert len(history["loss"]) == 1
+
+
+@pytest.mark.parametrize("form", [pytest.param("images", marks=agnostic), *BAD])
+@pytest.mark.parametrize("function", ["train", "fine_tune"])
+def test_training_functions_refuse_data_without_labels(tiny_backbone_name, form, function):
+    model = _fresh(tiny_backbone_name)
+    run = {"train": lambda d: kt.training.train(model, d, epochs=1, verbose=0),
+           "fine_tune": lambda d: kt.fine_tune(model, d, epochs=1, verbose=0)}[function]
+    with pytest.raises(KertransferError, match=r"train\b|data\b"):
+        run(make(form))
+
+
+@pytest.mark.parametrize("form", ["xy", "tf_dataset", "bundle"])
+def test_tune_takes_labelled_forms(tiny_backbone_name, form, tmp_path):
+    hm = kt.TransferHyperModel(tiny_backbone_name, num_classes=CLASSES,
+                               input_shape=(SIZE, SIZE, 3), weights=None, epochs=1,
+                               batch_size=BATCH, space={"head_epochs": 1})
+    data = make(form)
+    val = None if form == "bundle" else make("xy")
+    if form == "bundle":
+        x, y = _arrays()
+        data = kt.data.load((x, y), image_size=(SIZE, SIZE), batch_size=BATCH,
+                            validation_split=0.25, seed=0, verbose=0)
+    tuner = kt.tune(hm, data, validation_data=val, max_trials=1, directory=tmp_path / "s",
+                    verbose=0)
+    assert len(tuner.oracle.trials) == 1
+
+
+@pytest.mark.parametrize("form", [pytest.param("xy", marks=agnostic),
+                                  pytest.param("array_data", marks=agnostic), "bundle"])
+def test_lwf_takes_in_memory_forms(tiny_backbone_name, form):
+    source = _fresh(tiny_backbone_name)
+    two = kt.methods.learn_without_forgetting(source, make(form), CLASSES, warmup_epochs=1,
+                                              epochs=1, batch_size=BATCH)
+    assert set(two.output) == {"old", "new"}

@@ -15,32 +15,25 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from kertransfer.data.adapter import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.methods.terms import Term, parameters, snapshot
 
 
 def _images(data, samples: int | None) -> np.ndarray:
-    """The first ``samples`` images of arrays, ``(x, y)``, a DataBundle or a dataset."""
-    train = getattr(data, "train", None)
-    if train is not None:
-        data = train
-    if isinstance(data, tuple) and len(data) == 2 and not hasattr(data[0], "element_spec"):
-        data = data[0]
-    if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
-        x = np.asarray(data, dtype="float32")
-    else:
-        chunks, count = [], 0
-        for batch in data:
-            xb = batch[0] if isinstance(batch, (tuple, list)) else batch
-            xb = np.asarray(xb, dtype="float32")
-            chunks.append(xb)
-            count += len(xb)
-            if samples is not None and count >= samples:
-                break
-        if not chunks:
-            raise InvalidArgumentError(
-                format_message("The data yielded no images.", received={"data": data}))
-        x = np.concatenate(chunks)
+    """The first ``samples`` images of ``data``, in any form `kertransfer.data.adapter` reads."""
+    chunks, count = [], 0
+    for xb in iterate(as_batches(data, "data", images_only=True)):
+        xb = np.asarray(xb, dtype="float32")
+        chunks.append(xb)
+        count += len(xb)
+        if samples is not None and count >= samples:
+            break
+    if not chunks:
+        raise InvalidArgumentError(
+            format_message("The data yielded no images.", expected="a non-empty dataset",
+                           received={"data": type(data).__name__}))
+    x = np.concatenate(chunks)
     return x[:samples] if samples is not None else x
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kertransfer.data.adapter import as_arrays
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.methods.terms import Term, _single, with_regularizers
 from kertransfer.training.recipe import continue_training, phase_optimizer
@@ -121,7 +122,9 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
                   new: str = NEW, old: str = OLD):
     """Warm up the new head alone, then train jointly with ``terms`` (the LwF procedure).
 
-    ``data`` is ``(images, new_labels)`` arrays. The old head gets no loss of
+    ``data`` is the new task's labelled data in any form that holds every row
+    in memory: ``(images, new_labels)`` arrays, a DataBundle or an ArrayData
+    (its training split). The old head gets no loss of
     its own: only the terms act on it (none for plain fine-tuning).
     ``optimizer`` is ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9, as in the
     EWC and LwF papers) or a Keras optimizer instance; one optimizer serves
@@ -137,7 +140,7 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
 
     from kertransfer.freezing import freeze
 
-    x, y = data
+    x, y = as_arrays(data, "data")
     # Keras wants a target per output: the old head's is a placeholder with no loss.
     targets = {new: y, old: np.zeros(len(y), "int32")}
     losses = {new: "sparse_categorical_crossentropy", old: None}
@@ -173,7 +176,8 @@ def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: in
 
     Args:
         model: The source model (its head is the old task's).
-        data: ``(images, labels)`` arrays of the new task.
+        data: The new task's labelled data: ``(images, labels)`` arrays, a DataBundle or
+            an ArrayData (its training split).
         num_classes: Classes of the new task.
         warmup_epochs: Epochs of the new head alone.
         epochs: Epochs of joint training.
