@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kertransfer as kt
-from kertransfer.models.inference import is_inference_locked
+from kertransfer.freezing.inference import is_inference_locked
 from kertransfer.training.feature_cache import compute_features, feature_extractor
 
 # Every registry family with dropout or stochastic depth inside the backbone.

@@ -7,8 +7,8 @@ from typing import Any
 
 from kertransfer.backbones.blocks import assign_blocks, is_batchnorm
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
+from kertransfer.freezing.inference import sync_inference_mode
 from kertransfer.freezing.policies import FreezeContext, policy_to_config, resolve_policy
-from kertransfer.models.inference import sync_inference_mode
 
 BN_MODES = ("frozen", "trainable")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from kertransfer.models.inference import sync_inference_mode
+from kertransfer.freezing.inference import sync_inference_mode
 from kertransfer.models.layers import Preprocess
 
 POOLINGS = ("avg", "max", "flatten")
@@ -127,7 +127,7 @@ class TransferModel(keras.Model):
         """``keras.Model.compile``, which also binds a discriminative optimizer to the blocks.
 
         Frozen layers of the backbone are set to run in inference mode here too
-        (see `kertransfer.models.inference`), so flags set by hand count.
+        (see `kertransfer.freezing.inference`), so flags set by hand count.
         """
         sync_inference_mode(self)
         super().compile(optimizer, *args, **kwargs)

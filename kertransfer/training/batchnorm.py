@@ -16,7 +16,7 @@ from keras import ops
 
 from kertransfer.backbones.blocks import is_batchnorm
 from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.models.inference import inference_except
+from kertransfer.freezing.inference import inference_except
 
 
 def batchnorm_layers(model, which: str = "all") -> list:
