@@ -223,3 +223,31 @@ def test_adapt_and_pretrain_reset_no_global_seed(tiny_backbone_name, tiny_data):
         assert state[0] == before[0] and np.array_equal(state[1], before[1])
         after.append(state)
     assert after[0][0] != after[1][0] and not np.array_equal(after[0][1], after[1][1])
+
+
+def test_a_model_saved_after_a_rebuild_loads_with_its_optimizer_state(tiny_backbone_name,
+                                                                      tiny_data, tmp_path):
+    import subprocess
+    import sys
+
+    x, y = tiny_data
+    model = _model(tiny_backbone_name)
+    model.compile(kt.optimizers.discriminative(keras.optimizers.Adam(LR), decay=2.0),
+                  "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=50, epochs=2, verbose=0,
+              callbacks=[StagedUnfreezing([(0, "head"), (1, "all")], verbose=0)])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    stem = loaded.backbone.get_layer("stem_conv").kernel
+    assert _step(loaded.optimizer, stem) == 4
+    saved = {v.name: np.array(v) for v in model.optimizer.variables}
+    for v in loaded.optimizer.variables:
+        np.testing.assert_array_equal(np.array(v), saved[v.name])
+    # A new process knows the optimizer's class from `import kertransfer` alone.
+    code = ("import keras, kertransfer; "
+            f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}); "
+            "print(type(m.optimizer).__name__, int(m.optimizer.iterations))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["StepCountedDiscriminativeAdam", "8"]

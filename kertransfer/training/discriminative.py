@@ -35,6 +35,7 @@ import keras
 from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.training.optimizers import KERAS_OPTIMIZERS, StepCountMixin, with_step_counts
 
 _CLASSES: dict[type, type] = {}
 _NO_DECAY_PATTERNS = ("bias", "gamma", "beta", "moving_mean", "moving_variance")
@@ -245,7 +246,10 @@ def discriminative(optimizer: Any, decay: float | None = None, *, layer_decay: f
                                "for layer names) to factors >= 0.",
                                received={"multipliers": dict(multipliers)})
             )
-    cls = _discriminative_class(type(optimizer))
+    # Of a step-counted optimizer, the class it was made from (kertransfer adds the
+    # step counts again when it builds the result).
+    base = next(c for c in type(optimizer).__mro__ if not issubclass(c, StepCountMixin))
+    cls = _discriminative_class(base)
     config = optimizer.get_config()
     for key in ("decay", "layer_decay", "multipliers", "multiplier_patterns",
                 "exclude_norm_and_bias_from_weight_decay"):
@@ -256,7 +260,7 @@ def discriminative(optimizer: Any, decay: float | None = None, *, layer_decay: f
                                 exclude_norm_and_bias_from_weight_decay})
 
 
-for _base in (keras.optimizers.Adam, keras.optimizers.AdamW, keras.optimizers.SGD,
-              keras.optimizers.RMSprop, keras.optimizers.Adagrad, keras.optimizers.Adamax,
-              keras.optimizers.Nadam, keras.optimizers.Lion, keras.optimizers.Adadelta):
-    _discriminative_class(_base)
+# Registered at import, with their step-counted versions (which kertransfer gives an
+# optimizer when it rebuilds it at unfreeze), so a saved model loads in a new process.
+for _base in KERAS_OPTIMIZERS:
+    with_step_counts(_discriminative_class(_base))

@@ -280,3 +280,15 @@ def rebuild_optimizer(model, trainable_variables=None) -> keras.optimizers.Optim
     # The new trainable set is compiled in now (kt.lint checks against it).
     model.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in variables)
     return model.optimizer
+
+
+# Keras' optimizers, with step-counted versions registered at import so that a model
+# saved after a rebuild loads in a new process (`kertransfer.training.discriminative`
+# registers its classes' versions too). A custom optimizer class: call
+# ``with_step_counts(MyOptimizer)`` before loading such a model.
+KERAS_OPTIMIZERS = tuple(
+    getattr(keras.optimizers, name) for name in (
+        "Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax", "Nadam", "Lion", "Adadelta",
+        "Ftrl", "Lamb", "Adafactor", "Muon") if hasattr(keras.optimizers, name))
+for _cls in KERAS_OPTIMIZERS:
+    with_step_counts(_cls)
