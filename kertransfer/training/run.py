@@ -13,6 +13,7 @@ import keras
 from kertransfer.data.adapter import as_training_data, unaugmented_train
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.run_folder import data_class_names, save_run
 from kertransfer.training.validation import RecalibratedValidation
 
@@ -35,23 +36,6 @@ def loss_for(model):
     if isinstance(activation, dict):
         return {head: _loss_for_activation(act) for head, act in activation.items()}
     return _loss_for_activation(activation)
-
-
-OPTIMIZERS = {
-    "adam": lambda lr: keras.optimizers.Adam(lr),
-    "adamw": lambda lr: keras.optimizers.AdamW(lr),
-    "sgd": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
-}
-
-
-def make_optimizer(name: str, learning_rate: Any) -> keras.optimizers.Optimizer:
-    """A Keras optimizer from a name: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9)."""
-    if name not in OPTIMIZERS:
-        raise InvalidArgumentError(
-            format_message("Unknown optimizer name.", expected=f"one of {sorted(OPTIMIZERS)}",
-                           received={"optimizer": name})
-        )
-    return OPTIMIZERS[name](learning_rate)
 
 
 def build_training_state(model, data: Any) -> None:
