@@ -197,7 +197,7 @@ def run_demo(out: str = "runs/demo", seeds: Sequence[int] = (0,), labels_per_cla
     """
     import tempfile
 
-    from kertransfer.training import save_run
+    from kertransfer.training import run_folder, save_run
 
     start = time.perf_counter()
     epochs = {"pretrain_epochs": 2, "target_epochs": 3} if quick else {}
@@ -220,8 +220,8 @@ def run_demo(out: str = "runs/demo", seeds: Sequence[int] = (0,), labels_per_cla
     }
     path = save_run(last["_transfer_model"], out, config, last["_history"],
                     stages=last["_stages"])
-    (path / "table.txt").write_text(header + "\n" + table + "\n")
-    (path / "results.json").write_text(json.dumps(config["results"], indent=2))
+    (path / run_folder.DEMO_TABLE_FILE).write_text(header + "\n" + table + "\n")
+    (path / run_folder.DEMO_RESULTS_FILE).write_text(json.dumps(config["results"], indent=2))
     _log(f"Saved the run to {path}", verbose)
     version = ship(last["_transfer_model"], last["_target"], path, verbose=verbose)
     _log(f"Done ({time.perf_counter() - start:.0f}s in all)", verbose)
@@ -236,8 +236,9 @@ def ship(model, target, run: pathlib.Path, n_images: int = 6, verbose: int = 1) 
     import tensorflow as tf
 
     from kertransfer.export import export, format_predictions, predict
+    from kertransfer.training.run_folder import DEMO_SAMPLES_FOLDER, DEMO_SERVING_FOLDER
 
-    samples = run / "samples"
+    samples = run / DEMO_SAMPLES_FOLDER
     samples.mkdir(exist_ok=True)
     x, y = target.as_numpy("test")
     for i in range(min(n_images, len(x))):
@@ -245,8 +246,8 @@ def ship(model, target, run: pathlib.Path, n_images: int = 6, verbose: int = 1) 
         (samples / f"test{i}_true_{target.class_names[int(y[i])]}.png").write_bytes(png)
     # SavedModels are written by TensorFlow's converters; other backends ship .keras.
     fmt = "saved_model" if keras.backend.backend() == "tensorflow" else "keras"
-    _log(f"\nExporting the transferred model ({fmt}) to {run / 'serving'}", verbose)
-    version = export(model, run / "serving", format=fmt, class_names=target.class_names,
+    _log(f"\nExporting the transferred model ({fmt}) to {run / DEMO_SERVING_FOLDER}", verbose)
+    version = export(model, run / DEMO_SERVING_FOLDER, format=fmt, class_names=target.class_names,
                      metadata={"demo": True}, verbose=verbose)
     if verbose:  # what `kertransfer predict` runs and prints
         print(f"\n$ kertransfer predict {version} {samples} --top-k 2", flush=True)

@@ -42,9 +42,9 @@ from kertransfer.errors import (
     suggest,
 )
 from kertransfer.training.optimizers import make_optimizer
+from kertransfer.training.run_folder import BACKBONE_FILE, save_run
 
 TASKS = ("supervised", "rotation", "simclr", "autoencoder")
-BACKBONE_FILE = "backbone.keras"
 
 
 def rotate_batch(images):
@@ -355,7 +355,6 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
     """
     from kertransfer.models import build_transfer_model
     from kertransfer.training import recalibrate_batchnorm
-    from kertransfer.training.run import save_run
 
     _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
     optimizer = make_optimizer("adam" if optimizer is None else optimizer, learning_rate)

@@ -11,11 +11,23 @@ train``, ``kertransfer adapt``, ``kertransfer demo``) holds:
 - ``history.json``: ``{metric: [value per epoch]}``;
 - ``learning_curve.png``: the curves of the history;
 - after ``kertransfer report``: ``report.html``, and with data
-  ``confusion_matrix.png`` and ``per_class_accuracy.png``.
+  ``confusion_matrix.png`` and ``per_class_accuracy.png``;
+- from ``kertransfer demo``, also ``table.txt`` and ``results.json`` (the
+  per-seed results), ``serving/`` (the export) and ``samples/`` (the test
+  images it predicts).
 
 A search folder (``kertransfer tune``) holds ``best_model.keras``,
 ``best_config.json`` (with the class names), ``results.csv`` and
-``trials.png``.
+``trials.png``, and ``kertransfer_search.json``, the settings that define the
+search (`kertransfer.tuning.resume`); inside KerasTuner's project folder, each ``trial_<id>``
+gains ``history.json`` (``{"history": per-epoch curves, "values": knobs}``)
+and ``process.json`` (the memory of the process after the trial), and with
+``trials_per_process`` the search folder has ``child/config.json`` and
+``child/data.npz``, the inputs of its search processes.
+
+A pretraining folder (`kertransfer.pretrain` with ``out=``, ``kertransfer
+pretrain``) is a run folder whose model is ``backbone.keras``, the headless
+backbone.
 
 `save_run` writes a run folder atomically; `find_model`, `read_config`,
 `read_history`, `read_class_names` and `load_model` read either kind.
@@ -44,6 +56,17 @@ SEARCH_MODEL_FILE = "best_model.keras"
 SEARCH_CONFIG_FILE = "best_config.json"
 RESULTS_FILE = "results.csv"
 TRIALS_FILE = "trials.png"
+SEARCH_RECORD_FILE = "kertransfer_search.json"
+TRIAL_HISTORY_FILE = HISTORY_FILE  # in each trial_<id> folder of the tuner's project
+TRIAL_PROCESS_FILE = "process.json"
+CHILD_FOLDER = "child"  # the inputs of trials_per_process's search processes
+CHILD_CONFIG_FILE = CONFIG_FILE
+CHILD_DATA_FILE = "data.npz"
+BACKBONE_FILE = "backbone.keras"  # the model of a pretraining folder
+DEMO_TABLE_FILE = "table.txt"
+DEMO_RESULTS_FILE = "results.json"
+DEMO_SERVING_FOLDER = "serving"
+DEMO_SAMPLES_FOLDER = "samples"
 # (model, config) of a run folder, then of a search folder.
 LAYOUTS = ((MODEL_FILE, CONFIG_FILE), (SEARCH_MODEL_FILE, SEARCH_CONFIG_FILE))
 

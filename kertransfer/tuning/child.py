@@ -1,9 +1,11 @@
 """A child process of `kertransfer.tune(..., trials_per_process=N)`.
 
-    python -m kertransfer.tuning.child CHILD_DIR
+    python -m kertransfer.tuning.child CHILD_DIR/config.json
 
-Reads ``CHILD_DIR/config.json`` (the hypermodel's configuration and the
-search settings) and ``CHILD_DIR/data.npz``, resumes the search in the
+Reads the config file it is given (the hypermodel's configuration and the
+search settings) and the data beside it (the names of both are
+`kertransfer.training.run_folder`'s; kertransfer is imported only after the
+config's ``child_setup`` ran), resumes the search in the
 search directory, runs at most ``trials_per_process`` trials and exits:
 0 when the search is finished, 3 when trials remain, 2 on a kertransfer
 error. The parent starts the next child until the search is finished.
@@ -22,8 +24,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    child_dir = pathlib.Path(argv[0])
-    config = json.loads((child_dir / "config.json").read_text())
+    config_file = pathlib.Path(argv[0])
+    config = json.loads(config_file.read_text())
     setup = config.get("child_setup")
     if setup and setup.endswith(".py"):
         runpy.run_path(setup)
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from kertransfer.errors import KertransferError
+    from kertransfer.training.run_folder import CHILD_DATA_FILE
     from kertransfer.tuning.hypermodel import TransferHyperModel
     from kertransfer.tuning.search import (
         CHILD_ERROR,
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         tune,
     )
 
-    with np.load(child_dir / "data.npz") as f:
+    with np.load(config_file.parent / CHILD_DATA_FILE) as f:
         arrays = dict(f)
     x, y, xv, yv = (arrays["x"], labels_from(arrays, "y"), arrays["x_val"],
                     labels_from(arrays, "y_val"))

@@ -62,6 +62,7 @@ from kertransfer.training.feature_cache import (
 from kertransfer.training.optimizers import check_optimizer
 from kertransfer.training.recipe import adopt_head_state, phase_optimizer, unfreeze_top
 from kertransfer.training.run import build_training_state, compile_for_transfer
+from kertransfer.training.run_folder import TRIAL_HISTORY_FILE
 from kertransfer.tuning.space import KNOBS, declare, parse_space
 
 
@@ -580,7 +581,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             tuner, trial = getattr(cb, "tuner", None), getattr(cb, "trial", None)
             if tuner is None or trial is None or not hasattr(tuner, "get_trial_dir"):
                 continue
-            path = pathlib.Path(tuner.get_trial_dir(trial.trial_id)) / "history.json"
+            path = pathlib.Path(tuner.get_trial_dir(trial.trial_id)) / TRIAL_HISTORY_FILE
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps({"history": history, "values": values}, default=str))
             os.replace(tmp, path)

@@ -37,10 +37,11 @@ import numpy as np
 
 from kertransfer.errors import SearchError, format_message
 from kertransfer.training.feature_cache import array_digest
+from kertransfer.training.run_folder import SEARCH_RECORD_FILE
 
 __all__ = ["RECORD_VERSION", "STATE_FILE", "check_resume", "compare", "search_record"]
 
-STATE_FILE = "kertransfer_search.json"
+STATE_FILE = SEARCH_RECORD_FILE
 RECORD_VERSION = 2
 # Recorded, not compared: the record's version, and the trial budget (more trials extend).
 NOT_COMPARED = frozenset({"format", "max_trials"})

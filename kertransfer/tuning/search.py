@@ -50,6 +50,7 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
+from kertransfer.training import run_folder
 from kertransfer.tuning.resume import check_resume, search_record
 
 
@@ -157,7 +158,8 @@ class _RobustTuner:
         gc.collect()
         release_freed_memory()
         # The memory this process holds after the trial: a search that leaks shows it here.
-        path = os.path.join(self.project_dir, f"trial_{trial.trial_id}", "process.json")
+        path = os.path.join(self.project_dir, f"trial_{trial.trial_id}",
+                            run_folder.TRIAL_PROCESS_FILE)
         _atomic_write(path, json.dumps({"pid": os.getpid(), "rss_mib": resident_mib()}))
         self._kt_trials_run = getattr(self, "_kt_trials_run", 0) + 1
         if self.stop_after is not None and self._kt_trials_run >= self.stop_after:
@@ -529,16 +531,17 @@ def _run_children(hypermodel, data, validation_data, directory: pathlib.Path, se
     import subprocess
     import sys
 
-    child_dir = directory / "child"
+    child_dir = directory / run_folder.CHILD_FOLDER
     child_dir.mkdir(parents=True, exist_ok=True)
     arrays = _arrays_of(data, validation_data)
-    with atomic_file(child_dir / "data.npz", suffix=".npz") as tmp:
+    with atomic_file(child_dir / run_folder.CHILD_DATA_FILE, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
     config = {"hypermodel": hypermodel.get_config(), "settings": settings, "epochs": epochs,
               "trials_per_process": trials_per_process, "child_setup": child_setup,
               "verbose": verbose, "directory": str(directory)}
-    _atomic_write(child_dir / "config.json", json.dumps(config, indent=2))
-    command = [sys.executable, "-m", "kertransfer.tuning.child", str(child_dir)]
+    config_file = child_dir / run_folder.CHILD_CONFIG_FILE
+    _atomic_write(config_file, json.dumps(config, indent=2))
+    command = [sys.executable, "-m", "kertransfer.tuning.child", str(config_file)]
     deaths = 0
     process = 0
     while True:
@@ -585,7 +588,8 @@ def results_table(kt_tuner) -> list[dict]:
         unfreeze = values.get(f"{backbone}/unfreeze")
         row = {"trial": t.trial_id, "status": t.status, "score": t.score,
                "best_epoch": t.best_step, "backbone": backbone, "unfreeze": unfreeze}
-        process = os.path.join(kt_tuner.project_dir, f"trial_{t.trial_id}", "process.json")
+        process = os.path.join(kt_tuner.project_dir, f"trial_{t.trial_id}",
+                               run_folder.TRIAL_PROCESS_FILE)
         if os.path.exists(process):
             with open(process) as f:
                 rss = json.load(f).get("rss_mib")
@@ -633,6 +637,8 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
     """Write results.csv, best_config.json, best_model.keras and trials.png to ``directory``.
 
     ``class_names`` go into ``best_config.json``, where ``kertransfer export`` finds them.
+    The names are `kertransfer.training.run_folder`'s (``RESULTS_FILE``,
+    ``SEARCH_CONFIG_FILE``, ``SEARCH_MODEL_FILE``, ``TRIALS_FILE``).
     """
     directory = pathlib.Path(directory)
     rows = results_table(kt_tuner)
@@ -645,8 +651,8 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(directory / "results.csv", buf.getvalue())
-    written = {"results": directory / "results.csv"}
+    _atomic_write(directory / run_folder.RESULTS_FILE, buf.getvalue())
+    written = {"results": directory / run_folder.RESULTS_FILE}
     best = [t for t in kt_tuner.oracle.get_best_trials(len(kt_tuner.oracle.trials))
             if t.status == "COMPLETED"]
     if best:
@@ -667,22 +673,23 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
             config["class_names"] = {k: [str(c) for c in v] for k, v in class_names.items()}
         elif class_names is not None:
             config["class_names"] = [str(c) for c in class_names]
-        _atomic_write(directory / "best_config.json", json.dumps(config, indent=2, default=str))
-        written["best_config"] = directory / "best_config.json"
+        _atomic_write(directory / run_folder.SEARCH_CONFIG_FILE,
+                      json.dumps(config, indent=2, default=str))
+        written["best_config"] = directory / run_folder.SEARCH_CONFIG_FILE
         with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model = kt_tuner.get_best_models(1)[0]  # built in the strategy's scope, if any
         if model.optimizer is not None and not model.optimizer.built:
             with getattr(hm, "_scope", contextlib.nullcontext)():
                 model.optimizer.build(model.trainable_variables)  # loads without a warning
-        with atomic_file(directory / "best_model.keras", suffix=".keras") as tmp:
+        with atomic_file(directory / run_folder.SEARCH_MODEL_FILE, suffix=".keras") as tmp:
             model.save(tmp)
-        written["best_model"] = directory / "best_model.keras"
+        written["best_model"] = directory / run_folder.SEARCH_MODEL_FILE
         if verbose:
             print(f"Best: trial {trial.trial_id}, {objective} {trial.score:.4f}: "
                   + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
-    plot_trials(rows, directory / "trials.png", objective)
-    written["plot"] = directory / "trials.png"
+    plot_trials(rows, directory / run_folder.TRIALS_FILE, objective)
+    written["plot"] = directory / run_folder.TRIALS_FILE
     if verbose:
         print("Wrote " + ", ".join(str(p) for p in written.values()))
     return written
