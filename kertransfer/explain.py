@@ -10,6 +10,12 @@ nested ``keras.Model`` (every model of `kertransfer.build_transfer_model`)
 work, where ``keras.Model(model.inputs, inner_layer.output)`` fails with
 "Graph disconnected". Gradients come from the backend in use (TensorFlow,
 JAX or PyTorch).
+
+Classes are numbered as the head's decision rule numbers them
+(`kertransfer.models.decisions`): a one-unit sigmoid head has two classes,
+negative (0) and positive (1), and by default its single output, the
+positive class, is explained; class 0 is explained by the negated logit (the
+log-odds of the negative class).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import keras
 import numpy as np
 
 from kertransfer.errors import DataError, InvalidArgumentError, format_message
+from kertransfer.models.decisions import head_rule
 
 __all__ = ["GradCamResult", "grad_cam", "save_overlays"]
 
@@ -35,8 +42,10 @@ class GradCamResult:
     Attributes:
         heatmaps: ``[N, height, width]`` in [0, 1], at the images' size.
         coarse: ``[N, h, w]`` the maps at the feature map's resolution.
-        class_index: ``[N]`` the class each map explains.
-        probability: ``[N]`` the model's probability of that class.
+        class_index: ``[N]`` the class each map explains (for a one-unit
+            sigmoid head, 1 is the positive class and 0 the negative one).
+        probability: ``[N]`` the model's probability of that class (``p`` or
+            ``1 - p`` for a one-unit sigmoid head).
         layer: The feature map's layer.
         paths: The overlay PNGs written (with ``out``).
     """
@@ -121,14 +130,17 @@ def _logits(model):
             item.activation = activation
 
 
-def _gradient(top, fmap: np.ndarray, index: np.ndarray, head: str | None) -> np.ndarray:
-    """d(sum of each example's class logit) / d(feature map), by the backend's autodiff."""
+def _gradient(top, fmap: np.ndarray, index: np.ndarray, head: str | None,
+              sign: np.ndarray) -> np.ndarray:
+    """d(sum of each example's ``sign`` × logit of output ``index``) / d(feature map),
+    by the backend's autodiff."""
     rows = keras.ops.convert_to_tensor(index[:, None].astype("int32"))
+    signs = keras.ops.convert_to_tensor(sign[:, None].astype("float32"))
 
     def score(f):
         out = top(f, training=False)
         out = out[head] if head is not None else out
-        return keras.ops.sum(keras.ops.take_along_axis(out, rows, axis=1))
+        return keras.ops.sum(signs * keras.ops.take_along_axis(out, rows, axis=1))
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -170,7 +182,11 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
             its train split, unaugmented); see `kertransfer.data.adapter`.
             Labels are ignored. Batches are explained one at a time.
         class_index: The class to explain: one for every image, one per image,
-            or None for each image's predicted class.
+            or None for each image's predicted class (the most probable one;
+            for a multi-label head, the most probable label). A one-unit
+            sigmoid head has two classes, 0 (negative) and 1 (positive), and
+            None explains its single output, the positive class, whatever the
+            prediction.
         layer: A backbone layer with a spatial output (default: the backbone's
             output, its last feature map).
         head: For a multi-task model, the head to explain.
@@ -251,13 +267,25 @@ def _explain(bottom, top, model, x, head, wanted, class_index, layer_name) -> Gr
     fmap = np.asarray(bottom.predict(x, verbose=0))
     p = top.predict(fmap, verbose=0)
     p = np.asarray(p[head] if head is not None else p)
-    index = p.argmax(axis=-1) if wanted is None else np.broadcast_to(wanted, (len(x),))
-    if index.min() < 0 or index.max() >= p.shape[-1]:
+    binary = head_rule(model, head, p.shape[-1]) == "binary"
+    classes = 2 if binary else p.shape[-1]
+    if wanted is not None:
+        index = np.broadcast_to(wanted, (len(x),))
+    else:
+        index = np.ones(len(x), "int64") if binary else p.argmax(axis=-1)
+    if index.min() < 0 or index.max() >= classes:
         raise InvalidArgumentError(format_message(
-            f"class_index must be a class of the model, 0 to {p.shape[-1] - 1}.",
+            f"class_index must be a class of the model, 0 to {classes - 1}"
+            + (" (a one-unit sigmoid head: 0 negative, 1 positive)." if binary else "."),
             received={"class_index": class_index}))
+    if binary:  # one output: the positive class's logit, negated for the negative class
+        unit, sign = np.zeros(len(x), "int64"), np.where(index == 1, 1.0, -1.0)
+        probability = np.where(index == 1, p[:, 0], 1.0 - p[:, 0])
+    else:
+        unit, sign = np.asarray(index), np.ones(len(x))
+        probability = p[np.arange(len(x)), index]
     with _logits(model):
-        grad = _gradient(top, fmap, np.asarray(index), head)
+        grad = _gradient(top, fmap, unit, head, sign)
     weights = grad.mean(axis=(1, 2))                          # one weight per channel
     coarse = np.maximum(np.einsum("nhwc,nc->nhw", fmap, weights), 0.0)
     peak = coarse.max(axis=(1, 2), keepdims=True)
@@ -265,7 +293,7 @@ def _explain(bottom, top, model, x, head, wanted, class_index, layer_name) -> Gr
     heatmaps = np.asarray(keras.ops.image.resize(coarse[..., None], x.shape[1:3],
                                                  interpolation="bilinear"))[..., 0]
     return GradCamResult(np.clip(heatmaps, 0, 1).astype("float32"), coarse.astype("float32"),
-                         np.asarray(index), p[np.arange(len(x)), index], layer_name)
+                         np.asarray(index), probability, layer_name)
 
 
 def save_overlays(images: np.ndarray, result: GradCamResult, out, *, alpha: float = 0.45,

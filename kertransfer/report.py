@@ -3,8 +3,11 @@
 - `confusion_matrix` counts ``[true class, predicted class]``;
   `per_class_accuracy` is each class's share of correct predictions (its
   recall), and the two ``plot_`` functions draw them.
-- `evaluate_run` predicts a split of the data with a run's model and writes
-  ``confusion_matrix.png`` and ``per_class_accuracy.png`` into the run folder.
+- `evaluate_run` predicts a split of the data with a run's model, decides
+  classes by the head's rule (`kertransfer.models.decisions`: the most
+  probable class, a binary head's threshold, or a multi-label head's labels
+  above it) and writes ``confusion_matrix.png`` and ``per_class_accuracy.png``
+  into the run folder (a multi-label head: accuracy per label only).
 - `run_report` gathers what a run or a search folder holds into one HTML
   file with the images inside it: the learning curves with their stage
   markers, the learning-rate range test (when the run recorded one), the
@@ -30,6 +33,7 @@ from kertransfer._fs import atomic_file
 from kertransfer._plot import pyplot, save_figure
 from kertransfer.data.memory import split_arrays
 from kertransfer.errors import DataError, InvalidArgumentError, LabelError, format_message
+from kertransfer.models.decisions import DEFAULT_THRESHOLD, check_threshold, decided, head_rule
 from kertransfer.training import run_folder
 
 __all__ = ["confusion_matrix", "evaluate_run", "per_class_accuracy", "plot_confusion_matrix",
@@ -140,9 +144,27 @@ def _model_of(folder: pathlib.Path):
     return run_folder.load_model(folder)
 
 
-def evaluate_run(run, data, *, split: str = "test", model=None,
-                 head: str | None = None) -> dict[str, Any]:
-    """Predict ``split`` of ``data`` with the run's model; write its two plots into the run.
+def evaluate_run(run, data, *, split: str = "test", model=None, head: str | None = None,
+                 threshold: float | None = None) -> dict[str, Any]:
+    """Predict ``split`` of ``data`` with the run's model; write its plots into the run.
+
+    What the model predicts is what its head decides
+    (`kertransfer.models.decisions`, the rule its exports use):
+
+    - a softmax or logits head: the most probable class; ``matrix`` is
+      ``[classes, classes]``;
+    - a binary head (one sigmoid unit): the positive class (1) when
+      ``p > threshold``, else the negative one (0); ``matrix`` is 2×2
+      (negative, positive) and ``per_class`` is the share of negatives and of
+      positives decided right;
+    - a multi-label head (several sigmoid units, multi-hot labels
+      ``[N, labels]``): every label above the threshold. An image may hold
+      several labels, so a label-by-label confusion matrix means nothing:
+      ``matrix`` holds each label's 2×2 counts ``[label, true, predicted]``
+      (0: absent, 1: present), ``per_class`` each label's accuracy (the share
+      of images whose presence or absence of the label is decided right),
+      ``accuracy`` their mean (Keras' ``binary_accuracy`` at the threshold),
+      and only ``per_class_accuracy.png`` is written.
 
     Args:
         run: A run or search folder.
@@ -151,10 +173,19 @@ def evaluate_run(run, data, *, split: str = "test", model=None,
         split: Which split of a bundle.
         model: The model (default: the folder's ``model.keras`` or ``best_model.keras``).
         head: For a multi-task model, the head to evaluate.
+        threshold: The probability a sigmoid head's class must exceed
+            (default 0.5); softmax and logits heads ignore it.
 
     Returns:
-        ``{"matrix", "per_class", "accuracy", "class_names", "paths"}``.
+        ``{"matrix", "per_class", "accuracy", "class_names", "paths", "rule",
+        "threshold"}``; ``rule`` is ``"argmax"``, ``"binary"`` or
+        ``"multi_label"``.
+
+    Raises:
+        LabelError: The labels do not fit the head (multi-hot labels of the
+            head's width for a multi-label head, 0 or 1 for a binary head).
     """
+    threshold = DEFAULT_THRESHOLD if threshold is None else check_threshold(threshold)
     folder, config = _run_folder(run)
     model = _model_of(folder) if model is None else model
     x, y = split_arrays(data, split)
@@ -167,16 +198,45 @@ def evaluate_run(run, data, *, split: str = "test", model=None,
         probs = probs[head]
         y = data.task_labels(y)[head] if hasattr(data, "task_labels") and \
             getattr(data, "task_tables", None) else y
-    pred = np.asarray(probs).argmax(axis=-1)
-    matrix = confusion_matrix(np.asarray(y).astype("int64"), pred, num_classes=probs.shape[-1])
+    probs = np.asarray(probs)
+    rule = head_rule(model, head, probs.shape[-1])
+    pred = decided(probs, rule, threshold)
     names = getattr(data, "class_names", None) or config.get("class_names")
     if isinstance(names, dict):
         names = names.get(head)
+    if rule == "multi_label":
+        matrix = _label_matrices(np.asarray(y), pred)
+        acc = np.trace(matrix, axis1=1, axis2=2) / len(pred)
+        names = _names(names, len(acc))
+        paths = [plot_per_class_accuracy(acc, names, folder / run_folder.PER_CLASS_FILE,
+                                         title="accuracy per label, lowest first")]
+        return {"matrix": matrix, "per_class": acc, "accuracy": float(acc.mean()),
+                "class_names": names, "paths": paths, "rule": rule, "threshold": threshold}
+    y = np.asarray(y)
+    if rule == "binary":
+        y = y[:, 0] if y.ndim == 2 and y.shape[-1] == 1 else y  # [N, 1] labels
+    matrix = confusion_matrix(y.astype("int64"), pred,
+                              num_classes=2 if rule == "binary" else probs.shape[-1])
     acc = per_class_accuracy(matrix)
     paths = [plot_confusion_matrix(matrix, names, folder / run_folder.CONFUSION_FILE),
              plot_per_class_accuracy(acc, names, folder / run_folder.PER_CLASS_FILE)]
     return {"matrix": matrix, "per_class": acc, "accuracy": float(np.trace(matrix) / len(y)),
-            "class_names": _names(names, len(matrix)), "paths": paths}
+            "class_names": _names(names, len(matrix)), "paths": paths, "rule": rule,
+            "threshold": threshold}
+
+
+def _label_matrices(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Each label's 2×2 counts ``[label, true, predicted]`` from multi-hot labels."""
+    if y.shape != pred.shape or not np.isin(y, (0, 1)).all():
+        raise LabelError(format_message(
+            "A multi-label head (several sigmoid units) is evaluated on multi-hot labels: "
+            "one 0 or 1 per image and label.",
+            expected=f"labels of shape {pred.shape}",
+            received={"labels": f"shape {y.shape}, dtype {y.dtype}"}))
+    labels = np.broadcast_to(np.arange(y.shape[1]), y.shape)
+    matrix = np.zeros((y.shape[1], 2, 2), dtype="int64")
+    np.add.at(matrix, (labels, y.astype("int64"), pred.astype("int64")), 1)
+    return matrix
 
 
 def _png(fig_or_path) -> str:
@@ -208,7 +268,7 @@ def _lr_find_figure(record: dict):
 
 
 def run_report(run, data=None, *, split: str = "test", out=None, head: str | None = None,
-               title: str | None = None) -> pathlib.Path:
+               title: str | None = None, threshold: float | None = None) -> pathlib.Path:
     """Write one self-contained HTML page about a run or a search folder.
 
     Args:
@@ -219,6 +279,8 @@ def run_report(run, data=None, *, split: str = "test", out=None, head: str | Non
         out: The HTML file (default: ``report.html`` in the folder).
         head: For a multi-task model, the head to evaluate.
         title: The page's title (default: the folder's name).
+        threshold: For a sigmoid head, the probability its class must exceed
+            (default 0.5; see `evaluate_run`).
 
     Returns:
         The path of the page.
@@ -252,14 +314,22 @@ def run_report(run, data=None, *, split: str = "test", out=None, head: str | Non
     if config.get("lr_find"):
         sections.append(("Learning-rate range test", _png(_lr_find_figure(config["lr_find"]))))
     if data is not None:
-        result = evaluate_run(folder, data, split=split, head=head)
+        result = evaluate_run(folder, data, split=split, head=head, threshold=threshold)
         worst = np.argsort(np.nan_to_num(result["per_class"], nan=2.0))[:3]
         lowest = ", ".join(f"{result['class_names'][k]} ({result['per_class'][k]:.3f})"
                            for k in worst)
-        sections.append((f"Confusion matrix ({split} split)", _png(result["paths"][0])
-                         + f"<p>Accuracy {result['accuracy']:.4f}; lowest classes: "
-                           f"{html.escape(lowest)}.</p>"))
-        sections.append(("Accuracy per class", _png(result["paths"][1])))
+        if result["rule"] == "multi_label":
+            sections.append((f"Accuracy per label ({split} split)", _png(result["paths"][0])
+                             + f"<p>Labels above the threshold {result['threshold']:g}; mean "
+                               f"accuracy per label {result['accuracy']:.4f}; lowest labels: "
+                               f"{html.escape(lowest)}.</p>"))
+        else:
+            rule = (f"; positive above the threshold {result['threshold']:g}"
+                    if result["rule"] == "binary" else "")
+            sections.append((f"Confusion matrix ({split} split)", _png(result["paths"][0])
+                             + f"<p>Accuracy {result['accuracy']:.4f}{rule}; lowest classes: "
+                               f"{html.escape(lowest)}.</p>"))
+            sections.append(("Accuracy per class", _png(result["paths"][1])))
     trials, results = folder / run_folder.TRIALS_FILE, folder / run_folder.RESULTS_FILE
     if trials.is_file():
         table = ""

@@ -75,3 +75,29 @@ def test_inner_layers_and_bad_requests(tiny_backbone_name):
     with pytest.raises(InvalidArgumentError, match=r"several heads.*Received: head=None"):
         grad_cam(two, x)
     assert grad_cam(two, x, head="parity").coarse.shape == (3, 8, 8)
+
+
+def test_a_one_unit_sigmoid_head_explains_its_positive_class(tiny_backbone_name):
+    # One output: by default its logit (the positive class, 1) is explained, whatever
+    # the prediction; class 0 (negative) is explained by the negated logit.
+    model = kt.build_transfer_model(tiny_backbone_name, 1, activation="sigmoid",
+                                    input_shape=(32, 32, 3), weights=None, dropout=0.0)
+    x, _, _, _ = quadrant_shapes(2, size=32, seed=5)
+    fmap = keras.Model(model.inputs, model.get_layer("pool").input).predict(x, verbose=0)
+    kernel = model.get_layer("predictions").get_weights()[0][:, 0]
+    p = model.predict(x, verbose=0)[:, 0]
+
+    def cam(sign):
+        want = np.maximum(sign * np.einsum("nhwc,c->nhw", fmap, kernel), 0)
+        return want / np.maximum(want.max(axis=(1, 2), keepdims=True), 1e-12)
+
+    positive = grad_cam(model, x)
+    np.testing.assert_array_equal(positive.class_index, np.ones(6))
+    np.testing.assert_allclose(positive.probability, p, atol=1e-5)
+    np.testing.assert_allclose(positive.coarse, cam(1.0), atol=1e-4)
+    negative = grad_cam(model, x, class_index=0)
+    np.testing.assert_array_equal(negative.class_index, np.zeros(6))
+    np.testing.assert_allclose(negative.probability, 1 - p, atol=1e-5)
+    np.testing.assert_allclose(negative.coarse, cam(-1.0), atol=1e-4)
+    with pytest.raises(InvalidArgumentError, match=r"0 to 1 \(a one-unit sigmoid.*Received"):
+        grad_cam(model, x, class_index=2)

@@ -74,3 +74,61 @@ def test_a_run_report_gathers_curves_stages_matrix_and_trials(tiny_backbone_name
     empty.mkdir()
     with pytest.raises(DataError, match=r"nothing to report.*Received"):
         run_report(empty)
+
+
+def _sigmoid_run(tiny_backbone_name, tmp_path, units, class_names=None):
+    """A run folder with a sigmoid head of ``units`` units, and 40 images."""
+    model = kt.build_transfer_model(tiny_backbone_name, units, activation="sigmoid",
+                                    input_shape=(16, 16, 3), weights=None)
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    if class_names is not None:
+        (run / "config.json").write_text(json.dumps({"class_names": class_names}))
+    x = np.random.default_rng(0).uniform(0, 255, (40, 16, 16, 3)).astype("float32")
+    return run, model, x, model.predict(x, verbose=0)
+
+
+def test_a_binary_sigmoid_head_is_reported_as_negative_and_positive(tiny_backbone_name,
+                                                                    tmp_path):
+    run, model, x, probs = _sigmoid_run(tiny_backbone_name, tmp_path, 1, ["no", "yes"])
+    p = probs[:, 0]
+    threshold = float(np.median(p))  # both classes are predicted
+    y = (np.arange(40) % 2)[:, None]  # [N, 1], as a sigmoid head is trained on
+    # The default threshold is 0.5, as in the exports (argmax over one unit said 0).
+    default = evaluate_run(run, (x, y[:, 0]), model=model)
+    np.testing.assert_array_equal(default["matrix"], confusion_matrix(
+        y[:, 0], (p > 0.5).astype("int64"), num_classes=2))
+    result = evaluate_run(run, (x, y), threshold=threshold)
+    want = confusion_matrix(y[:, 0], (p > threshold).astype("int64"), num_classes=2)
+    assert result["rule"] == "binary" and result["matrix"].shape == (2, 2)
+    np.testing.assert_array_equal(result["matrix"], want)
+    assert 0 < result["matrix"][:, 1].sum() < 40  # not argmax over one unit: always 0
+    assert result["accuracy"] == pytest.approx(np.mean((p > threshold) == y[:, 0]))
+    assert result["class_names"] == ["no", "yes"]
+    assert [q.name for q in result["paths"]] == ["confusion_matrix.png",
+                                                  "per_class_accuracy.png"]
+    page = run_report(run, (x, y), threshold=threshold).read_text()
+    assert "Confusion matrix" in page and f"threshold {threshold:g}" in page
+    with pytest.raises(kt.errors.InvalidArgumentError, match=r"between 0 and 1.*Received"):
+        evaluate_run(run, (x, y), threshold=1.5)
+
+
+def test_a_multi_label_head_is_reported_per_label(tiny_backbone_name, tmp_path):
+    run, _, x, probs = _sigmoid_run(tiny_backbone_name, tmp_path, 3, ["cat", "dog", "sky"])
+    y = np.random.default_rng(1).integers(0, 2, (40, 3))
+    result = evaluate_run(run, (x, y))
+    decided = probs > 0.5
+    assert result["rule"] == "multi_label" and result["matrix"].shape == (3, 2, 2)
+    for j in range(3):
+        np.testing.assert_array_equal(result["matrix"][j], confusion_matrix(
+            y[:, j], decided[:, j].astype("int64"), num_classes=2))
+    np.testing.assert_allclose(result["per_class"], np.mean(decided == y, axis=0))
+    assert result["accuracy"] == pytest.approx(np.mean(decided == y))
+    assert result["class_names"] == ["cat", "dog", "sky"]
+    assert [q.name for q in result["paths"]] == ["per_class_accuracy.png"]
+    assert not (run / "confusion_matrix.png").exists()  # no label-by-label matrix
+    page = run_report(run, (x, y)).read_text()
+    assert "Accuracy per label" in page and "Confusion matrix" not in page
+    with pytest.raises(LabelError, match=r"multi-hot.*shape \(40, 3\).*Received"):
+        evaluate_run(run, (x, np.arange(40) % 3))  # class indices, not multi-hot labels

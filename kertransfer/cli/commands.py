@@ -316,7 +316,8 @@ def run_report(args) -> int:
         shape = config.get("image_size") or (config.get("hypermodel") or {}).get("input_shape")
         size = args.image_size or (tuple(shape[:2]) if shape else (224, 224))
         data = _load_data(args, size)
-    path = run_report(args.run, data, split=split, out=args.out, head=args.head)
+    path = run_report(args.run, data, split=split, out=args.out, head=args.head,
+                      threshold=args.threshold)
     print(f"Wrote {path}" + (f" (evaluated on the {split} split of {args.data})"
                              if data is not None else ""))
     return 0

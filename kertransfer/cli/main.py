@@ -322,7 +322,8 @@ def _add_explain(sub) -> None:
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("--out", required=True, help="folder for the overlay PNGs")
     p.add_argument("--class-index", type=int, default=None,
-                   help="class to explain; None: each image's predicted class")
+                   help="class to explain; None: each image's predicted class (a one-unit "
+                   "sigmoid head: its positive class, 1)")
     p.add_argument("--layer", default=None,
                    help="backbone layer with a spatial output; None: the last feature map")
     p.add_argument("--head", default=None, help="the head to explain, for a multi-task model")
@@ -352,6 +353,8 @@ def _add_report(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="default: the run's, else 0")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--head", default=None, help="the head to evaluate, for a multi-task model")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability a sigmoid head's class must exceed; None: 0.5")
     p.add_argument("--out", default=None, help="the HTML file (default: RUN/report.html)")
     p.set_defaults(command="report", samples_per_class=None, augment=False)
 

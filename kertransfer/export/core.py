@@ -82,14 +82,17 @@ from kertransfer.errors import (
 from kertransfer.export import formats
 from kertransfer.export.formats import FORMATS, SIGNATURES, Head, Plan
 from kertransfer.export.runtime import (
-    DEFAULT_THRESHOLD,
     METADATA_FILE,
-    decision_rule,
-    head_activation,
     head_names,
     keras_probabilities,
-    name_count,
     output_key,
+)
+from kertransfer.models.decisions import (
+    DEFAULT_THRESHOLD,
+    check_threshold,
+    decision_rule,
+    head_activation,
+    name_count,
 )
 
 TOLERANCES = {"saved_model": 1e-5, "keras": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
@@ -162,22 +165,12 @@ def _names_for(head: str | None, units: int, activation: str, given) -> list[str
     return [str(c) for c in given]
 
 
-def _threshold_value(value, arg: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise InvalidArgumentError(
-            format_message(f"{arg} must be a probability strictly between 0 and 1: a sigmoid "
-                           "head's class is given when its probability is above it.",
-                           expected="e.g. 0.5 (the default)", received={arg: value})
-        )
-    return float(value)
-
-
 def _thresholds(threshold, names: list, activations: dict) -> dict:
     """``{head: threshold}`` for every head (only sigmoid heads use theirs)."""
     if threshold is None:
         return {h: DEFAULT_THRESHOLD for h in names}
     if not isinstance(threshold, Mapping):
-        value = _threshold_value(threshold, "threshold")
+        value = check_threshold(threshold, "threshold")
         return {h: value for h in names}
     sigmoid = [h for h in names if h is not None and activations[h] == "sigmoid"]
     if names == [None] or set(threshold) - set(sigmoid):
@@ -188,7 +181,7 @@ def _thresholds(threshold, names: list, activations: dict) -> dict:
                            expected=f"keys among {sigmoid}" if sigmoid else "one number",
                            received={"threshold": dict(threshold)})
         )
-    return {h: _threshold_value(threshold[h], f"threshold[{h!r}]") if h in threshold
+    return {h: check_threshold(threshold[h], f"threshold[{h!r}]") if h in threshold
             else DEFAULT_THRESHOLD for h in names}
 
 

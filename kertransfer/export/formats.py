@@ -20,13 +20,12 @@ import keras
 from kertransfer.errors import ExportError, MissingDependencyError, format_message
 from kertransfer.export.runtime import (
     BYTES_SIGNATURE,
-    DEFAULT_THRESHOLD,
     IMAGES_SIGNATURE,
     MODEL_FILES,
     as_head_dict,
-    decision_rule,
     output_key,
 )
+from kertransfer.models.decisions import DEFAULT_THRESHOLD, decision_rule
 
 SIGNATURES = (IMAGES_SIGNATURE, BYTES_SIGNATURE)
 FORMATS = ("saved_model", "tflite", "onnx", "keras")
@@ -124,7 +123,8 @@ def probabilities(plan: Plan, images):
 
 
 def _labelled(plan: Plan, images):
-    """The probabilities and the classes they decide, per head.
+    """The probabilities and the classes they decide, per head (the rule of
+    `kertransfer.models.decisions`, in TensorFlow graph operations).
 
     - ``argmax`` heads: ``class_index`` int32 ``[batch]``, the most probable
       class, and ``class_name`` string ``[batch]``;

@@ -27,18 +27,21 @@ from kertransfer.errors import (
     format_message,
 )
 from kertransfer.export.runtime import (
-    DEFAULT_THRESHOLD,
     METADATA_FILE,
     Runner,
-    decide,
-    decision_rule,
     detect_format,
-    head_activation,
     head_names,
     head_setting,
     keras_probabilities,
-    name_count,
     open_export,
+)
+from kertransfer.models.decisions import (
+    DECISIONS,
+    DEFAULT_THRESHOLD,
+    decide,
+    decision_rule,
+    head_activation,
+    name_count,
 )
 
 
@@ -156,7 +159,7 @@ def _rule(runner: Runner, head: str | None, units: int) -> str:
     """The head's decision: the export's record, else its activation's rule."""
     meta = runner.metadata
     rule = head_setting(meta.get("decision"), head)
-    if rule in ("argmax", "binary", "multi_label"):
+    if rule in DECISIONS:
         return rule
     return decision_rule(head_setting(meta.get("activation"), head), units)
 

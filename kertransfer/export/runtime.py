@@ -12,8 +12,8 @@ runners in process.
 Every runner returns a dict of float32 arrays named ``probabilities`` (one
 head) or ``<head>_probabilities`` (several heads), the SavedModel's
 signatures also ``class_index`` and ``class_name`` (and ``class_mask`` for a
-multi-label head). `decision_rule` and `decide` say how probabilities become
-classes, for the formats that serve probabilities only.
+multi-label head). How probabilities become classes, for the formats that
+serve probabilities only, is `kertransfer.models.decisions`.
 """
 
 from __future__ import annotations
@@ -30,49 +30,6 @@ METADATA_FILE = "kertransfer_export.json"
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "keras": "model.keras"}
 BYTES_SIGNATURE = "serve_image_bytes"
 IMAGES_SIGNATURE = "serving_default"
-DEFAULT_THRESHOLD = 0.5
-DECISIONS = ("argmax", "binary", "multi_label")
-
-
-def decision_rule(activation: str | None, units: int) -> str:
-    """How a head's probabilities become classes.
-
-    ``"argmax"`` for softmax and logits heads (the most probable class);
-    ``"binary"`` for one sigmoid unit (two classes: 1 when ``p > threshold``,
-    else 0); ``"multi_label"`` for several sigmoid units (every class whose
-    probability is above the threshold).
-    """
-    if activation == "sigmoid":
-        return "binary" if units == 1 else "multi_label"
-    return "argmax"
-
-
-def name_count(rule: str, units: int) -> int:
-    """How many class names a head takes: two for a binary head, else one per unit."""
-    return 2 if rule == "binary" else units
-
-
-def decide(probs: np.ndarray, rule: str, threshold: float = DEFAULT_THRESHOLD) -> list[list]:
-    """The classes each row of ``probs`` decides: ``[[(index, probability), ...], ...]``.
-
-    ``argmax``: every class, most probable first. ``binary``: the decided
-    class (1 when ``p > threshold``), then the other, each with its own
-    probability (``p`` or ``1 - p``). ``multi_label``: the classes above the
-    threshold, most probable first (none when no class is).
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    rows = []
-    for row in probs:
-        if rule == "binary":
-            p = float(row[0])
-            first = int(p > threshold)
-            rows.append([(first, p if first else 1.0 - p), (1 - first, 1.0 - p if first else p)])
-            continue
-        order = np.argsort(-row, kind="stable")
-        if rule == "multi_label":
-            order = [j for j in order if row[j] > threshold]
-        rows.append([(int(j), float(row[j])) for j in order])
-    return rows
 
 
 def head_setting(value, head: str | None, default=None):
@@ -103,8 +60,10 @@ def head_names(model) -> list[str | None]:
     return [None] if len(names) <= 1 else [str(n) for n in names]
 
 
-def head_activation(model, head: str | None) -> str:
-    """The activation a head ends with (``softmax``, ``sigmoid`` or ``logits``)."""
+def _activation(model, head: str | None) -> str:
+    """The activation a head ends with (``softmax``, ``sigmoid`` or ``logits``): the
+    reading of `kertransfer.models.decisions.head_activation`, which this module
+    cannot import."""
     activation = getattr(model, "activation", "softmax")
     if isinstance(activation, dict):
         activation = activation.get(head, "softmax")
@@ -142,7 +101,7 @@ def keras_probabilities(model, images: np.ndarray) -> dict[str, np.ndarray]:
     result = {}
     for head, y in out.items():
         y = np.asarray(y, dtype=np.float32)
-        if head_activation(model, head) == "logits":
+        if _activation(model, head) == "logits":
             y = _softmax(y)
         result[output_key(head)] = y
     return result
