@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pathlib
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,17 +59,61 @@ class GradCamResult:
     paths: list[pathlib.Path] = dataclasses.field(default_factory=list)
 
 
-def _conv_layers(backbone) -> list:
-    """The backbone's layers with one spatial output ``[batch, h, w, channels]``."""
-    found = []
-    for layer in getattr(backbone, "layers", []):
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
-            continue  # several outputs, or never called
-        if len(shape) == 4:
-            found.append(layer)
-    return found
+def _spatial(layer) -> bool:
+    """Whether ``layer`` has one output ``[batch, h, w, channels]`` with a spatial extent."""
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):
+        return False  # several outputs, or never called
+    return len(shape) == 4 and all(d is None or d > 1 for d in shape[1:3])
+
+
+def _conv_layers(network) -> list:
+    """The layers of ``network`` with one spatial output ``[batch, h, w, channels]``."""
+    return [layer for layer in getattr(network, "layers", []) if _spatial(layer)]
+
+
+def _pick(candidates: list, layer: str | None, where: str):
+    """The feature-map layer: ``layer`` by name, or the last of ``candidates``."""
+    from kertransfer.errors import suggest
+
+    if not candidates:
+        raise InvalidArgumentError(format_message(
+            f"{where} has no layer with a spatial output [batch, h, w, channels].",
+            fix="Grad-CAM explains convolutional image classifiers.",
+            received={"model": where}))
+    if layer is None:
+        return candidates[-1]
+    named = {item.name: item for item in candidates}
+    if layer not in named:
+        raise InvalidArgumentError(format_message(
+            f"{where} has no layer {layer!r} with a spatial output.",
+            fix=suggest(layer, list(named)) or "Leave layer=None for the last feature map.",
+            received={"layer": layer}))
+    return named[layer]
+
+
+def _cut(inputs, fmap, outputs, layer: str):
+    try:
+        return (keras.Model(inputs, fmap, name="to_feature_map"),
+                keras.Model(fmap, outputs, name="from_feature_map"))
+    except ValueError as err:
+        raise InvalidArgumentError(format_message(
+            f"The model cannot be cut after {layer!r}: a skip connection crosses it.",
+            fix="Pick a layer at the end of a block, or leave layer=None.",
+            received={"layer": layer})) from err
+
+
+def _split_classifier(model, layer: str | None):
+    """The split of any functional Keras image classifier, at one of its own layers."""
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+        raise InvalidArgumentError(format_message(
+            "grad_cam explains a Keras image classifier built with the functional or "
+            "Sequential API (or by kertransfer.build_transfer_model).",
+            received={"model": type(model).__name__}))
+    chosen = _pick(_conv_layers(model), layer, f"The model {model.name!r}")
+    bottom, top = _cut(model.inputs, chosen.output, model.outputs, chosen.name)
+    return bottom, top, chosen.name
 
 
 def _split(model, layer: str | None):
@@ -77,9 +122,7 @@ def _split(model, layer: str | None):
 
     backbone = getattr(model, "backbone", None)
     if backbone is None:
-        raise InvalidArgumentError(format_message(
-            "grad_cam needs a model from build_transfer_model (a backbone and a head).",
-            received={"model": type(model).__name__}))
+        return _split_classifier(model, layer)
     names = [item.name for item in model.layers]
     at = names.index(backbone.name)
     if layer is None or layer == backbone.name:
@@ -91,23 +134,8 @@ def _split(model, layer: str | None):
                 received={"backbone output": tuple(fmap.shape)}))
         return (keras.Model(model.inputs, fmap, name="to_feature_map"),
                 keras.Model(fmap, model.output, name="from_feature_map"), backbone.name)
-    candidates = {item.name: item for item in _conv_layers(backbone)}
-    if layer not in candidates:
-        from kertransfer.errors import suggest
-
-        raise InvalidArgumentError(format_message(
-            f"The backbone has no layer {layer!r} with a spatial output.",
-            fix=suggest(layer, list(candidates)) or "Leave layer=None for the last feature map.",
-            received={"layer": layer}))
-    inner = candidates[layer].output
-    try:
-        to_inner = keras.Model(backbone.input, inner)
-        from_inner = keras.Model(inner, backbone.output)
-    except ValueError as err:
-        raise InvalidArgumentError(format_message(
-            f"The backbone cannot be cut after {layer!r}: a skip connection crosses it.",
-            fix="Pick a layer at the end of a block, or leave layer=None.",
-            received={"layer": layer})) from err
+    inner = _pick(_conv_layers(backbone), layer, "The backbone").output
+    to_inner, from_inner = _cut(backbone.input, inner, backbone.output, layer)
     bottom = keras.Model(model.inputs, to_inner(model.layers[at - 1].output),
                          name="to_feature_map")
     inputs = keras.Input(tuple(inner.shape[1:]))
@@ -116,10 +144,26 @@ def _split(model, layer: str | None):
     return bottom, top, layer
 
 
+_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached_split(model, layer: str | None):
+    """`_split`, made once per model and layer: repeated calls reuse the same two models,
+    so nothing is traced again."""
+    per_model = _SPLITS.setdefault(model, {})
+    if layer not in per_model:
+        per_model[layer] = _split(model, layer)
+    return per_model[layer]
+
+
 @contextlib.contextmanager
 def _logits(model):
     """Score classes by their logits: a softmax/sigmoid output layer runs linear meanwhile."""
     layers = [item for item in model.layers if item.name.endswith("predictions")]
+    if not layers:  # another classifier: the layers that make its outputs
+        outputs = {id(t) for t in keras.tree.flatten(model.outputs)}
+        layers = [item for item in model.layers
+                  if any(id(t) in outputs for t in keras.tree.flatten(item.output))]
     saved = [(item, item.activation) for item in layers if hasattr(item, "activation")]
     try:
         for item, _ in saved:
@@ -174,7 +218,9 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
 
     Args:
         model: A model from `kertransfer.build_transfer_model` (or loaded from
-            its ``.keras`` file).
+            its ``.keras`` file), or any functional or Sequential Keras image
+            classifier (``keras.applications.MobileNet()``, ...): its last
+            layer with a spatial output is the default feature map.
         images: ``[N, height, width, 3]`` raw images (0-255), as the model
             takes, one image ``[height, width, 3]``, or images in any other form
             kertransfer reads (``(x, y)`` arrays, a ``tf.data.Dataset`` or
@@ -187,8 +233,9 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
             sigmoid head has two classes, 0 (negative) and 1 (positive), and
             None explains its single output, the positive class, whatever the
             prediction.
-        layer: A backbone layer with a spatial output (default: the backbone's
-            output, its last feature map).
+        layer: A layer with a spatial output, of the backbone for a transfer
+            model (default: the backbone's output, its last feature map), or of
+            the model itself for another classifier (default: its last one).
         head: For a multi-task model, the head to explain.
         out: A folder for overlay PNGs (``cam_000.png``, ... or ``names``),
             each written atomically.
@@ -211,7 +258,7 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
             "This model has several heads: name the one to explain.",
             expected=f"head= one of {sorted(heads)}", received={"head": head}))
     batches = as_batches(images, "images", images_only=True, batch_size=batch_size)
-    bottom, top, layer_name = _split(model, layer)
+    bottom, top, layer_name = _cached_split(model, layer)
     wanted = None if class_index is None else np.asarray(class_index, dtype="int64")
     parts: list[GradCamResult] = []
     paths: list[pathlib.Path] = []
@@ -264,9 +311,10 @@ def _wanted(wanted, start: int, n: int, class_index):
 
 def _explain(bottom, top, model, x, head, wanted, class_index, layer_name) -> GradCamResult:
     """Grad-CAM of one batch of images ``x``."""
-    fmap = np.asarray(bottom.predict(x, verbose=0))
-    p = top.predict(fmap, verbose=0)
-    p = np.asarray(p[head] if head is not None else p)
+    # Direct calls, not predict: no function is compiled (and retraced) per call.
+    fmap = keras.ops.convert_to_numpy(bottom(x, training=False))
+    p = top(fmap, training=False)
+    p = keras.ops.convert_to_numpy(p[head] if head is not None else p)
     binary = head_rule(model, head, p.shape[-1]) == "binary"
     classes = 2 if binary else p.shape[-1]
     if wanted is not None:

@@ -101,3 +101,40 @@ def test_a_one_unit_sigmoid_head_explains_its_positive_class(tiny_backbone_name)
     np.testing.assert_allclose(negative.coarse, cam(-1.0), atol=1e-4)
     with pytest.raises(InvalidArgumentError, match=r"0 to 1 \(a one-unit sigmoid.*Received"):
         grad_cam(model, x, class_index=2)
+
+
+def _plain_cnn(size=32, classes=3):
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_a")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="scores")(x)
+    return keras.Model(inputs, outputs, name="plain")
+
+
+def test_any_keras_image_classifier_is_explained():
+    from kertransfer import explain
+
+    x, y, _, _ = quadrant_shapes(100, size=32, seed=0)
+    xt, _, quadrant, _ = quadrant_shapes(20, size=32, seed=1)
+    keras.utils.set_random_seed(0)
+    model = _plain_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    result = grad_cam(model, xt)
+    assert result.layer == "conv_b" and result.coarse.shape == (60, 16, 16)
+    assert np.mean(_quadrant_of_peak(result.heatmaps) == quadrant) >= 0.75
+    probs = model.predict(xt, verbose=0)
+    np.testing.assert_allclose(result.probability, probs.max(axis=-1), atol=1e-5)
+    # The split is made once per model and layer: a second call traces nothing new.
+    split = explain._SPLITS[model][None]
+    grad_cam(model, xt[:2])
+    assert explain._SPLITS[model][None] is split
+    assert grad_cam(model, xt[:2], layer="conv_a").coarse.shape == (2, 32, 32)
+    with pytest.raises(InvalidArgumentError, match=r"conv_a.*Received: layer='conv_c'"):
+        grad_cam(model, xt[:2], layer="conv_c")
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(InvalidArgumentError, match=r"no layer with a spatial output"):
+        grad_cam(dense, np.zeros((1, 8, 8, 3), "float32"))
