@@ -1,6 +1,7 @@
 """Data sources for transfer learning, all loaded into one `DataBundle`.
 
 Sources: the embedded ``"digits"`` and ``"digits_m"`` datasets (offline),
+``"fashion_mnist"`` (Debian's or Keras' files, else an embedded subset),
 ``"tfds:NAME"`` (TensorFlow Datasets), a folder of class subfolders, or
 ``(x, y)`` numpy arrays. Each becomes stratified, seeded train/val/test
 ``tf.data`` pipelines of raw RGB images (float32, 0..255) and int32 labels.

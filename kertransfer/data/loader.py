@@ -16,9 +16,10 @@ from kertransfer.data.arrays import arrays_source, check_arrays
 from kertransfer.data.augment import build_augmentation, tf_data_safe
 from kertransfer.data.bundle import SPLITS, DataBundle
 from kertransfer.data.embedded import EMBEDDED_SOURCES, embedded_arrays
+from kertransfer.data.fashion_mnist import FASHION_SOURCES, fashion_source
 from kertransfer.data.folders import folder_source
 from kertransfer.data.sources import SourceData, check_class_names
-from kertransfer.data.splits import stratified_split, take_per_class
+from kertransfer.data.splits import split_with_test_set, stratified_split, take_per_class
 from kertransfer.data.tfds_source import TFDS_PREFIX, tfds_source
 from kertransfer.errors import (
     DataError,
@@ -31,8 +32,9 @@ from kertransfer.errors import (
 __all__ = ["SHUFFLE_BUFFER", "list_sources", "load"]
 
 SHUFFLE_BUFFER = 2048
+_NAMED = {**EMBEDDED_SOURCES, **FASHION_SOURCES}
 _SOURCES = (
-    f"an embedded dataset ({', '.join(repr(n) for n in EMBEDDED_SOURCES)}), "
+    f"a named dataset ({', '.join(repr(n) for n in _NAMED)}), "
     "'tfds:NAME' or 'tfds:NAME/CONFIG' (e.g. 'tfds:mnist'), the path of a folder of "
     "class subfolders, or a tuple (x, y) of numpy arrays"
 )
@@ -42,10 +44,11 @@ def list_sources() -> dict[str, str]:
     """Describe the data sources `load` accepts.
 
     Returns:
-        ``{source: description}``: one entry per embedded dataset (usable as
-        ``load(name)``), then one per kind of source, keyed by its pattern.
+        ``{source: description}``: one entry per named dataset (usable as
+        ``load(name)``: the embedded ones and Fashion-MNIST), then one per
+        kind of source, keyed by its pattern.
     """
-    sources = dict(EMBEDDED_SOURCES)
+    sources = dict(_NAMED)
     sources["tfds:NAME[/CONFIG]"] = (
         "the train split of a TensorFlow Datasets image classification dataset "
         "(prepared beforehand when offline; pass data_dir=)"
@@ -154,11 +157,13 @@ def _read_source(
         x, y = embedded_arrays(source, image_size)
         x, y, names = check_arrays(x, y, names)
         return arrays_source(x, y, names, image_size, description=f"{source} (embedded)")
+    if source in FASHION_SOURCES:
+        return fashion_source(source, image_size, class_names, data_dir=data_dir, verbose=verbose)
     if source.lower().startswith(TFDS_PREFIX):
         return tfds_source(source, image_size, class_names, data_dir=data_dir)
     if os.path.exists(os.path.expanduser(source)) or _looks_like_path(source):
         return folder_source(source, image_size, class_names, strict=strict, verbose=verbose)
-    hint = suggest(source, list(EMBEDDED_SOURCES))
+    hint = suggest(source, list(_NAMED))
     raise InvalidArgumentError(
         format_message(
             f"Unknown data source {source!r}; no folder of that name exists either."
@@ -226,14 +231,19 @@ def load(
 
     Args:
         source: ``"digits"`` or ``"digits_m"`` (embedded, offline);
-            ``"tfds:NAME"`` or ``"tfds:NAME/CONFIG"`` (the dataset's train
+            ``"fashion_mnist"`` (Debian's or Keras' files when present, else
+            an embedded subset; ``"fashion_mnist_subset"`` for the subset
+            always); ``"tfds:NAME"`` or ``"tfds:NAME/CONFIG"`` (the dataset's train
             split); a folder path (``str`` or ``pathlib.Path``) with one
             subfolder of images per class; or a tuple ``(x, y)`` of numpy
             arrays. See `list_sources`.
         image_size: ``(height, width)`` every image is resized to (bilinear).
         batch_size: Batch size of all three datasets.
         validation_split: Fraction of examples held out for validation.
-        test_split: Fraction of examples held out for test.
+        test_split: Fraction of examples held out for test. For the full
+            Fashion-MNIST, test examples come only from its official test
+            split (all 10,000 from ``test_split`` 1/7 up) and validation
+            examples only from its training split.
         seed: Seed of the split, of ``samples_per_class``, of the train
             shuffle and of the augmentation (not of the embedded data's content).
         augment: Train-time augmentation: ``None``/``False``, ``True`` or
@@ -248,9 +258,13 @@ def load(
         shuffle: Shuffle the train split: a seeded permutation, then a
             seeded shuffle buffer of up to ``SHUFFLE_BUFFER`` (2048) examples
             that reshuffles every epoch (a full shuffle up to that size).
-        cache: Cache decoded, resized images in memory after the first epoch.
-        data_dir: TFDS data dir (only for ``"tfds:"`` sources).
-        verbose: Folders: show a progress bar while checking files, and a summary line.
+        cache: Cache decoded, resized images in memory after the first epoch
+            (not for Fashion-MNIST, whose uint8 images are in memory and
+            resized per batch).
+        data_dir: TFDS data dir (``"tfds:"`` sources), or a folder holding
+            Fashion-MNIST's four IDX files (``"fashion_mnist"``).
+        verbose: Folders: show a progress bar while checking files, and a
+            summary line. Fashion-MNIST: say which files were used.
 
     Returns:
         A `DataBundle`. Splits are stratified per class and seeded;
@@ -259,7 +273,8 @@ def load(
     Raises:
         InvalidArgumentError: On a bad argument value or an unknown source name.
         InvalidTypeError: On a source of an unsupported type.
-        DataSourceNotFoundError: If a folder path does not exist.
+        DataSourceNotFoundError: If a folder path does not exist, or a
+            Fashion-MNIST ``data_dir`` lacks one of the files.
         DataError: If the source is malformed (empty classes, bad arrays, ...).
         LabelError: If array labels fall outside the classes.
         CorruptImageError: With ``strict=True``, on the first corrupt image.
@@ -277,7 +292,12 @@ def load(
 
     data = _read_source(source, image_size, class_names, strict, data_dir, verbose)
     num_classes = len(data.class_names)
-    train, val, test = stratified_split(data.labels, validation_split, test_split, seed)
+    if data.test_only is not None:
+        train, val, test = split_with_test_set(
+            data.labels, data.test_only, validation_split, test_split, seed
+        )
+    else:
+        train, val, test = stratified_split(data.labels, validation_split, test_split, seed)
     for name, fraction, held in (
         ("validation_split", validation_split, val),
         ("test_split", test_split, test),
@@ -321,7 +341,7 @@ def load(
             train=split == "train",
             batch_size=batch_size,
             shuffle=shuffle,
-            cache=cache,
+            cache=cache and data.cacheable,
             seed=seed,
             augmentation=augmentation,
         )

@@ -4,6 +4,8 @@ A source (embedded, folder, TFDS, arrays) is read into a `SourceData`:
 one integer label per example (so splits can be drawn without touching
 pixels) and a function that turns a set of example indices into an unbatched
 ``tf.data.Dataset`` of ``(image float32 [H, W, 3] in 0..255, label int32)``.
+A source with an official test set (Fashion-MNIST) marks its examples, which
+may then only be drawn into the test split.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ class SourceData:
             ``(image, label)`` pairs for exactly those examples: in the order
             given, or for sources read sequentially (TFDS) in source order.
         skipped_files: Files left out because they could not be decoded.
+        test_only: Bool mask ``[N]`` of the examples of an official test set,
+            which may only be drawn into the test split (never train or
+            validation), or ``None``.
+        cacheable: Whether ``load(cache=True)`` may cache the converted
+            float32 images. ``False`` for sources that hold uint8 pixels in
+            memory and convert them per batch, where a float32 cache would
+            only multiply memory.
     """
 
     labels: np.ndarray
@@ -38,6 +47,8 @@ class SourceData:
     description: str
     make_dataset: Callable[[np.ndarray], tf.data.Dataset]
     skipped_files: list[str] = field(default_factory=list)
+    test_only: np.ndarray | None = None
+    cacheable: bool = True
 
 
 def check_class_names(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["stratified_split", "take_per_class"]
+__all__ = ["split_with_test_set", "stratified_split", "take_per_class"]
 
 
 def _allocate(
@@ -92,6 +92,79 @@ def stratified_split(
         return np.sort(np.concatenate(parts)).astype(np.int64)
 
     return _join(train), _join(val), _join(test)
+
+
+def _draw(
+    labels: np.ndarray,
+    pool: np.ndarray,
+    total: int,
+    keep_one: bool,
+    classes: np.ndarray,
+    priority: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``total`` of the indices ``pool`` per class, in proportion to the classes' sizes.
+
+    Returns:
+        ``(drawn, rest)``: sorted int64 indices.
+    """
+    pool_labels = labels[pool]
+    counts = np.array([np.count_nonzero(pool_labels == c) for c in classes], dtype=np.int64)
+    capacity = np.maximum(counts - 1, 0) if keep_one else counts
+    quotas = total * counts / max(1, len(pool))
+    alloc = _allocate(total, quotas, capacity, priority)
+    drawn, rest = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for cls, n in zip(classes, alloc):
+        members = rng.permutation(pool[pool_labels == cls])
+        drawn.append(members[: int(n)])
+        rest.append(members[int(n) :])
+    return np.sort(np.concatenate(drawn)), np.sort(np.concatenate(rest))
+
+
+def split_with_test_set(
+    labels: np.ndarray,
+    test_only: np.ndarray,
+    validation_split: float,
+    test_split: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a source that has an official test set, keeping that set apart.
+
+    The sizes are those of `stratified_split` (``round(fraction * N)`` of all
+    ``N`` examples, at least one when the fraction is positive), but the test
+    examples are drawn only from the official test set (all of it when the
+    fraction asks for more) and the validation examples only from the rest,
+    each stratified per class and seeded. Test-set examples that are not drawn
+    are left out of every split; with ``test_split=0`` the test set is unused.
+
+    Args:
+        labels: Integer class label per example, shape ``[N]``.
+        test_only: Bool mask ``[N]`` of the official test set.
+        validation_split: Fraction of examples for validation, in ``[0, 1)``.
+        test_split: Fraction of examples for test, in ``[0, 1)``.
+        seed: Seed of the random draw.
+
+    Returns:
+        ``(train, val, test)``: sorted, disjoint int64 index arrays; ``test``
+        holds official test examples only, ``train`` and ``val`` none.
+    """
+    labels = np.asarray(labels)
+    test_only = np.asarray(test_only, dtype=bool)
+    n = len(labels)
+    rng = np.random.default_rng([seed, 3])
+    classes = np.unique(labels)
+    priority = rng.random((2, len(classes)))
+    train_pool = np.flatnonzero(~test_only).astype(np.int64)
+    test_pool = np.flatnonzero(test_only).astype(np.int64)
+    val = test = np.zeros(0, np.int64)
+    train = train_pool
+    if validation_split > 0:
+        total = max(1, round(validation_split * n))
+        val, train = _draw(labels, train_pool, total, True, classes, priority[0], rng)
+    if test_split > 0:
+        total = min(len(test_pool), max(1, round(test_split * n)))
+        test, _ = _draw(labels, test_pool, total, False, classes, priority[1], rng)
+    return train, val, test
 
 
 def take_per_class(
