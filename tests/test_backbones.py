@@ -37,7 +37,7 @@ DEEPER = {f"efficientnet_b{i}" for i in range(1, 8)} | {
     "efficientnet_v2_b1", "efficientnet_v2_b2", "efficientnet_v2_b3", "efficientnet_v2_s",
     "efficientnet_v2_l", "convnext_small", "convnext_base", "convnext_large", "convnext_xlarge",
     "densenet169", "densenet201", "resnet101", "resnet152", "resnet101_v2", "resnet152_v2",
-    "vgg19"}
+    "vgg19"} | {f"efficientnet_lite{i}" for i in range(1, 5)}
 
 
 def _table(name):

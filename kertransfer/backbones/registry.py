@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kertransfer.backbones.applications import application_specs
+from kertransfer.backbones.efficientnet_lite import lite_specs
 from kertransfer.backbones.sequence import sequence_specs
 from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import (
@@ -171,5 +172,5 @@ def list_backbones(pattern: str | None = None, family: str | None = None) -> lis
     return names
 
 
-for _spec in (*application_specs(), *sequence_specs()):
+for _spec in (*application_specs(), *lite_specs(), *sequence_specs()):
     register_backbone(_spec)
