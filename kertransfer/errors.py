@@ -24,6 +24,7 @@ __all__ = [
     "WeightsError",
     "WeightsNotFoundError",
     "WeightsMismatchError",
+    "WeightsConversionError",
     "DataError",
     "DataSourceNotFoundError",
     "DataUnavailableError",
@@ -72,6 +73,10 @@ class WeightsNotFoundError(WeightsError, FileNotFoundError):
 
 class WeightsMismatchError(WeightsError):
     """A weights file belongs to another architecture."""
+
+
+class WeightsConversionError(WeightsError, RuntimeError):
+    """Converted weights fail their parity checks (``kertransfer weights install``)."""
 
 
 class DataError(KertransferError, ValueError):

@@ -27,6 +27,52 @@ def run_backbones(args) -> int:
     return 0
 
 
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def run_weights(args) -> int:
+    import sys
+
+    from kertransfer.errors import KertransferError
+    from kertransfer.models.imagenet import install_weights, installable, installed_weights
+
+    if args.action is None:
+        args._parser.print_help()
+        return 2
+    if args.action == "install":
+        status = 0
+        for name in args.names:
+            try:
+                install_weights(name, cache_dir=args.cache_dir, force=args.force,
+                                verbose=args.verbose)
+            except KertransferError as exc:
+                print(f"kertransfer weights install: error: {exc}", file=sys.stderr)
+                status = 2
+        return status
+    rows = installed_weights(args.cache_dir)
+    if args.json:
+        print(json.dumps({"files": rows, "installable": installable()}, indent=2))
+        return 0
+    from kertransfer.models.imagenet.install import cache_folder
+
+    folder = cache_folder(args.cache_dir)
+    if rows:
+        _table([("backbone", "file", "size", "status", "source")] + [
+            (r["backbone"] or "-", r["file"],
+             "-" if r["size"] is None else f"{r['size'] / 1e6:.1f} MB", r["status"],
+             r["source"] or "-") for r in rows])
+        print(f"\n{len(rows)} files in {folder}")
+    else:
+        print(f"No weights in {folder}")
+    print(f"Installable offline (kertransfer weights install NAME): {', '.join(installable())}")
+    return 0
+
+
 def run_info(args) -> int:
     from kertransfer.freezing import trainable_summary
     from kertransfer.training.run_folder import find_model, load_model

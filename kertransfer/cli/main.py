@@ -51,6 +51,43 @@ def _add_backbones(sub) -> None:
     p.set_defaults(command="backbones")
 
 
+def _add_weights(sub) -> None:
+    p = sub.add_parser("weights", help="install real ImageNet weights offline, list the cache",
+                       description="Manage the weights cache that weights='imagenet' reads "
+                       "($KERAS_HOME/models, ~/.keras/models by default). `install` converts "
+                       "ImageNet weights from packages of the offline-weights extra (pip "
+                       "install -e \".[offline-weights]\"), checks them and installs them "
+                       "under Keras' own file names; `list` shows what the cache holds.",
+                       formatter_class=_FORMATTER)
+    actions = p.add_subparsers(title="actions", metavar="ACTION")
+    inst = actions.add_parser("install", help="convert, check and install ImageNet weights",
+                              description="Convert the ImageNet weights of each NAME from its "
+                              "package (no network), check them (top-1 on sample photos; "
+                              "MobileNet v1 also against its original graph) and install them "
+                              "atomically into the cache. An installed, unchanged file is left "
+                              "alone unless --force.", formatter_class=_FORMATTER)
+    inst.add_argument("names", nargs="+", metavar="NAME",
+                      help="backbones to install, e.g. mobilenet (kertransfer weights list "
+                      "names them all)")
+    inst.add_argument("--force", action="store_true",
+                      help="convert again and replace files already present")
+    inst.add_argument("--cache-dir", default=None,
+                      help="folder to install into; None: $KERAS_HOME/models")
+    inst.add_argument("--verbose", type=int, default=1, choices=[0, 1],
+                      help="0 silent, 1 progress and the checks' results")
+    inst.set_defaults(command="weights", action="install")
+    lst = actions.add_parser("list", help="show the weights in the cache",
+                             description="List the files of the weights cache: those kertransfer "
+                             "installed (backbone, size, source, whether unchanged) and Keras' "
+                             "other downloads, then the backbones `install` can install.",
+                             formatter_class=_FORMATTER)
+    lst.add_argument("--cache-dir", default=None,
+                     help="folder to list; None: $KERAS_HOME/models")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lst.set_defaults(command="weights", action="list")
+    p.set_defaults(command="weights", action=None, _parser=p)
+
+
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="show what trains in a saved model",
                        description="Print the per-block trainable summary of a .keras model "
@@ -433,13 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kertransfer`` command."""
     parser = argparse.ArgumentParser(
         prog="kertransfer",
-        description="Transfer learning for Keras 3: backbones, freezing, training, search, "
-        "domain adaptation, pretraining, backbone ranking, Grad-CAM, run reports, lint, export, "
-        "demo.",
+        description="Transfer learning for Keras 3: backbones, offline ImageNet weights, "
+        "freezing, training, search, domain adaptation, pretraining, backbone ranking, Grad-CAM, "
+        "run reports, lint, export, demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_backbones(sub)
+    _add_weights(sub)
     _add_info(sub)
     _add_train(sub)
     _add_tune(sub)
