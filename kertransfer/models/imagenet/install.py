@@ -35,11 +35,14 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
-from kertransfer.models.imagenet import mobilenet_v1
+from kertransfer.models.imagenet import lite, mobilenet_v1
 
 #: Backbone name: its converter, ``convert(destination_dir, *, name, verbose) -> report``.
 CONVERTERS: dict[str, Callable[..., dict]] = {
     "mobilenet": mobilenet_v1.convert,
+    "efficientnet_lite0": lite.convert,
+    "efficientnet_lite1": lite.convert,
+    "efficientnet_lite2": lite.convert,
 }
 MANIFEST = "kertransfer_weights.json"
 _TMP_PREFIX = ".kertransfer-install-"
