@@ -80,3 +80,38 @@ def tiny_data():
     for c in range(4):
         x[y == c, : 4 * (c + 1) // 2, :, c % 3] = 255.0
     return x, y.astype("int32")
+
+
+# -- real ImageNet weights, offline ---------------------------------------------------------
+
+def offline(monkeypatch):
+    """No download can happen through Keras' file utilities."""
+    from keras.src.utils import file_utils
+
+    def no_network(*args, **kwargs):
+        raise OSError("URL fetch failure: this test has no network")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """MobileNet v1 installed into a fresh KERAS_HOME: (home, the install report)."""
+    import json
+
+    from kertransfer.models.imagenet import install
+
+    home = tmp_path_factory.mktemp("keras_home")
+    report = install.install_weights("mobilenet", cache_dir=home / "models", verbose=1)
+    for name, check in report["checks"].items():  # the measured parity, in the test log
+        print(name, json.dumps(check))
+    return home, report
+
+
+@pytest.fixture
+def keras_home(installed, monkeypatch):
+    """KERAS_HOME points at the installed cache, and no download can happen."""
+    home, _ = installed
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    offline(monkeypatch)
+    return home

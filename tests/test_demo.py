@@ -1,4 +1,5 @@
-"""The offline demo, on the tiny registered backbone (quick epochs)."""
+"""The offline demos: digits on the tiny registered backbone, ImageNet MobileNet v1 on
+Fashion-MNIST (quick epochs)."""
 
 import json
 
@@ -18,7 +19,7 @@ def test_quick_demo_runs_staged_transfer_and_saves_the_run(tiny_backbone_name, t
 
     monkeypatch.setattr(training, "fine_tune", recording_fine_tune)
     out = demo.run_demo(out=str(tmp_path / "run"), seeds=(0,), backbone=tiny_backbone_name,
-                        quick=True, verbose=1)
+                        quick=True, task="digits", verbose=1)
     printed = capsys.readouterr().out
 
     # The transfer arm is the two-stage recipe: head first, then the whole network.
@@ -55,3 +56,22 @@ def test_quick_demo_runs_staged_transfer_and_saves_the_run(tiny_backbone_name, t
     table = printed.split(f"$ kertransfer predict {version}")[1].splitlines()
     assert table[1].split() == ["file", "top-1", "top-2"]
     assert sum(".png" in line for line in table) == 6
+
+
+def test_quick_imagenet_demo_transfers_to_fashion_mnist(keras_home, tmp_path, capsys):
+    out = demo.run_demo(out=str(tmp_path / "run"), seeds=(0,), quick=True, verbose=1)
+    printed = capsys.readouterr().out
+    arms = list(out["per_seed"][0]["test_accuracy"])
+    assert arms == ["fine_tune (ImageNet mobilenet, defaults)",
+                    "linear probe (ImageNet features)", "scratch (random init)",
+                    "raw-pixel logistic regression"]
+    scores = out["per_seed"][0]["test_accuracy"]
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # Real ImageNet features separate clothing well above chance with 100 labels.
+    assert scores["linear probe (ImageNet features)"] > 0.5
+    assert "held-out Fashion-MNIST accuracy" in out["table"]
+    meta = json.loads((out["export"] / "kertransfer_export.json").read_text())
+    assert meta["classes"][0] == "T-shirt/top"
+    pngs = sorted(p.name for p in (out["out"] / "samples").iterdir())
+    assert len(pngs) == 6 and all("/" not in name for name in pngs)
+    assert f"$ kertransfer predict {out['export']}" in printed

@@ -1,7 +1,8 @@
 """Real ImageNet weights offline: `kertransfer weights install`, MobileNet v1, Keras' own loader.
 
 MobileNet v1 is converted once per session (about 4 s) from the ``nudity``
-package of the offline-weights extra into a temporary ``KERAS_HOME``.
+package of the offline-weights extra into a temporary ``KERAS_HOME`` (the
+``installed`` and ``keras_home`` fixtures of ``conftest.py``).
 """
 
 import json
@@ -17,6 +18,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from conftest import offline as _offline
 
 import kertransfer as kt
 from kertransfer.errors import (
@@ -31,34 +33,6 @@ from kertransfer.models import weights as weights_module
 from kertransfer.models.imagenet import checks, install, mobilenet_v1
 
 NO_TOP, TOP = "mobilenet_1_0_224_tf_no_top.h5", "mobilenet_1_0_224_tf.h5"
-
-
-@pytest.fixture(scope="session")
-def installed(tmp_path_factory):
-    """MobileNet v1 installed into a fresh KERAS_HOME: (home, the install report)."""
-    home = tmp_path_factory.mktemp("keras_home")
-    report = install.install_weights("mobilenet", cache_dir=home / "models", verbose=1)
-    for name, check in report["checks"].items():  # the measured parity, in the test log
-        print(name, json.dumps(check))
-    return home, report
-
-
-@pytest.fixture
-def keras_home(installed, monkeypatch):
-    """KERAS_HOME points at the installed cache, and no download can happen."""
-    home, _ = installed
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    _offline(monkeypatch)
-    return home
-
-
-def _offline(monkeypatch):
-    from keras.src.utils import file_utils
-
-    def no_network(*args, **kwargs):
-        raise OSError("URL fetch failure: this test has no network")
-
-    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
 
 
 def test_conversion_matches_the_original_graph_and_classifies_the_photos(installed):

@@ -438,5 +438,5 @@ def run_demo(args) -> int:
     from kertransfer.demo import run_demo as demo
 
     demo(out=args.out, seeds=args.seeds, labels_per_class=args.labels_per_class,
-         backbone=args.backbone, quick=args.quick, verbose=args.verbose)
+         backbone=args.backbone, quick=args.quick, task=args.task, verbose=args.verbose)
     return 0

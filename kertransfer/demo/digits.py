@@ -1,4 +1,5 @@
-"""The offline demo: pretrain on digits, transfer to digits_m, compare with scratch.
+"""The digits demo (``kertransfer demo --task digits``): pretrain on digits, transfer to
+digits_m, compare with scratch.
 
 Steps (all offline, on the embedded data):
 
@@ -27,39 +28,23 @@ they otherwise lag the weights and inference collapses to chance.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
-import statistics
 import time
 from collections.abc import Sequence
 
 import numpy as np
+
+from kertransfer.demo.common import pixel_baseline, say
 
 IMAGE_SIZE = (32, 32)
 HEAD_EPOCHS = 5  # transfer: epochs of head training before the whole network trains
 LR_MULT = 0.3  # transfer: rate of the fine-tuning phase relative to the head's
 
 
-def _log(msg: str, verbose: int) -> None:
-    if verbose:
-        print(msg, flush=True)
-
-
 def _seed_all(seed: int) -> None:
     import keras
 
     keras.utils.set_random_seed(seed)
-
-
-def pixel_baseline(data) -> float:
-    """Held-out accuracy of logistic regression on raw pixels (the floor)."""
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = data.as_numpy("train")
-    xt, yt = data.as_numpy("test")
-    clf = LogisticRegression(max_iter=2000, C=0.01)
-    clf.fit(x.reshape(len(x), -1) / 255.0, y)
-    return float(clf.score(xt.reshape(len(xt), -1) / 255.0, yt))
 
 
 def pretrain_source(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_small",
@@ -107,14 +92,14 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     fit_verbose = 2 if verbose >= 2 else 0
     times: dict[str, float] = {}
 
-    _log(f"[seed {seed}] 1/3 pretraining {backbone} on digits ({pretrain_epochs} epochs)",
+    say(f"[seed {seed}] 1/3 pretraining {backbone} on digits ({pretrain_epochs} epochs)",
          verbose)
     t0 = time.perf_counter()
     src_model, weights_path, src_acc = pretrain_source(seed, workdir, backbone=backbone,
                                                        epochs=pretrain_epochs,
                                                        fit_verbose=fit_verbose)
     times["pretrain"] = time.perf_counter() - t0
-    _log(f"[seed {seed}]     source val accuracy {src_acc:.3f} ({times['pretrain']:.0f}s)",
+    say(f"[seed {seed}]     source val accuracy {src_acc:.3f} ({times['pretrain']:.0f}s)",
          verbose)
 
     target = load_target(seed, labels_per_class)
@@ -122,7 +107,7 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     results["source model, no target labels"] = _source_only(src_model, target)
 
     head_epochs = min(HEAD_EPOCHS, target_epochs - 1)
-    _log(f"[seed {seed}] 2/3 transfer: {target.counts['train']} digits_m labels; the head "
+    say(f"[seed {seed}] 2/3 transfer: {target.counts['train']} digits_m labels; the head "
          f"{head_epochs} epochs on cached features, then the whole network "
          f"{target_epochs - head_epochs} epochs (kertransfer.fine_tune)", verbose)
     t0 = time.perf_counter()
@@ -139,7 +124,7 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     results["transfer (pretrained on digits)"] = tr_metrics["test_accuracy"]
     times["transfer"] = time.perf_counter() - t0
 
-    _log(f"[seed {seed}] 3/3 scratch: same network, same labels ({target_epochs} epochs)",
+    say(f"[seed {seed}] 3/3 scratch: same network, same labels ({target_epochs} epochs)",
          verbose)
     t0 = time.perf_counter()
     _seed_all(seed)
@@ -165,91 +150,17 @@ def _source_only(model, target) -> float:
     return float(np.mean(pred == y))
 
 
-def format_table(per_seed: Sequence[dict]) -> str:
-    """Mean ± sd of held-out target accuracy per arm over seeds."""
-    arms = list(per_seed[0]["test_accuracy"])
-    lines = [f"{'held-out digits_m accuracy':<36} {'mean':>7} {'sd':>7}   per seed",
-             "-" * 72]
-    for arm in arms:
-        vals = [r["test_accuracy"][arm] for r in per_seed]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        each = " ".join(f"{v:.3f}" for v in vals)
-        lines.append(f"{arm:<36} {statistics.mean(vals):>7.3f} {sd:>7.3f}   {each}")
-    return "\n".join(lines)
 
 
-def run_demo(out: str = "runs/demo", seeds: Sequence[int] = (0,), labels_per_class: int = 10,
-             backbone: str = "mobilenet_v3_small", quick: bool = False,
-             verbose: int = 1) -> dict:
-    """Run the demo and save it to ``out``; returns the results.
-
-    Args:
-        out: Run folder (``results.json``, ``table.txt``, the transferred
-            ``model.keras`` with its history and learning curve).
-        seeds: Seeds to run; the table shows mean and sd over them.
-        labels_per_class: Labelled target examples per class.
-        backbone: A registry name.
-        quick: Fewer epochs, for a smoke run.
-        verbose: 0 silent, 1 steps, 2 also per-epoch lines.
-
-    Returns:
-        ``{"table": str, "per_seed": [...], "out": path}``.
-    """
-    import tempfile
-
-    from kertransfer.training import run_folder, save_run
-
-    start = time.perf_counter()
+def run(seeds: Sequence[int], workdir: pathlib.Path, *, backbone: str | None = None,
+        labels_per_class: int = 10, quick: bool = False, verbose: int = 1):
+    """Every seed of the digits demo: ``(per_seed, header, title, config)``."""
+    backbone = backbone or "mobilenet_v3_small"
     epochs = {"pretrain_epochs": 2, "target_epochs": 3} if quick else {}
-    per_seed = []
-    with tempfile.TemporaryDirectory(prefix="kertransfer-demo-") as tmp:
-        for seed in seeds:
-            per_seed.append(run_seed(seed, pathlib.Path(tmp), backbone=backbone,
-                                     labels_per_class=labels_per_class, verbose=verbose,
-                                     **epochs))
-    table = format_table(per_seed)
+    per_seed = [run_seed(seed, workdir, backbone=backbone, labels_per_class=labels_per_class,
+                         verbose=verbose, **epochs) for seed in seeds]
     header = (f"kertransfer demo: {backbone} pretrained on digits, transferred to digits_m "
               f"with {labels_per_class} labels per class; {len(seeds)} seed(s)")
-    print("\n" + header + "\n" + table, flush=True)
-    last = per_seed[-1]
-    config = {
-        "demo": True, "backbone": backbone, "labels_per_class": labels_per_class,
-        "seeds": list(seeds), "image_size": list(IMAGE_SIZE), "quick": quick,
-        "class_names": last["_target"].class_names,
-        "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in per_seed],
-    }
-    path = save_run(last["_transfer_model"], out, config, last["_history"],
-                    stages=last["_stages"])
-    (path / run_folder.DEMO_TABLE_FILE).write_text(header + "\n" + table + "\n")
-    (path / run_folder.DEMO_RESULTS_FILE).write_text(json.dumps(config["results"], indent=2))
-    _log(f"Saved the run to {path}", verbose)
-    version = ship(last["_transfer_model"], last["_target"], path, verbose=verbose)
-    _log(f"Done ({time.perf_counter() - start:.0f}s in all)", verbose)
-    return {"table": table, "per_seed": config["results"], "out": path, "export": version}
-
-
-def ship(model, target, run: pathlib.Path, n_images: int = 6, verbose: int = 1) -> pathlib.Path:
-    """Export ``model`` to ``run/serving`` and run ``kertransfer predict`` on PNG files of
-    ``n_images`` held-out test images saved to ``run/samples`` (their true class is in
-    the file name). Returns the export's version folder."""
-    import keras
-    import tensorflow as tf
-
-    from kertransfer.export import export, format_predictions, predict
-    from kertransfer.training.run_folder import DEMO_SAMPLES_FOLDER, DEMO_SERVING_FOLDER
-
-    samples = run / DEMO_SAMPLES_FOLDER
-    samples.mkdir(exist_ok=True)
-    x, y = target.as_numpy("test")
-    for i in range(min(n_images, len(x))):
-        png = tf.io.encode_png(np.clip(np.round(x[i]), 0, 255).astype("uint8")).numpy()
-        (samples / f"test{i}_true_{target.class_names[int(y[i])]}.png").write_bytes(png)
-    # SavedModels are written by TensorFlow's converters; other backends ship .keras.
-    fmt = "saved_model" if keras.backend.backend() == "tensorflow" else "keras"
-    _log(f"\nExporting the transferred model ({fmt}) to {run / DEMO_SERVING_FOLDER}", verbose)
-    version = export(model, run / DEMO_SERVING_FOLDER, format=fmt, class_names=target.class_names,
-                     metadata={"demo": True}, verbose=verbose)
-    if verbose:  # what `kertransfer predict` runs and prints
-        print(f"\n$ kertransfer predict {version} {samples} --top-k 2", flush=True)
-        print(format_predictions(predict(version, [samples], top_k=2)), flush=True)
-    return version
+    config = {"task": "digits", "backbone": backbone, "labels_per_class": labels_per_class,
+              "image_size": list(IMAGE_SIZE), "quick": quick}
+    return per_seed, header, "held-out digits_m accuracy", config
