@@ -33,7 +33,7 @@ from kertransfer.errors import KertransferError
 from kertransfer.freezing import freeze, trainable_summary
 from kertransfer.lint import lint
 from kertransfer.methods.pretext import pretrain
-from kertransfer.models import TransferModel, build_transfer_model
+from kertransfer.models import TransferModel, build_imagenet_classifier, build_transfer_model
 from kertransfer.training import fine_tune, lr_find, recalibrate_batchnorm
 from kertransfer.transferability import rank_backbones
 from kertransfer.tuning import TransferHyperModel, tune
@@ -46,6 +46,7 @@ __all__ = [
     "TransferModel",
     "__version__",
     "backbones",
+    "build_imagenet_classifier",
     "build_transfer_model",
     "callbacks",
     "data",

@@ -104,6 +104,11 @@ def _cut(inputs, fmap, outputs, layer: str):
             received={"layer": layer})) from err
 
 
+def _inputs(model):
+    """The model's input tensor (its list, for several): the structure a call passes."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def _split_classifier(model, layer: str | None):
     """The split of any functional Keras image classifier, at one of its own layers."""
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
@@ -112,7 +117,7 @@ def _split_classifier(model, layer: str | None):
             "Sequential API (or by kertransfer.build_transfer_model).",
             received={"model": type(model).__name__}))
     chosen = _pick(_conv_layers(model), layer, f"The model {model.name!r}")
-    bottom, top = _cut(model.inputs, chosen.output, model.outputs, chosen.name)
+    bottom, top = _cut(_inputs(model), chosen.output, model.outputs, chosen.name)
     return bottom, top, chosen.name
 
 
@@ -132,11 +137,11 @@ def _split(model, layer: str | None):
                 "The backbone's output is not a spatial feature map [batch, h, w, channels].",
                 fix="Grad-CAM explains convolutional backbones; name a layer with layer=...",
                 received={"backbone output": tuple(fmap.shape)}))
-        return (keras.Model(model.inputs, fmap, name="to_feature_map"),
+        return (keras.Model(_inputs(model), fmap, name="to_feature_map"),
                 keras.Model(fmap, model.output, name="from_feature_map"), backbone.name)
     inner = _pick(_conv_layers(backbone), layer, "The backbone").output
     to_inner, from_inner = _cut(backbone.input, inner, backbone.output, layer)
-    bottom = keras.Model(model.inputs, to_inner(model.layers[at - 1].output),
+    bottom = keras.Model(_inputs(model), to_inner(model.layers[at - 1].output),
                          name="to_feature_map")
     inputs = keras.Input(tuple(inner.shape[1:]))
     top = keras.Model(inputs, _layers_after(model, backbone.name, from_inner(inputs)),

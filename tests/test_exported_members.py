@@ -7,7 +7,8 @@ def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
         "BackboneSpec", "KertransferError", "TransferHyperModel", "TransferModel",
         "__version__", "backbones",
-        "build_transfer_model", "callbacks", "data", "errors", "explain", "export", "fewshot",
+        "build_imagenet_classifier", "build_transfer_model", "callbacks", "data", "errors",
+        "explain", "export", "fewshot",
         "fine_tune", "freeze",
         "freezing",
         "get_backbone_spec", "lint", "list_backbones", "lr_find", "methods", "models", "optimizers",

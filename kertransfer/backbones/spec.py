@@ -80,12 +80,14 @@ class BackboneSpec:
         module_name, _, attr = self.constructor.rpartition(".")
         return getattr(importlib.import_module(module_name), attr)
 
-    def construct(self, input_shape: tuple[int, ...], weights: str | None = None) -> Any:
-        """Build the headless network (``include_top=False``)."""
+    def construct(self, input_shape: tuple[int, ...] | None, weights: str | None = None,
+                  include_top: bool = False) -> Any:
+        """Build the headless network (or, with ``include_top``, the whole classifier;
+        ``input_shape=None`` is then the family's default size)."""
         ctor = self.resolve_constructor()
         return ctor(
-            include_top=False,
+            include_top=include_top,
             weights=weights,
-            input_shape=tuple(input_shape),
+            input_shape=None if input_shape is None else tuple(input_shape),
             **dict(self.constructor_kwargs),
         )

@@ -160,11 +160,13 @@ def _install_hint(name: str) -> str | None:
     return install_command(name)
 
 
-def construct_with_imagenet(spec, input_shape) -> keras.Model:
+def construct_with_imagenet(spec, input_shape, include_top: bool = False) -> keras.Model:
     """Construct ``spec`` with ImageNet weights through the Keras cache.
 
     Keras' file for the size (``get_file``, ``model.load_weights``) is read
-    from `keras_cache_dir`. At a size Keras has no file for, the 224-pixel
+    from `keras_cache_dir`. With ``include_top``, the whole ImageNet classifier
+    at the family's own size (``input_shape`` then names the size asked for).
+    At a size Keras has no file for, the 224-pixel
     file is used, and kertransfer says so once per process instead of Keras'
     warning on every build; for MobileNet v1 a missing 128/160/192 file is
     also replaced by a cached 224 file.
@@ -176,11 +178,13 @@ def construct_with_imagenet(spec, input_shape) -> keras.Model:
         WeightsError: The cached file exists but does not load.
     """
     record: list = []
-    shape = tuple(input_shape)
+    shape = tuple(input_shape) if input_shape is not None else (spec.default_size,
+                                                                spec.default_size, 3)
     try:
         with _keras_get_file(spec, shape, record), warnings.catch_warnings(record=True) as caught:
             warnings.filterwarnings("always", message=_DEFAULT_SIZE_WARNING.pattern)
-            model = spec.construct(shape, weights="imagenet")
+            model = spec.construct(None if include_top else shape, weights="imagenet",
+                                   include_top=include_top)
     except Exception as exc:  # noqa: BLE001 - any download or load failure
         if not record:  # not Keras' loading path: the constructor's own error
             raise

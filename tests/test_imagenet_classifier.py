@@ -1,0 +1,66 @@
+"""The ImageNet classifier as a transfer model: real predictions, Grad-CAM on a real photo, LEEP."""
+
+import keras
+import numpy as np
+import pytest
+import skimage.data
+
+import kertransfer as kt
+from kertransfer.errors import InvalidArgumentError
+from kertransfer.explain import grad_cam
+from kertransfer.models.imagenet import classifier
+
+
+def _photo(name, size=224):
+    image = getattr(skimage.data, name)().astype("float32")
+    return keras.ops.convert_to_numpy(
+        keras.ops.image.resize(image[None], (size, size), antialias=True)), image.shape
+
+
+@pytest.fixture
+def mobilenet(keras_home):
+    return kt.build_imagenet_classifier("mobilenet")
+
+
+def test_the_classifier_predicts_imagenet_as_keras_own_model(mobilenet):
+    photos = np.concatenate([_photo("chelsea")[0], _photo("coffee")[0]])
+    p = mobilenet.predict(photos, verbose=0)
+    assert p.shape == (2, 1000)
+    assert list(p.argmax(-1)) == [285, 967]  # Egyptian cat, espresso
+    reference = keras.applications.MobileNet(weights="imagenet")
+    x = keras.applications.mobilenet.preprocess_input(photos.copy())
+    np.testing.assert_allclose(p, reference.predict(x, verbose=0), atol=1e-5)
+    assert mobilenet.get_layer("predictions").kernel.shape == (1024, 1000)
+
+
+def test_grad_cam_on_the_cat_photo_lies_mostly_on_the_cat(mobilenet):
+    x, (height, width, _) = _photo("chelsea")
+    result = grad_cam(mobilenet, x)
+    assert result.class_index[0] == 285
+    heat = result.heatmaps[0]
+    # A box drawn by hand around the cat in the 451x300 photo: everything left of
+    # x = 370 (the blurred room on the right is background).
+    box = np.zeros_like(heat, dtype=bool)
+    box[:, : int(370 * heat.shape[1] / width)] = True
+    inside = heat[box].sum() / heat.sum()
+    assert inside >= 0.8  # 0.89 measured, with the box 82% of the image
+    assert heat[box].mean() >= 1.5 * heat[~box].mean()  # 1.8x measured
+
+
+def test_leep_reads_the_real_imagenet_probabilities(mobilenet):
+    data = kt.data.load("fashion_mnist_subset", image_size=(96, 96), samples_per_class=6,
+                        validation_split=0.0, test_split=0.0, seed=0, verbose=0)
+    small = kt.build_imagenet_classifier("mobilenet", input_shape=(96, 96, 3))
+    ranking = kt.rank_backbones([small], data, metrics=("leep", "logme"))
+    row = ranking.rows[0]
+    assert row["leep"] is not None and row["leep"] < 0  # LEEP is a log-likelihood
+
+
+def test_a_classifier_that_is_not_pooling_and_one_layer_is_refused(monkeypatch):
+    spec = kt.get_backbone_spec("mobilenet_v3_small")
+    monkeypatch.setattr(classifier, "construct_with_imagenet",
+                        lambda spec, shape, include_top: keras.applications.MobileNetV3Small(
+                            weights=None, include_top=True))
+    with pytest.raises(InvalidArgumentError,
+                       match=r"not global pooling and one dense.*Received: backbone="):
+        classifier.imagenet_head_weights(spec)
