@@ -90,7 +90,7 @@ def examples(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """Run the offline demo into runs/demo (extra arguments go to `kertransfer demo`)."""
-    session.install(".")
+    session.install(".[offline-weights]")
     session.run("kertransfer", "demo", "--out", "runs/demo", *session.posargs, env=_env())
 
 
