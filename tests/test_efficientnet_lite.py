@@ -389,3 +389,18 @@ def test_tflite_export(tmp_path):
                                     weights=None)
     path = kt.export(model, tmp_path, format="tflite", class_names=list("abcd"), verbose=0)
     assert (path / "model.tflite").is_file()
+
+
+@pytest.mark.slow
+def test_search_over_lite0_blocks(tmp_path, tiny_data):
+    hm = kt.TransferHyperModel("efficientnet_lite0", num_classes=4, input_shape=(32, 32, 3),
+                               weights=None, epochs=2, batch_size=32,
+                               space={"head_epochs": 1})
+    assert "efficientnet_lite0/unfreeze" in hm.searched()
+    bundle = kt.data.load(tiny_data, image_size=(32, 32), batch_size=32, validation_split=0.25,
+                          seed=0, verbose=0)
+    result = kt.tune(hm, bundle, max_trials=2, directory=tmp_path / "search", verbose=0)
+    done = [r for r in result.results if r["status"] == "COMPLETED"]
+    assert len(done) == 2
+    best = keras.saving.load_model(tmp_path / "search" / "best_model.keras")
+    assert best.get_layer("backbone").get_layer("block7a_project_conv") is not None
