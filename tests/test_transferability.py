@@ -87,6 +87,32 @@ def test_h_score_of_label_features_is_the_number_of_classes_minus_one():
 
 
 @agnostic
+def test_wide_features_score_from_their_gram_matrix_as_from_the_matrix_itself(monkeypatch):
+    from kertransfer import transferability
+
+    # Pixel-like float32 features (0-255, far from centred), wider than long, read in
+    # 48-column blocks: 4 blocks and a remainder.
+    monkeypatch.setattr(transferability, "_BLOCK", 48)
+    rng = np.random.default_rng(3)
+    y = _labels(60, 4)
+    f = rng.integers(0, 256, (60, 200)).astype("float32")
+    f[:, :4] += 60 * np.eye(4, dtype="float32")[y]
+    wide = transferability._Features(f)
+    direct = transferability._Features(f.astype("float64"))
+    direct.wide = False  # the SVD of the [60, 200] matrix and scikit-learn's Ledoit-Wolf
+    assert wide.wide
+    assert transferability._logme(wide, y) == pytest.approx(transferability._logme(direct, y),
+                                                            rel=1e-9)
+    for shrinkage in (True, False):
+        assert transferability._h_score(wide, y, shrinkage) == pytest.approx(
+            transferability._h_score(direct, y, shrinkage), rel=1e-7)
+    assert logme(f, y) == pytest.approx(transferability._logme(direct, y), rel=1e-9)
+    # Rank-deficient wide features (repeated rows): rounding is not taken for variance.
+    g = np.repeat(f[:20], 3, axis=0)
+    assert h_score(g, y, shrinkage=False) <= 3.0 + 1e-9
+
+
+@agnostic
 def test_bad_inputs_are_named():
     with pytest.raises(DataError, match=r"2-D.*Received: features='shape \(5,\)'"):
         logme(np.zeros(5), np.zeros(5, int))
