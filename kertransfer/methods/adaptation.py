@@ -103,9 +103,30 @@ def adabn(model, target, *, steps: int | None = None, batch_size: int | None = N
     a DataBundle or ArrayData, whose train split is read unaugmented); labels
     are ignored. ``batch_size`` batches arrays (default 32). Returns the
     number of batches used.
+
+    AdaBN assumes each BatchNorm layer holds the *source* domain's
+    statistics. A layer that stayed frozen (``bn="frozen"``, the usual
+    setting for fine-tuning pretrained weights) holds the pretraining data's
+    (ImageNet's), and the layers above were trained against those; replacing
+    them with the target's broke a model here (MobileNet v1 from ImageNet,
+    digits -> digits_m: 0.517 -> 0.103, chance). So a `UserWarning` names
+    such layers; train with ``bn="trainable"`` before adapting.
     """
+    import warnings
+
     from kertransfer.data.adapter import as_batches
     from kertransfer.training import recalibrate_batchnorm
+    from kertransfer.training.batchnorm import batchnorm_layers
+
+    frozen = [bn.name for bn in batchnorm_layers(model, "all") if not bn.trainable]
+    if frozen:
+        shown = ", ".join(frozen[:3]) + (", ..." if len(frozen) > 3 else "")
+        warnings.warn(
+            f"adabn replaces the statistics of {len(frozen)} BatchNorm layer(s) that are "
+            f"frozen ({shown}): they hold the pretraining data's statistics, not the source "
+            "domain's, and the layers above were trained against them, so the model can "
+            "fall to chance. Train the source model with bn='trainable' before AdaBN.",
+            UserWarning, stacklevel=2)
 
     batches = as_batches(target, "target", images_only=True, batch_size=batch_size)
     return recalibrate_batchnorm(model, batches, steps=steps, verbose=verbose)
