@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kertransfer._log import print_msg
 from kertransfer.data.images import decode_file, to_model_image
 from kertransfer.data.sources import SourceData, check_class_names
 from kertransfer.errors import (
@@ -189,7 +190,8 @@ def folder_source(
         [np.full(len(group), i, dtype=np.int64) for i, group in enumerate(files)]
     )
     if verbose:
-        print(f"Found {len(paths)} images belonging to {len(class_dirs)} classes in {str(root)!r}.")
+        print_msg(f"Found {len(paths)} images belonging to {len(class_dirs)} classes in "
+                  f"{str(root)!r}.")
 
     def load_image(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return to_model_image(decode_file(path), image_size), label

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kertransfer._log import print_msg
 from kertransfer._seeds import seeded
 from kertransfer.errors import (
     DataError,
@@ -410,7 +411,7 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         path = run / BACKBONE_FILE
     if verbose:
         last = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items())
-        print(f"Pretrained ({task}, {epochs} epochs, {seconds:.0f}s): {last}"
+        print_msg(f"Pretrained ({task}, {epochs} epochs, {seconds:.0f}s): {last}"
               + (f"; backbone saved to {path}" if path else ""))
     return PretrainResult(backbone=base.backbone, pretext=pretext, path=path, history=history,
                           task=task, seconds=seconds)

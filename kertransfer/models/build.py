@@ -10,6 +10,7 @@ from typing import Any
 
 import keras
 
+from kertransfer._log import print_msg
 from kertransfer.backbones.blocks import blocks_from_model, check_blocks
 from kertransfer.backbones.custom import adapt_model
 from kertransfer.backbones.registry import get_backbone_spec
@@ -346,7 +347,7 @@ def build_transfer_model(
     if weights is not None and weights != "imagenet":
         report = load_backbone_weights(net, weights, strict=weights_strict)
         if verbose or not report.complete:
-            print(report)
+            print_msg(str(report))
 
     model = TransferModel(
         net,

@@ -14,6 +14,7 @@ from typing import Any
 
 from keras import ops
 
+from kertransfer._log import print_msg
 from kertransfer.backbones.blocks import is_batchnorm
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.inference import inference_except
@@ -105,5 +106,5 @@ def recalibrate_batchnorm(model, data: Any, *, layers: str = "all", steps: int |
                            received={"data": type(data).__name__})
         )
     if verbose:
-        print(f"Recalibrated {len(bns)} BatchNorm layers on {count} batches.")
+        print_msg(f"Recalibrated {len(bns)} BatchNorm layers on {count} batches.")
     return count

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kertransfer._log import print_msg
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.optimizers import make_optimizer
 
@@ -195,7 +196,7 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
         _plot(result, plot)
     if verbose:
         shown = ", ".join(f"{k} {v:.2e}" for k, v in suggestions.items())
-        print(f"\nlr_find: {len(lrs)} steps; suggestions: {shown}; using {method} = "
+        print_msg(f"\nlr_find: {len(lrs)} steps; suggestions: {shown}; using {method} = "
               f"{result.suggestion:.2e}" + (f"; plot {result.plot}" if result.plot else ""))
     del clone
     return result

@@ -42,6 +42,7 @@ import keras_tuner
 import numpy as np
 
 from kertransfer._fs import atomic_file
+from kertransfer._log import print_msg
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -415,7 +416,7 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
                              project_dir=directory / project_name, write=_atomic_write)
     if verbose and saved and "max_trials" in saved and saved["max_trials"] != max_trials \
             and tuner != "hyperband":
-        print(f"The search in {directory} had max_trials={saved['max_trials']}; it goes on "
+        print_msg(f"The search in {directory} had max_trials={saved['max_trials']}; it goes on "
               f"to max_trials={max_trials}")
 
     if trials_per_process is not None:
@@ -429,7 +430,7 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             done = sum(t.status == "COMPLETED" for t in kt_tuner.oracle.trials.values()) \
                 if not is_worker else 0
             if verbose and done:
-                print(f"Resuming the search in {directory / project_name}: {done} trial(s) "
+                print_msg(f"Resuming the search in {directory / project_name}: {done} trial(s) "
                       "completed already")
             kt_tuner.stop_after = _stop_after
             search_kwargs = {"verbose": verbose}
@@ -547,7 +548,7 @@ def _run_children(hypermodel, data, validation_data, directory: pathlib.Path, se
     while True:
         process += 1
         if verbose:
-            print(f"Search process {process} (at most {trials_per_process} trials)", flush=True)
+            print_msg(f"Search process {process} (at most {trials_per_process} trials)")
         code = subprocess.run(command).returncode
         if code == 0:
             return
@@ -645,7 +646,7 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
     objective = kt_tuner.oracle.objective.name
     table = format_results(rows, objective, kt_tuner.oracle.objective.direction)
     if verbose:
-        print(f"\nSearch results ({len(rows)} trials, objective {objective}):\n{table}")
+        print_msg(f"\nSearch results ({len(rows)} trials, objective {objective}):\n{table}")
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
@@ -686,12 +687,12 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
             model.save(tmp)
         written["best_model"] = directory / run_folder.SEARCH_MODEL_FILE
         if verbose:
-            print(f"Best: trial {trial.trial_id}, {objective} {trial.score:.4f}: "
+            print_msg(f"Best: trial {trial.trial_id}, {objective} {trial.score:.4f}: "
                   + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
     plot_trials(rows, directory / run_folder.TRIALS_FILE, objective)
     written["plot"] = directory / run_folder.TRIALS_FILE
     if verbose:
-        print("Wrote " + ", ".join(str(p) for p in written.values()))
+        print_msg("Wrote " + ", ".join(str(p) for p in written.values()))
     return written
 
 
