@@ -11,6 +11,10 @@ backbone and a simple classifier on its features do better:
   classification"): multinomial logistic regression on the L2-normalised
   features.
 
+`meta_train` (from `kertransfer.methods.episodic`) meta-trains a backbone's
+features on episodes of base classes, for these classifiers to use on new
+ones.
+
 `evaluate_episodes` scores either one on N-way K-shot episodes drawn from a
 labelled set, with a 95% confidence interval; features are computed once
 and reused by every episode.
@@ -36,9 +40,10 @@ import keras
 import numpy as np
 
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.methods.episodic import MetaTrainResult, meta_train
 
-__all__ = ["EpisodeResult", "LogisticClassifier", "PrototypeClassifier", "evaluate_episodes",
-           "extract_features"]
+__all__ = ["EpisodeResult", "LogisticClassifier", "MetaTrainResult", "PrototypeClassifier",
+           "evaluate_episodes", "extract_features", "meta_train"]
 
 CLASSIFIERS = ("prototype", "logistic")
 

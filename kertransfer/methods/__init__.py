@@ -10,6 +10,9 @@
 - Pretraining a backbone on a source task with `pretrain` (also
   ``kertransfer.pretrain``): ``"supervised"``, ``"rotation"``, ``"simclr"``
   or ``"autoencoder"``.
+- Episodic meta-training of a backbone's features with `meta_train` (also
+  ``kertransfer.fewshot.meta_train``): prototypical networks on N-way
+  K-shot episodes of base classes.
 """
 
 from kertransfer.methods.adaptation import (
@@ -20,6 +23,7 @@ from kertransfer.methods.adaptation import (
     coral_loss,
     dann_lambda,
 )
+from kertransfer.methods.episodic import EpisodeLogits, MetaTrainResult, meta_train
 from kertransfer.methods.fisher import EWC, fisher_diagonal
 from kertransfer.methods.lwf import LwF, add_head, fit_two_heads, learn_without_forgetting
 from kertransfer.methods.pretext import (
@@ -41,8 +45,9 @@ from kertransfer.methods.terms import (
     with_regularizers,
 )
 
-__all__ = ["EWC", "L2SP", "METHODS", "TASKS", "GradientReversal", "LwF", "PretextModel",
-           "PretrainResult", "Term", "adabn", "adapt", "add_head", "coral_loss", "dann_lambda",
-           "fisher_diagonal", "fit_two_heads", "learn_without_forgetting", "nt_xent",
-           "parameters", "pretrain", "regularizer_terms", "remove_regularizers", "rotate_batch",
-           "simclr_augmentation", "snapshot", "with_regularizers"]
+__all__ = ["EWC", "EpisodeLogits", "GradientReversal", "L2SP", "LwF", "METHODS", "MetaTrainResult",
+           "PretextModel", "PretrainResult", "TASKS", "Term", "adabn", "adapt", "add_head",
+           "coral_loss", "dann_lambda", "fisher_diagonal", "fit_two_heads",
+           "learn_without_forgetting", "meta_train", "nt_xent", "parameters", "pretrain",
+           "regularizer_terms", "remove_regularizers", "rotate_batch", "simclr_augmentation",
+           "snapshot", "with_regularizers"]
