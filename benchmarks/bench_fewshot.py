@@ -6,7 +6,9 @@ arm, 600 by default) on ``--novel-per-class`` images per class of classes
 test split, at 96x96 (gray shown as RGB). Features, each scored with the
 prototype and the logistic classifier of `kertransfer.fewshot`:
 
-- raw pixels (27,648 values): the baseline;
+- raw pixels at their own 28x28 (784 values; the 96x96 RGB copy holds no
+  more, and its 27,648 values make logistic regression's 1,200 fits slow):
+  the baseline;
 - ImageNet MobileNet v1, fixed (its pooled 1,024 features);
 - the same network meta-trained from its ImageNet weights with
   `kertransfer.fewshot.meta_train` (prototypical episodes, 5-way
@@ -75,7 +77,7 @@ def _data(seed, args):
     base = _split(images, labels, ~test, BASE, args.base_per_class, rng)
     # Development seeds score the novel classes' training images; reported seeds their test ones.
     novel = _split(images, labels, ~test if dev else test, NOVEL, args.novel_per_class, rng)
-    return (_images(base[0]), base[1]), (_images(novel[0]), novel[1])
+    return (_images(base[0]), base[1]), (_images(novel[0]), novel[1]), novel[0]
 
 
 def _score(features, novel_y, seed, args, label, out):
@@ -91,9 +93,9 @@ def _score(features, novel_y, seed, args, label, out):
 
 
 def run_fewshot(seed, tmp, args):
-    (base_x, base_y), (novel_x, novel_y) = _data(seed, args)
+    (base_x, base_y), (novel_x, novel_y), native = _data(seed, args)
     out = {}
-    _score(novel_x.reshape(len(novel_x), -1) / 255.0, novel_y, seed, args, "raw pixels", out)
+    _score(native.reshape(len(native), -1) / 255.0, novel_y, seed, args, "raw pixels", out)
     keras.utils.set_random_seed(seed)
     freeze = args.freeze if args.freeze == "none" else float(args.freeze)
     model = kt.build_transfer_model("mobilenet", 5, input_shape=SHAPE, weights="imagenet",
