@@ -86,6 +86,16 @@ class _ArrayPool:
         return self.x[rng.choice(self.by_class[c], k, replace=False)]
 
 
+def _check_classes(pool, need: int, ways: int, argument: str = "data") -> None:
+    """A `DataError` unless ``ways`` classes of the pool have ``need`` images each."""
+    usable = len(pool.classes(need))
+    if usable < ways:
+        raise DataError(format_message(
+            f"Only {usable} classes of {argument} have {need} images (shots + queries).",
+            expected=f"at least {ways} such classes",
+            received={"ways": ways, "shots + queries": need}))
+
+
 class _StreamPool:
     """Episode images from a stream: up to ``size`` images per class, refreshed batch by
     batch (each new image replaces a random one of its class once the class is full),
@@ -100,11 +110,7 @@ class _StreamPool:
             if not self._read(rng):
                 passes += 1
                 if passes > 1 or not self.pool:
-                    raise DataError(format_message(
-                        f"Only {len(self.classes(need))} classes of {argument} have "
-                        f"{need} images (shots + queries).",
-                        expected=f"at least {ways} such classes",
-                        received={argument: f"{len(self.pool)} classes"}))
+                    _check_classes(self, need, ways, argument)
 
     def _read(self, rng) -> bool:
         """Add one batch to the pool; False at the end of a pass (the stream restarts)."""
@@ -185,7 +191,7 @@ class MetaTrainResult:
     def __str__(self) -> str:
         last = ", ".join(f"{k} {v[self.best_epoch - 1]:.4f}" for k, v in self.history.items())
         epochs = len(self.history.get("loss", []))
-        return f"meta-trained {epochs} epochs (epoch {self.best_epoch} kept): {last}"
+        return f"Meta-trained {epochs} epochs (epoch {self.best_epoch} kept): {last}"
 
 
 class _Validation(keras.callbacks.Callback):
@@ -325,11 +331,7 @@ def meta_train(model, data, labels=None, *, ways: int = 5, shots: int = 5, queri
                 "data needs one label per image.", expected=f"{len(x)} labels",
                 received={"labels": f"{len(y)} labels"}))
         pool = _ArrayPool(x, y)
-        if len(pool.classes(need)) < ways:
-            raise DataError(format_message(
-                f"Only {len(pool.classes(need))} classes of data have {need} images "
-                "(shots + queries).", expected=f"at least {ways} such classes",
-                received={"ways": ways, "shots": shots, "queries": queries}))
+        _check_classes(pool, need, ways)
     else:
         pool = _StreamPool(as_batches(data, "data", labels=True, training=True, seed=seed),
                            "data", pool_per_class, need, ways, rng)
@@ -358,5 +360,5 @@ def meta_train(model, data, labels=None, *, ways: int = 5, shots: int = 5, queri
     result = MetaTrainResult(model=model, history=history, best_epoch=best,
                              scale=float(ops.convert_to_numpy(layer.scale)), seconds=seconds)
     if verbose:
-        print_msg(f"{str(result)[0].upper()}{str(result)[1:]} ({seconds:.0f}s)")
+        print_msg(f"{result} ({seconds:.0f}s)")
     return result
