@@ -96,6 +96,9 @@ def test_streamed_data_is_drawn_from_a_bounded_pool(tiny_backbone_name):
         pool.refresh(np.random.default_rng(1))
     assert sorted(pool.pool) == [0, 1, 2, 3, 4]
     assert all(len(items) == 8 for items in pool.pool.values())
+    few = _Batches(x[:16], y[:16], batch=4)  # class 0 alone, 16 images, read twice would be 32
+    with pytest.raises(DataError, match="Only 0 classes of data have 20 images"):
+        _StreamPool(few, "data", size=32, need=20, ways=1, rng=np.random.default_rng(0))
     model = kt.build_transfer_model(tiny_backbone_name, 5, input_shape=(16, 16, 3), weights=None,
                                     freeze="none")
     result = meta_train(model, _Batches(x[order], y[order], batch=10), ways=3, shots=1,

@@ -98,19 +98,18 @@ def _check_classes(pool, need: int, ways: int, argument: str = "data") -> None:
 
 class _StreamPool:
     """Episode images from a stream: up to ``size`` images per class, refreshed batch by
-    batch (each new image replaces a random one of its class once the class is full),
-    restarting the stream at its end."""
+    batch (each new image replaces a random one of its class once the class is full, or
+    once the stream has been read whole: an image is never pooled twice), restarting the
+    stream at its end."""
 
     def __init__(self, data, argument, size, need, ways, rng):
         self.data, self.argument, self.size = data, argument, int(size)
         self.pool: dict[Any, list] = {}
         self._it = None
-        passes = 0
+        self._seen_all = False  # after one whole pass, new images only replace pooled ones
         while len(self.classes(need)) < ways:
             if not self._read(rng):
-                passes += 1
-                if passes > 1 or not self.pool:
-                    _check_classes(self, need, ways, argument)
+                _check_classes(self, need, ways, argument)
 
     def _read(self, rng) -> bool:
         """Add one batch to the pool; False at the end of a pass (the stream restarts)."""
@@ -119,15 +118,15 @@ class _StreamPool:
         try:
             batch = next(self._it)
         except StopIteration:
-            self._it = None
+            self._it, self._seen_all = None, True
             return False
         xb, yb = np.asarray(batch[0]), np.asarray(batch[1]).reshape(-1)
         for image, label in zip(xb, yb):
             items = self.pool.setdefault(label.item(), [])
-            if len(items) < self.size:
+            if len(items) < self.size and not self._seen_all:
                 items.append(image)
-            else:
-                items[rng.integers(self.size)] = image
+            elif items:
+                items[rng.integers(len(items))] = image
         return True
 
     def refresh(self, rng):
