@@ -56,10 +56,12 @@ def _probe(f_train, y_train, f_test, y_test, seed: int) -> float:
     return float(search.score(f_test, y_test))
 
 
-def _features(model, x) -> np.ndarray:
+def _features(model, x, normalize: bool = True) -> np.ndarray:
     from kertransfer.fewshot import extract_features
 
     f = extract_features(model, x, batch_size=128)
+    if not normalize:
+        return f
     return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
 

@@ -28,7 +28,7 @@ def test_two_phases_in_one_fit(tmp_path, tiny_backbone_name, bundle):
 
     out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, base_lr=1e-2, lr_mult=0.1,
                     decay=2.0, patience=None, callbacks=[Watch()], cache_features=False,
-                    verbose=0)
+                    head_fit="epochs", verbose=0)
     assert out["cached_features"] is False
     assert seen == [True, True, False, False]  # frozen in phase 1, trained in phase 2
     assert [e for e, _ in out["stages"]] == [0, 2]
@@ -46,7 +46,7 @@ def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
                                     weights=None, bn="frozen")
     stem = model.backbone.get_layer("stem_conv").get_weights()[0].copy()
     out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, base_lr=1e-2, patience=None,
-                    verbose=0)
+                    head_fit="epochs", verbose=0)
     assert out["cached_features"] is True
     assert len(out["history"]["loss"]) == 4 and len(out["history"]["val_loss"]) == 4
     assert [e for e, _ in out["stages"]] == [0, 2]
@@ -55,7 +55,8 @@ def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4 * 4
     augmented = kt.data.load(bundle.as_numpy("train"), image_size=(16, 16), batch_size=40,
                              seed=0, augment={"contrast": 0.1}, verbose=0)
-    out = fine_tune(model, augmented, epochs=1, freeze_epochs=1, patience=None, verbose=1)
+    out = fine_tune(model, augmented, epochs=1, freeze_epochs=1, patience=None,
+                    head_fit="epochs", verbose=1)
     assert out["cached_features"] is False
     assert "Feature cache skipped: augmentation is on" in capsys.readouterr().out
 
@@ -64,7 +65,7 @@ def test_early_stopping_restores_best(tiny_backbone_name, bundle):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, bn="frozen")
     out = fine_tune(model, bundle, epochs=6, freeze_epochs=1, base_lr=5.0, lr_mult=1.0,
-                    patience=1, verbose=0)
+                    patience=1, head_fit="epochs", verbose=0)
     # A huge rate makes val_loss worse at once; training stops early.
     assert len(out["history"]["loss"]) < 7
 
@@ -90,7 +91,8 @@ def test_fine_tune_resets_no_global_seed(tiny_backbone_name, bundle):
         keras.utils.set_random_seed(seed)
         model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                         weights=None)
-        out = fine_tune(model, bundle, epochs=1, freeze_epochs=1, patience=None, verbose=0)
+        out = fine_tune(model, bundle, epochs=1, freeze_epochs=1, patience=None,
+                        head_fit="epochs", verbose=0)
         assert out["cached_features"] is True  # the path that trains a head on features
         states.append(_random_states())
     (py1, np1), (py2, np2) = states
@@ -142,3 +144,63 @@ def test_per_epoch_validation_uses_recalibrated_statistics(tiny_backbone_name, b
     # The last epoch's validation saw the statistics the finished model has.
     final = model.evaluate(bundle.val, verbose=0, return_dict=True)
     assert out["history"]["val_loss"][-1] == pytest.approx(final["loss"], rel=1e-4)
+
+
+def test_default_head_is_the_cross_validated_probe(tiny_backbone_name, bundle, capsys):
+    from sklearn.linear_model import LogisticRegression
+
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, bn="frozen")
+    x, y = bundle.as_numpy("train")
+    fit = kt.training.probe_head(model, bundle, seed=0, verbose=1)
+    assert "logistic-regression probe on 160 examples" in capsys.readouterr().out
+    feats = kt.training.compute_features(model, x, verbose=0)
+    reference = LogisticRegression(C=fit.C, max_iter=3000).fit(feats, y)
+    # The model now predicts what scikit-learn's probe at the chosen C predicts.
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict_proba(feats),
+                               atol=2e-3)
+    out = fine_tune(model, bundle, epochs=1, patience=None, seed=0, verbose=0)
+    assert out["probe"].C == fit.C and out["cached_features"] is False
+    assert [label.split(" (")[0] for _, label in out["stages"]] == \
+        ["head: linear probe", "fine-tune"]
+    assert len(out["history"]["loss"]) == 1  # no head epochs: the probe is phase 1
+
+
+def test_probe_columns_for_binary_and_missing_classes():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(40, 5))
+    y = (f[:, 0] > 0).astype("int64") * 2  # classes 0 and 2 of 3; class 1 never seen
+    fit = kt.training.fit_linear_probe(f, y, num_classes=3, grid=[1.0])
+    logits = f @ fit.kernel + fit.bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    reference = LogisticRegression(C=1.0, max_iter=3000).fit(f, y).predict_proba(f)
+    np.testing.assert_allclose(p[:, [0, 2]], reference, atol=1e-4)
+    assert p[:, 1].max() < 1e-6 and fit.cv_accuracy is None
+    with pytest.raises(InvalidArgumentError, match="Received: grid=\\[\\]"):
+        kt.training.fit_linear_probe(f, y, grid=[])
+    with pytest.raises(InvalidArgumentError, match="Received: labels="):
+        kt.training.fit_linear_probe(f, y.astype("float32"))
+
+
+def test_head_fit_falls_back_or_refuses(tiny_backbone_name, bundle, capsys):
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, head_units=(8,))
+    out = fine_tune(model, bundle, epochs=1, freeze_epochs=1, patience=None, verbose=1)
+    assert out["probe"] is None and out["cached_features"] is True
+    assert "not as a linear probe: its head has hidden layers" in capsys.readouterr().out
+    with pytest.raises(InvalidArgumentError, match="Received: head_fit='probe'"):
+        fine_tune(model, bundle, head_fit="probe", verbose=0)
+    with pytest.raises(InvalidArgumentError, match="Received: head_fit='lbfgs'"):
+        fine_tune(model, bundle, head_fit="lbfgs", verbose=0)
+
+
+def test_phase_two_is_sized_in_steps_by_default():
+    from kertransfer.training.fine_tune import DEFAULT_EPOCHS, MIN_STEPS, _phase2_epochs
+
+    assert _phase2_epochs(None, [0] * 4) == MIN_STEPS // 4  # 4 steps an epoch: 75 epochs
+    assert _phase2_epochs(None, [0] * 1000) == DEFAULT_EPOCHS
+    assert _phase2_epochs(3, [0] * 4) == 3
+    assert _phase2_epochs(None, iter([])) == DEFAULT_EPOCHS  # length unknown

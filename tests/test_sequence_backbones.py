@@ -164,7 +164,8 @@ def test_sequences_fine_tune_on_cached_features_and_train_from_arrays(tmp_path):
     data = from_arrays(x, y, validation_split=0.25, batch_size=8)
     model = kt.build_transfer_model("gru", 2, input_shape=data.input_shape, weights=None)
     before = _weights(model.backbone.layers[1])
-    out = kt.fine_tune(model, data, epochs=1, freeze_epochs=2, patience=None, verbose=0)
+    out = kt.fine_tune(model, data, epochs=1, freeze_epochs=2, patience=None,
+                      head_fit="epochs", verbose=0)
     assert out["cached_features"] is True  # the encoder ran once for the head's epochs
     assert len(out["history"]["val_accuracy"]) == 3
     assert not all(np.array_equal(a, b) for a, b in zip(_weights(model.backbone.layers[1]),

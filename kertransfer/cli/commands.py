@@ -149,6 +149,7 @@ def run_train(args) -> int:
         "backbone": spec.name, "weights": args.weights, "freeze": args.freeze, "bn": args.bn,
         "dropout": args.dropout, "head_units": args.head_units, "optimizer": args.optimizer,
         "learning_rate": lr, "schedule": args.schedule, "freeze_epochs": args.freeze_epochs,
+        "head_fit": args.head_fit,
         "unfreeze": args.unfreeze, "lr_mult": args.lr_mult, "seed": args.seed,
         "validation_split": args.validation_split, "test_split": args.test_split,
         "samples_per_class": args.samples_per_class,
@@ -159,9 +160,11 @@ def run_train(args) -> int:
         config["lr_find"] = {"lrs": found.lrs, "smoothed": found.smoothed,
                              "suggestion": found.suggestion}
     if args.freeze_epochs:
-        print(f"[{steps_total}/{steps_total}] Training the head {args.freeze_epochs} epochs, "
-              f"then fine-tuning {args.epochs} epochs")
+        head = (f"Training the head {args.freeze_epochs} epochs" if args.head_fit == "epochs"
+                else "Fitting the head as a linear probe")
+        print(f"[{steps_total}/{steps_total}] {head}, then fine-tuning {args.epochs} epochs")
         out = fine_tune(model, data, epochs=args.epochs, freeze_epochs=args.freeze_epochs,
+                        head_fit=args.head_fit,
                         base_lr=lr, lr_mult=args.lr_mult, unfreeze=args.unfreeze,
                         optimizer=args.optimizer, verbose=args.verbose)
         metrics = evaluate_splits(model, data)

@@ -142,6 +142,9 @@ def _add_train(sub) -> None:
     p.add_argument("--freeze-epochs", type=int, default=0,
                    help="first train the head this many epochs with the backbone frozen, then "
                    "fine-tune (--unfreeze) for --epochs more in the same run")
+    p.add_argument("--head-fit", default="epochs", choices=["epochs", "probe"],
+                   help="with --freeze-epochs: train the head by epochs, or fit it as a "
+                   "logistic-regression probe on the frozen features (kt.fine_tune's default)")
     p.add_argument("--unfreeze", type=_freeze_arg, default="all",
                    help="with --freeze-epochs: blocks to unfreeze from the top (all or N)")
     p.add_argument("--lr-mult", type=float, default=0.1,

@@ -9,6 +9,7 @@ from kertransfer.training.feature_cache import (
 )
 from kertransfer.training.fine_tune import fine_tune
 from kertransfer.training.lr_find import LRFindResult, lr_find
+from kertransfer.training.probe import ProbeFit, fit_linear_probe, probe_head
 from kertransfer.training.run import (
     TrainResult,
     compile_for_transfer,
@@ -26,6 +27,9 @@ __all__ = [
     "split_at_block",
     "train_head_on_features",
     "LRFindResult",
+    "ProbeFit",
+    "fit_linear_probe",
+    "probe_head",
     "lr_find",
     "OneCycle",
     "SlantedTriangular",

@@ -1,13 +1,23 @@
 """`fine_tune`: the two-phase recipe (linear probe, then fine-tune) in one call.
 
-Phase 1 trains the head on the frozen backbone for ``freeze_epochs``; phase 2
-unfreezes the backbone (all of it, or the top ``unfreeze`` blocks) and goes on
-for ``epochs`` more at ``base_lr * lr_mult`` (optionally with discriminative
-rates per block), in the same ``fit()`` through `StagedUnfreezing`, so the
-head's optimizer state carries over and newly unfrozen variables start with a
-fresh optimizer's first steps (a step count per variable). With validation
-data, early stopping watches phase 2 and restores the best weights. This is
-LP-FT (Kumar et al. 2022) and fastai's ``fine_tune``.
+Phase 1 fits the head on the frozen backbone. By default (``head_fit="auto"``,
+for a head of one dense layer) it is a linear probe solved to convergence:
+L2-regularised logistic regression on the backbone's pooled features, its
+strength chosen by cross-validation (`kertransfer.training.probe`), written
+into the model's classification layer. Otherwise (``head_fit="epochs"``, or a
+head with hidden layers or several tasks) the head trains for
+``freeze_epochs`` epochs of gradient steps. Phase 2 unfreezes the backbone
+(all of it, or the top ``unfreeze`` blocks) and trains at ``base_lr *
+lr_mult`` (optionally with discriminative rates per block), through
+`StagedUnfreezing`, so a trained head's optimizer state carries over and
+newly unfrozen variables start with a fresh optimizer's first steps. With
+validation data, early stopping watches phase 2 and restores the best
+weights. This is LP-FT (Kumar et al. 2022), and with ``head_fit="epochs"``
+fastai's ``fine_tune``.
+
+Phase 2 lasts ``epochs`` epochs; by default (None) 10 epochs and at least
+``MIN_STEPS`` optimizer steps, so that a small dataset (10 labels per class is
+4 steps an epoch) still fine-tunes for a few hundred steps.
 """
 
 from __future__ import annotations
@@ -23,10 +33,16 @@ from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.apply import apply_policy
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.feature_cache import train_head_on_features
+from kertransfer.training.probe import probe_head, probe_unavailable
 from kertransfer.training.recipe import adopt_head_state, phase_optimizer
 from kertransfer.training.run import build_training_state, compile_for_transfer
 from kertransfer.training.unfreezing import StagedUnfreezing
 from kertransfer.training.validation import RecalibratedValidation
+
+HEAD_FITS = ("auto", "probe", "epochs")
+#: Phase 2's least number of optimizer steps when ``epochs`` is None.
+MIN_STEPS = 300
+DEFAULT_EPOCHS = 10
 
 
 def _count(value, name: str, minimum: int) -> int:
@@ -49,7 +65,34 @@ def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
     return True, ""
 
 
-def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_epochs: int = 1,
+def _phase2_epochs(epochs, train_ds) -> int:
+    if epochs is not None:
+        return _count(epochs, "epochs", 1)
+    try:
+        steps = len(train_ds)
+    except TypeError:  # unknown length: epochs as given
+        return DEFAULT_EPOCHS
+    return max(DEFAULT_EPOCHS, -(-MIN_STEPS // max(int(steps), 1)))
+
+
+def _use_probe(head_fit: str, model, freeze_epochs: int, loss_weights) -> tuple[bool, str]:
+    if head_fit not in HEAD_FITS:
+        raise InvalidArgumentError(format_message(
+            "head_fit must be one of " + ", ".join(map(repr, HEAD_FITS)) + ".",
+            received={"head_fit": head_fit}))
+    if head_fit == "epochs" or not freeze_epochs:
+        return False, ""
+    why = "the model has several tasks" if loss_weights else probe_unavailable(model)
+    if why and head_fit == "probe":
+        raise InvalidArgumentError(format_message(
+            f"head_fit='probe' needs a head of one dense layer: {why}.",
+            fix="Use head_fit='epochs' (or 'auto', which falls back to it).",
+            received={"head_fit": head_fit}))
+    return not why, why
+
+
+def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
+              freeze_epochs: int = 1, head_fit: str = "auto",
               base_lr: float = 1e-3, lr_mult: float = 0.1, unfreeze: int | str = "all",
               decay: float | None = None, optimizer: Any = "adam", patience: int | None = 3,
               recalibrate_bn: bool | str = "auto", cache_features: bool = True,
@@ -62,10 +105,22 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         train: A ``kertransfer.data.DataBundle``, a ``kertransfer.data.ArrayData``,
             ``(x, y)`` arrays, or a dataset of ``(inputs, labels)`` batches.
         val: Validation data (default: the bundle's ``val`` split).
-        epochs: Epochs of phase 2 (fine-tuning); the run lasts
-            ``freeze_epochs + epochs`` epochs, as fastai's ``fine_tune``.
-        freeze_epochs: Epochs of phase 1 (head only).
-        base_lr: Learning rate of phase 1.
+        epochs: Epochs of phase 2 (fine-tuning). None: 10, or more to make
+            at least ``MIN_STEPS`` (300) steps when the length of an epoch is
+            known. With a head trained by epochs the run lasts ``freeze_epochs
+            + epochs`` epochs, as fastai's ``fine_tune``.
+        freeze_epochs: Epochs of phase 1 when the head trains by gradient steps;
+            0 skips phase 1 (one-stage fine-tuning from a random head).
+        head_fit: How phase 1 fits the head. ``"probe"``: logistic regression on
+            the frozen backbone's pooled features (un-augmented images), ``C``
+            by 5-fold cross-validation, written into the classification layer
+            (`kertransfer.training.probe.probe_head`); the backbone runs once.
+            ``"epochs"``: ``freeze_epochs`` epochs of gradient steps at
+            ``base_lr`` (on cached features when ``cache_features`` allows).
+            ``"auto"``: the probe when the head is one dense layer over pooled
+            features of one task, else epochs.
+        base_lr: Learning rate of phase 1 (head trained by epochs); phase 2
+            runs at ``base_lr * lr_mult`` either way.
         lr_mult: Phase 2 runs at ``base_lr * lr_mult``.
         unfreeze: ``"all"`` or the number of top blocks to unfreeze in phase 2.
         decay: If given, discriminative rates in phase 2: each block down trains
@@ -90,28 +145,37 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
             features, where the model's fit starts at phase 2).
         loss_weights: ``{task: weight}`` of a multi-task model's losses (its
             data from `kertransfer.data.DataBundle.with_tasks`).
-        seed: Seeds the order of cached features in phase 1 (None: unseeded).
-            No global random state is reset.
+        seed: Seeds the probe's cross-validation folds, or the order of cached
+            features in phase 1 (None: unseeded). No global random state is
+            reset.
         verbose: Keras verbosity.
 
     Returns:
         ``{"history": {metric: [...]}, "stages": [(epoch, label), ...],
-        "stopped_epoch": int, "cached_features": bool}``; ``stages`` gives the
-        epoch (0-based) where each phase began, for plots.
+        "stopped_epoch": int, "cached_features": bool, "probe": ProbeFit |
+        None}``; ``stages`` gives the epoch (0-based) where each phase began,
+        for plots; ``probe`` holds the probe's ``C`` and cross-validated
+        accuracy when phase 1 was one.
     """
-    epochs = _count(epochs, "epochs", 1)
     freeze_epochs = _count(freeze_epochs, "freeze_epochs", 0)
     if isinstance(lr_mult, bool) or not isinstance(lr_mult, numbers.Real) or lr_mult <= 0:
         raise InvalidArgumentError(
             format_message("lr_mult must be a positive number.", received={"lr_mult": lr_mult})
         )
+    use_probe, no_probe = _use_probe(head_fit, model, freeze_epochs, loss_weights)
     train = as_training_data(train, "train")
     train_ds = train.train
+    epochs = _phase2_epochs(epochs, train_ds)
     val = train.val if val is None else as_validation_data(val, "val")
     opt = phase_optimizer(optimizer, base_lr, decay=decay)
-    use_cache, why = _can_cache(train, cache_features, freeze_epochs)
-    if cache_features and freeze_epochs and not use_cache and verbose:
-        _log.print_msg(f"Feature cache skipped: {why}")
+    if use_probe:
+        use_cache, freeze_epochs = False, 0
+    else:
+        if no_probe and verbose:
+            _log.print_msg(f"Head trained by epochs, not as a linear probe: {no_probe}")
+        use_cache, why = _can_cache(train, cache_features, freeze_epochs)
+        if cache_features and freeze_epochs and not use_cache and verbose:
+            _log.print_msg(f"Feature cache skipped: {why}")
     cbs = list(callbacks or [])
     early = None
     if val is not None and patience is not None:
@@ -119,8 +183,14 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
                                               restore_best_weights=True,
                                               start_from_epoch=freeze_epochs)
     phase1: dict[str, list[float]] = {}
-    initial_epoch = 0
-    if use_cache:
+    initial_epoch, probe = 0, None
+    if use_probe:
+        apply_policy(model, "all", model.bn_mode)
+        probe = probe_head(model, train if hasattr(train, "as_numpy") else train_ds,
+                           seed=seed, verbose=verbose)
+        compile_for_transfer(model, base_lr, opt, loss_weights=loss_weights)
+        schedule = [(0, unfreeze, float(lr_mult))]
+    elif use_cache:
         apply_policy(model, "all", model.bn_mode)
         phase1, head = train_head_on_features(
             model, train, epochs=freeze_epochs, learning_rate=base_lr,
@@ -152,10 +222,13 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int = 10, freeze_ep
         recalibrate_batchnorm(model, clean, layers="trainable")
     label = f"fine-tune ({unfreeze} blocks, lr x{lr_mult:g})"
     marks = [(0, "head (backbone frozen)")] if freeze_epochs else []
+    if probe is not None:
+        marks = [(0, f"head: linear probe (C={probe.C:g})")]
     marks.append((freeze_epochs, label))
     return {
         "history": history,
         "cached_features": use_cache,
+        "probe": probe,
         "stages": marks,
         "stopped_epoch": int(early.stopped_epoch) if early is not None else 0,
     }
