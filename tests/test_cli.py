@@ -116,6 +116,20 @@ def test_schedule_flag(capsys):
     assert code == 2 and "Received: schedule='cosine', freeze_epochs=2" in capsys.readouterr().err
 
 
+def test_train_head_fit_probe(tiny_backbone_name, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--backbone", tiny_backbone_name,
+                 "--weights", "none", "--image-size", "16", "--samples-per-class", "5",
+                 "--freeze-epochs", "1", "--head-fit", "probe", "--epochs", "1",
+                 "--out", str(run), "--verbose", "0"]) == 0
+    assert "Fitting the head as a linear probe, then fine-tuning 1 epochs" in \
+        capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["head_fit"] == "probe"
+    assert config["stages"][0][1].startswith("head: linear probe (C=")
+    assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
+
+
 def test_train_with_regularizers_then_adapt(tiny_backbone_name, tmp_path, capsys):
     source = tmp_path / "source"
     common = ["--backbone", tiny_backbone_name, "--weights", "none", "--image-size", "16",
