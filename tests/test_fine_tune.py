@@ -164,6 +164,9 @@ def test_default_head_is_the_cross_validated_probe(tiny_backbone_name, bundle, c
     assert [label.split(" (")[0] for _, label in out["stages"]] == \
         ["head: linear probe", "fine-tune"]
     assert len(out["history"]["loss"]) == 1  # no head epochs: the probe is phase 1
+    # A plain dataset of (images, labels) batches gets the probe too.
+    out = fine_tune(model, bundle.train, epochs=1, patience=None, seed=0, verbose=0)
+    assert out["probe"].examples == 160
 
 
 def test_probe_columns_for_binary_and_missing_classes():
