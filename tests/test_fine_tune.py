@@ -186,6 +186,8 @@ def test_probe_columns_for_binary_and_missing_classes():
         kt.training.fit_linear_probe(f, y, grid=[])
     with pytest.raises(InvalidArgumentError, match="Received: labels="):
         kt.training.fit_linear_probe(f, y.astype("float32"))
+    with pytest.raises(InvalidArgumentError, match="below num_classes=2"):
+        kt.training.fit_linear_probe(f, y, num_classes=2)
 
 
 def test_head_fit_falls_back_or_refuses(tiny_backbone_name, bundle, capsys):

@@ -90,6 +90,10 @@ def fit_linear_probe(features: Any, labels: Any, num_classes: int | None = None,
     grid = _check_grid(grid)
     classes, counts = np.unique(y, return_counts=True)
     k = int(num_classes if num_classes is not None else classes.max() + 1)
+    if classes.max() >= k:
+        raise InvalidArgumentError(format_message(
+            f"labels must be below num_classes={k}.",
+            received={"labels": f"max {int(classes.max())}"}))
     if len(classes) < 2:
         raise InvalidArgumentError(format_message(
             "A linear probe needs examples of at least two classes.",
