@@ -369,15 +369,15 @@ def test_conversion_parity_and_imagenet_loading(tmp_path, monkeypatch):
     np.testing.assert_allclose(pooled, features.predict(images, verbose=0), atol=1e-5)
 
     # A transfer smoke test on the embedded Fashion-MNIST subset: ImageNet Lite0 at 96x96,
-    # the head on cached features, then the top two blocks, 8 labels per class.
+    # the head as a probe on the frozen features, then the top two blocks, 8 labels per class.
     data = kt.data.load("fashion_mnist_subset", image_size=(96, 96), batch_size=16,
                         samples_per_class=8, validation_split=0.0, test_split=0.05, seed=0,
                         verbose=0)
     model = kt.build_transfer_model("efficientnet_lite0", data.num_classes,
                                     input_shape=(96, 96, 3))
-    out = kt.fine_tune(model, data, epochs=1, freeze_epochs=3, base_lr=3e-3, unfreeze=2,
-                       patience=None, verbose=0)
-    assert out["cached_features"] is True
+    out = kt.fine_tune(model, data, epochs=1, base_lr=3e-3, unfreeze=2, patience=None,
+                       verbose=0)
+    assert out["probe"] is not None and out["probe"].examples == 80
     test = kt.training.evaluate_splits(model, data, ("test",))["test_accuracy"]
     assert test > 0.4  # ten classes: chance is 0.1
 

@@ -142,8 +142,8 @@ def test_fine_tune_keeps_the_users_optimizer_and_counts_steps_per_variable(
     data = kt.data.load(tiny_data, image_size=(16, 16), batch_size=40, seed=0, verbose=0)
     model = _model(tiny_backbone_name)
     opt = keras.optimizers.AdamW(1e-3, weight_decay=0.01)
-    kt.fine_tune(model, data, epochs=1, freeze_epochs=1, optimizer=opt, patience=None,
-                 cache_features=cache, verbose=0)
+    kt.fine_tune(model, data, epochs=1, freeze_epochs=1, head_fit="epochs", optimizer=opt,
+                 patience=None, cache_features=cache, verbose=0)
     assert model.optimizer is opt
     head = model.get_layer("predictions").kernel
     stem = model.backbone.get_layer("stem_conv").kernel
