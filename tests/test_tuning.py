@@ -2,6 +2,9 @@
 
 import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import keras
 import keras_tuner
@@ -303,23 +306,17 @@ def test_trials_per_process_runs_the_search_in_child_processes(tiny_backbone_nam
                 trials_per_process=2)
 
 
-def test_tune_with_a_tf_distribute_strategy(tiny_backbone_name, tiny_weights, tiny_bundle,
-                                            tmp_path):
+def test_tune_with_a_tf_distribute_strategy(tmp_path):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("tf.distribute strategies are for the TensorFlow backend")
-    import tensorflow as tf
-
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    hm = _hm(tiny_backbone_name, tiny_weights)
-    result = kt.tune(hm, tiny_bundle, max_trials=1, epochs=3, directory=tmp_path, verbose=0,
-                     distribution_strategy=strategy)
-    assert [r["status"] for r in result.results] == ["COMPLETED"]
-    best = keras.saving.load_model(tmp_path / "best_model.keras")
-    x, y = tiny_bundle.as_numpy("val")
-    acc = float(np.mean(np.argmax(best.predict(x, verbose=0), -1) == y))
-    assert acc == pytest.approx(max(r["score"] for r in result.results), abs=1e-6)
-    model = result.get_best_models(1)[0]  # built in the strategy's scope, as in the trials
-    assert "Mirrored" in type(model.get_layer("predictions").kernel.value).__name__
+    script = pathlib.Path(__file__).parent / "fixtures" / "strategy_child.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads((tmp_path / "result.json").read_text())
+    assert out["statuses"] == ["COMPLETED"]
+    assert out["reloaded_accuracy"] == pytest.approx(out["best_score"], abs=1e-6)
+    assert "Mirrored" in out["kernel_type"]
 
 
 def test_same_seed_draws_the_same_trials(tiny_backbone_name, tiny_weights, tiny_bundle,
