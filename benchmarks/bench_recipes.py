@@ -16,8 +16,11 @@ budget is fixed in advance. The arms:
 - ``fine_tune defaults``: ``kt.fine_tune(model, data)`` as a user calls it
   (a cross-validated logistic-regression probe as the head, then every
   layer at 1e-4 for at least 300 steps);
-- ``train defaults``: ``train(model, data)`` as ``kertransfer train`` runs
-  it (the backbone frozen, the head trained through it);
+- ``train defaults``: ``kertransfer train`` with its defaults (``kt.fine_tune``'s
+  recipe since 2026-12-03), run through the command on the same split;
+- ``frozen train``: ``train(model, data)``, the head trained 10 epochs through
+  the frozen backbone (``kertransfer train --freeze-epochs 0``, the command's
+  former default);
 - ``LP-FT``: the head trained to convergence on cached features (300 epochs,
   1,200 steps at 10 per class), then every layer at a low rate, 3e-5, for 10
   epochs (Kumar et al. 2022);
@@ -47,9 +50,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import math
 import os
+import pathlib
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -60,6 +68,7 @@ from _common import experiments_main  # noqa: E402
 from bench_imagenet_probe import _features, _pixels, _probe  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
+from kertransfer.cli.main import main as cli_main  # noqa: E402
 from kertransfer.freezing.apply import apply_policy, block_context  # noqa: E402
 from kertransfer.optimizers import discriminative  # noqa: E402
 from kertransfer.training import OneCycle, evaluate_splits, train  # noqa: E402
@@ -93,7 +102,25 @@ def arm_fine_tune_defaults(backbone, data, seed):
     return _test_accuracy(model, data)
 
 
-def arm_train_defaults(backbone, data, seed):
+def arm_train_defaults(backbone, data, seed, labels_per_class):
+    """``kertransfer train`` with its defaults on the same split (no validation split)."""
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main(["train", "--data", "fashion_mnist", "--backbone", backbone,
+                         "--image-size", str(SIZE[0]), "--validation-split", "0",
+                         "--test-split", str(TEST_IMAGES / 70_000), "--samples-per-class",
+                         str(labels_per_class), "--seed", str(seed), "--out", f"{tmp}/run",
+                         "--verbose", "0"])
+        if code:
+            raise RuntimeError(f"kertransfer train exited with {code}")
+        config = json.loads(pathlib.Path(tmp, "run", "config.json").read_text())
+    if config["counts"] != data.counts:
+        raise RuntimeError(f"kertransfer train split {config['counts']}, not {data.counts}")
+    return config["metrics"]["test_accuracy"]
+
+
+def arm_frozen_train(backbone, data, seed):
+    """``train(model, data)``: the head trained 10 epochs through the frozen backbone
+    (``kertransfer train --freeze-epochs 0``; the command's default before 2026-12-03)."""
     model = _model(backbone)
     return train(model, data, verbose=0).metrics["test_accuracy"]
 
@@ -211,6 +238,7 @@ ARMS = {
     "probe (raw features)": arm_probe_raw,
     "fine_tune defaults": arm_fine_tune_defaults,
     "train defaults": arm_train_defaults,
+    "frozen train": arm_frozen_train,
     "LP-FT": arm_lp_ft,
     "one-stage": arm_one_stage,
     "gradual": arm_gradual,
@@ -227,7 +255,8 @@ def run(experiment: str, seed: int, arms) -> dict:
     out = {}
     for name in arms:
         keras.utils.set_random_seed(seed)  # each arm's initial head and order follow the seed
-        out[name] = ARMS[name](backbone, data, seed)
+        extra = {"labels_per_class": labels} if name == "train defaults" else {}
+        out[name] = ARMS[name](backbone, data, seed, **extra)
         keras.backend.clear_session()
     return out
 

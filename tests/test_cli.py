@@ -61,6 +61,7 @@ def test_train_then_info(tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--data", "digits", "--backbone", "mobilenet_v3_small",
                  "--weights", "none", "--image-size", "32", "--freeze", "all",
+                 "--freeze-epochs", "0",
                  "--samples-per-class", "5", "--epochs", "1", "--out", str(run),
                  "--verbose", "0"])
     assert code == 0
@@ -81,7 +82,8 @@ def test_train_two_phases_with_lr_find(tiny_backbone_name, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--data", "digits", "--backbone", tiny_backbone_name,
                  "--weights", "none", "--image-size", "16", "--samples-per-class", "5",
-                 "--freeze-epochs", "1", "--epochs", "1", "--unfreeze", "2", "--lr-find",
+                 "--freeze-epochs", "1", "--head-fit", "epochs", "--epochs", "1", "--unfreeze",
+                 "2", "--lr-find",
                  "--out", str(run), "--verbose", "0"])
     assert code == 0
     out = capsys.readouterr().out
@@ -116,18 +118,29 @@ def test_schedule_flag(capsys):
     assert code == 2 and "Received: schedule='cosine', freeze_epochs=2" in capsys.readouterr().err
 
 
-def test_train_head_fit_probe(tiny_backbone_name, tmp_path, capsys):
+def test_train_defaults_are_fine_tunes_recipe(tiny_backbone_name, tmp_path, capsys):
+    # No phase flags: the head is fitted as a probe, then every block fine-tunes for
+    # fine_tune's budget (40 training images in batches of 32: 2 steps an epoch, 150 epochs
+    # for 300 steps), early stopping on the validation split.
     run = tmp_path / "run"
     assert main(["train", "--data", "digits", "--backbone", tiny_backbone_name,
                  "--weights", "none", "--image-size", "16", "--samples-per-class", "5",
-                 "--freeze-epochs", "1", "--head-fit", "probe", "--epochs", "1",
                  "--out", str(run), "--verbose", "0"]) == 0
-    assert "Fitting the head as a linear probe, then fine-tuning 1 epochs" in \
+    assert "Fitting the head as a linear probe, then fine-tuning 150 epochs" in \
         capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
-    assert config["head_fit"] == "probe"
+    assert (config["head_fit"], config["freeze_epochs"], config["epochs"]) == ("auto", 1, 150)
     assert config["stages"][0][1].startswith("head: linear probe (C=")
-    assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
+    assert config["stages"][1] == [0, "fine-tune (all blocks, lr x0.1)"]
+    assert 1 <= len(json.loads((run / "history.json").read_text())["loss"]) <= 150
+    # --head-fit epochs trains the head by gradient steps first, then --epochs more.
+    assert main(["train", "--data", "digits", "--backbone", tiny_backbone_name,
+                 "--weights", "none", "--image-size", "16", "--samples-per-class", "5",
+                 "--head-fit", "epochs", "--freeze-epochs", "2", "--epochs", "1",
+                 "--out", str(tmp_path / "epochs"), "--verbose", "0"]) == 0
+    assert "Training the head 2 epochs, then fine-tuning 1 epochs" in capsys.readouterr().out
+    config = json.loads((tmp_path / "epochs" / "config.json").read_text())
+    assert [s[0] for s in config["stages"]] == [0, 2]
 
 
 def test_train_with_regularizers_then_adapt(tiny_backbone_name, tmp_path, capsys):

@@ -203,9 +203,9 @@ def test_head_fit_falls_back_or_refuses(tiny_backbone_name, bundle, capsys):
 
 
 def test_phase_two_is_sized_in_steps_by_default():
-    from kertransfer.training.fine_tune import DEFAULT_EPOCHS, MIN_STEPS, _phase2_epochs
+    from kertransfer.training.fine_tune import DEFAULT_EPOCHS, MIN_STEPS, phase2_epochs
 
-    assert _phase2_epochs(None, [0] * 4) == MIN_STEPS // 4  # 4 steps an epoch: 75 epochs
-    assert _phase2_epochs(None, [0] * 1000) == DEFAULT_EPOCHS
-    assert _phase2_epochs(3, [0] * 4) == 3
-    assert _phase2_epochs(None, iter([])) == DEFAULT_EPOCHS  # length unknown
+    assert phase2_epochs(None, [0] * 4) == MIN_STEPS // 4  # 4 steps an epoch: 75 epochs
+    assert phase2_epochs(None, [0] * 1000) == DEFAULT_EPOCHS
+    assert phase2_epochs(3, [0] * 4) == 3
+    assert phase2_epochs(None, iter([])) == DEFAULT_EPOCHS  # length unknown

@@ -117,13 +117,16 @@ def run_train(args) -> int:
     from kertransfer.freezing import trainable_summary
     from kertransfer.models import build_transfer_model
     from kertransfer.training import fine_tune, lr_find, save_run, train
+    from kertransfer.training.fine_tune import DEFAULT_EPOCHS, phase2_epochs
+    from kertransfer.training.probe import probe_unavailable
     from kertransfer.training.run import evaluate_splits
 
     if args.freeze_epochs and args.schedule != "constant":
         raise InvalidArgumentError(
-            format_message("--schedule cannot be combined with --freeze-epochs (the stages set "
-                           "the rates).", received={"schedule": args.schedule,
-                                                    "freeze_epochs": args.freeze_epochs})
+            format_message("--schedule needs the one-phase run of --freeze-epochs 0 (the two "
+                           "phases set their own rates).", fix="Add --freeze-epochs 0.",
+                           received={"schedule": args.schedule,
+                                     "freeze_epochs": args.freeze_epochs})
         )
     spec = get_backbone_spec(args.backbone)
     size = args.image_size or (spec.default_size, spec.default_size)
@@ -160,20 +163,26 @@ def run_train(args) -> int:
         config["lr_find"] = {"lrs": found.lrs, "smoothed": found.smoothed,
                              "suggestion": found.suggestion}
     if args.freeze_epochs:
-        head = (f"Training the head {args.freeze_epochs} epochs" if args.head_fit == "epochs"
-                else "Fitting the head as a linear probe")
-        print(f"[{steps_total}/{steps_total}] {head}, then fine-tuning {args.epochs} epochs")
-        out = fine_tune(model, data, epochs=args.epochs, freeze_epochs=args.freeze_epochs,
+        epochs = phase2_epochs(args.epochs, data.train)
+        config["epochs"] = epochs
+        probe = args.head_fit == "probe" or (args.head_fit == "auto"
+                                             and not probe_unavailable(model))
+        head = ("Fitting the head as a linear probe" if probe
+                else f"Training the head {args.freeze_epochs} epochs")
+        print(f"[{steps_total}/{steps_total}] {head}, then fine-tuning {epochs} epochs")
+        out = fine_tune(model, data, epochs=epochs, freeze_epochs=args.freeze_epochs,
                         head_fit=args.head_fit,
                         base_lr=lr, lr_mult=args.lr_mult, unfreeze=args.unfreeze,
-                        optimizer=args.optimizer, verbose=args.verbose)
+                        optimizer=args.optimizer, seed=args.seed, verbose=args.verbose)
         metrics = evaluate_splits(model, data)
         config.update(metrics=metrics, stages=out["stages"])
         path = save_run(model, args.out, config, out["history"], stages=out["stages"])
     else:
-        print(f"[{steps_total}/{steps_total}] Training {args.epochs} epochs")
-        steps = args.epochs * max(int(data.train.cardinality()), 1)
-        result = train(model, data, epochs=args.epochs,
+        epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+        config["epochs"] = epochs
+        print(f"[{steps_total}/{steps_total}] Training {epochs} epochs")
+        steps = epochs * max(int(data.train.cardinality()), 1)
+        result = train(model, data, epochs=epochs,
                        learning_rate=_schedule(args.schedule, lr, steps),
                        optimizer=args.optimizer, out=args.out, config=config,
                        verbose=args.verbose)

@@ -129,29 +129,34 @@ def _add_train(sub) -> None:
     p.add_argument("--weights", type=_weights_arg, default="imagenet",
                    help="imagenet, none, or a .keras / .weights.h5 file")
     p.add_argument("--freeze", type=_freeze_arg, default="all",
-                   help="all, none, N blocks from the bottom, a fraction, or a block name")
+                   help="with --freeze-epochs 0: what stays frozen (all, none, N blocks from "
+                   "the bottom, a fraction, or a block name)")
     p.add_argument("--bn", default="frozen", choices=["frozen", "trainable"],
                    help="frozen: every BatchNorm layer stays in inference mode")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout rate in the head")
     p.add_argument("--head-units", type=int, nargs="*", default=[],
                    help="widths of extra dense layers in the head")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of fine-tuning (default: 10, and at least 300 steps, as "
+                   "kt.fine_tune); with --freeze-epochs 0, epochs of the one phase (default 10)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
                    help="optimizer")
-    p.add_argument("--freeze-epochs", type=int, default=0,
-                   help="first train the head this many epochs with the backbone frozen, then "
-                   "fine-tune (--unfreeze) for --epochs more in the same run")
-    p.add_argument("--head-fit", default="epochs", choices=["epochs", "probe"],
-                   help="with --freeze-epochs: train the head by epochs, or fit it as a "
-                   "logistic-regression probe on the frozen features (kt.fine_tune's default)")
+    p.add_argument("--freeze-epochs", type=int, default=1,
+                   help="kt.fine_tune's two phases: fit the head on the frozen backbone "
+                   "(see --head-fit), then fine-tune (--unfreeze) for --epochs; 0: one phase "
+                   "that trains what --freeze leaves trainable")
+    p.add_argument("--head-fit", default="auto", choices=["auto", "epochs", "probe"],
+                   help="how the head is fitted first: probe, a logistic-regression probe "
+                   "solved on the frozen features; epochs, --freeze-epochs epochs of "
+                   "gradient steps; auto, the probe when the head is one dense layer")
     p.add_argument("--unfreeze", type=_freeze_arg, default="all",
-                   help="with --freeze-epochs: blocks to unfreeze from the top (all or N)")
+                   help="blocks to fine-tune, counted from the top (all or N)")
     p.add_argument("--lr-mult", type=float, default=0.1,
-                   help="with --freeze-epochs: fine-tuning rate = lr * lr-mult")
+                   help="fine-tuning rate = lr * lr-mult (two phases)")
     p.add_argument("--schedule", default="constant",
                    choices=["constant", "cosine", "onecycle", "slanted"],
-                   help="learning-rate schedule over the run (without --freeze-epochs)")
+                   help="learning-rate schedule over the run (with --freeze-epochs 0)")
     p.add_argument("--lr-find", action="store_true",
                    help="run the learning-rate range test first and use its suggestion")
     p.add_argument("--l2sp", type=float, nargs="+", default=None, metavar="ALPHA [BETA]",

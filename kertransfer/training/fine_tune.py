@@ -65,7 +65,9 @@ def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
     return True, ""
 
 
-def _phase2_epochs(epochs, train_ds) -> int:
+def phase2_epochs(epochs, train_ds) -> int:
+    """Phase 2's epochs: ``epochs`` checked, or for None ``DEFAULT_EPOCHS`` and at least
+    ``MIN_STEPS`` steps of ``train_ds`` when its length is known."""
     if epochs is not None:
         return _count(epochs, "epochs", 1)
     try:
@@ -165,7 +167,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
     use_probe, no_probe = _use_probe(head_fit, model, freeze_epochs, loss_weights)
     train = as_training_data(train, "train")
     train_ds = train.train
-    epochs = _phase2_epochs(epochs, train_ds)
+    epochs = phase2_epochs(epochs, train_ds)
     val = train.val if val is None else as_validation_data(val, "val")
     opt = phase_optimizer(optimizer, base_lr, decay=decay)
     if use_probe:
