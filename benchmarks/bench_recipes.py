@@ -270,11 +270,14 @@ def _parser():
 
 
 def _verdict(experiment, stats):
+    """The default recipe against the better probe: ``fine_tune defaults``, or where a run
+    left that arm out, ``train defaults`` (the same recipe through the command)."""
     probes = [arm for arm in ("probe", "probe (raw features)") if arm in stats]
     best = max(probes, key=lambda arm: stats[arm][0])
-    d, p = stats["fine_tune defaults"][0], stats[best][0]
-    line = f"fine_tune defaults {100 * (d - p):+.1f} points over the better linear probe ({best})"
-    return line, "fine_tune defaults", best, d / p
+    arm = "fine_tune defaults" if "fine_tune defaults" in stats else "train defaults"
+    d, p = stats[arm][0], stats[best][0]
+    line = f"{arm} {100 * (d - p):+.1f} points over the better linear probe ({best})"
+    return line, arm, best, d / p
 
 
 def main(argv=None) -> int:
