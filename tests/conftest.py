@@ -71,15 +71,20 @@ def tiny_backbone_name():
     return "tiny_test"
 
 
-@pytest.fixture
-def tiny_data():
-    """200 random 16x16 RGB images (0..255) in 4 classes, with a learnable signal."""
+def tiny_arrays(n: int = 200):
+    """``n`` random 16x16 RGB images (0..255) in 4 classes, with a learnable signal."""
     rng = np.random.default_rng(0)
-    y = np.arange(200) % 4
-    x = rng.uniform(0, 255, (200, 16, 16, 3)).astype("float32")
+    y = np.arange(n) % 4
+    x = rng.uniform(0, 255, (n, 16, 16, 3)).astype("float32")
     for c in range(4):
         x[y == c, : 4 * (c + 1) // 2, :, c % 3] = 255.0
     return x, y.astype("int32")
+
+
+@pytest.fixture
+def tiny_data():
+    """200 random 16x16 RGB images (0..255) in 4 classes, with a learnable signal."""
+    return tiny_arrays(200)
 
 
 # -- real ImageNet weights, offline ---------------------------------------------------------
