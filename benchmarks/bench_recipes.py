@@ -102,8 +102,9 @@ def arm_fine_tune_defaults(backbone, data, seed):
     return _test_accuracy(model, data)
 
 
-def arm_train_defaults(backbone, data, seed, labels_per_class):
+def arm_train_defaults(backbone, data, seed):
     """``kertransfer train`` with its defaults on the same split (no validation split)."""
+    labels_per_class = data.counts["train"] // data.num_classes
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         code = cli_main(["train", "--data", "fashion_mnist", "--backbone", backbone,
                          "--image-size", str(SIZE[0]), "--validation-split", "0",
@@ -255,8 +256,7 @@ def run(experiment: str, seed: int, arms) -> dict:
     out = {}
     for name in arms:
         keras.utils.set_random_seed(seed)  # each arm's initial head and order follow the seed
-        extra = {"labels_per_class": labels} if name == "train defaults" else {}
-        out[name] = ARMS[name](backbone, data, seed, **extra)
+        out[name] = ARMS[name](backbone, data, seed)
         keras.backend.clear_session()
     return out
 

@@ -120,7 +120,7 @@ def test_schedule_flag(capsys):
 
 def test_train_defaults_are_fine_tunes_recipe(tiny_backbone_name, tmp_path, capsys):
     # No phase flags: the head is fitted as a probe, then every block fine-tunes for
-    # fine_tune's budget (40 training images in batches of 32: 2 steps an epoch, 150 epochs
+    # fine_tune's budget (50 training images in batches of 32: 2 steps an epoch, 150 epochs
     # for 300 steps), early stopping on the validation split.
     run = tmp_path / "run"
     assert main(["train", "--data", "digits", "--backbone", tiny_backbone_name,

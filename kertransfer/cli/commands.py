@@ -117,8 +117,7 @@ def run_train(args) -> int:
     from kertransfer.freezing import trainable_summary
     from kertransfer.models import build_transfer_model
     from kertransfer.training import fine_tune, lr_find, save_run, train
-    from kertransfer.training.fine_tune import DEFAULT_EPOCHS, phase2_epochs
-    from kertransfer.training.probe import probe_unavailable
+    from kertransfer.training.fine_tune import DEFAULT_EPOCHS, phase2_epochs, use_probe_head
     from kertransfer.training.run import evaluate_splits
 
     if args.freeze_epochs and args.schedule != "constant":
@@ -162,11 +161,11 @@ def run_train(args) -> int:
     if args.lr_find:  # the curve, for `kertransfer report`
         config["lr_find"] = {"lrs": found.lrs, "smoothed": found.smoothed,
                              "suggestion": found.suggestion}
+    one_phase = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+    epochs = phase2_epochs(args.epochs, data.train) if args.freeze_epochs else one_phase
+    config["epochs"] = epochs
     if args.freeze_epochs:
-        epochs = phase2_epochs(args.epochs, data.train)
-        config["epochs"] = epochs
-        probe = args.head_fit == "probe" or (args.head_fit == "auto"
-                                             and not probe_unavailable(model))
+        probe, _ = use_probe_head(args.head_fit, model, args.freeze_epochs)
         head = ("Fitting the head as a linear probe" if probe
                 else f"Training the head {args.freeze_epochs} epochs")
         print(f"[{steps_total}/{steps_total}] {head}, then fine-tuning {epochs} epochs")
@@ -178,8 +177,6 @@ def run_train(args) -> int:
         config.update(metrics=metrics, stages=out["stages"])
         path = save_run(model, args.out, config, out["history"], stages=out["stages"])
     else:
-        epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
-        config["epochs"] = epochs
         print(f"[{steps_total}/{steps_total}] Training {epochs} epochs")
         steps = epochs * max(int(data.train.cardinality()), 1)
         result = train(model, data, epochs=epochs,

@@ -77,7 +77,9 @@ def phase2_epochs(epochs, train_ds) -> int:
     return max(DEFAULT_EPOCHS, -(-MIN_STEPS // max(int(steps), 1)))
 
 
-def _use_probe(head_fit: str, model, freeze_epochs: int, loss_weights) -> tuple[bool, str]:
+def use_probe_head(head_fit: str, model, freeze_epochs: int,
+                   loss_weights=None) -> tuple[bool, str]:
+    """Whether phase 1 fits the head as a probe, and if ``"auto"`` falls back, why not."""
     if head_fit not in HEAD_FITS:
         raise InvalidArgumentError(format_message(
             "head_fit must be one of " + ", ".join(map(repr, HEAD_FITS)) + ".",
@@ -164,7 +166,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
         raise InvalidArgumentError(
             format_message("lr_mult must be a positive number.", received={"lr_mult": lr_mult})
         )
-    use_probe, no_probe = _use_probe(head_fit, model, freeze_epochs, loss_weights)
+    use_probe, no_probe = use_probe_head(head_fit, model, freeze_epochs, loss_weights)
     train = as_training_data(train, "train")
     train_ds = train.train
     epochs = phase2_epochs(epochs, train_ds)
