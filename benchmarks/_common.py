@@ -119,7 +119,8 @@ def experiments_main(make_parser, argv, experiments: dict, name: str, setup: str
     positional; ``--results`` and ``--no-record`` are added here.
     ``experiments[name](seed, tmp, args)`` runs one seed; ``verdict(experiment,
     stats)`` gives the row (see `report`). ``setup`` describes the setting, or
-    maps each experiment to its description.
+    maps each experiment to its description; a description may be a function of
+    the parsed arguments.
     """
     import sys
     import time
@@ -136,6 +137,8 @@ def experiments_main(make_parser, argv, experiments: dict, name: str, setup: str
                                     verdict, skip, measure) for exp in experiments)
     if isinstance(setup, dict):  # one description per experiment
         setup = setup[args.experiment]
+    if callable(setup):
+        setup = setup(args)
     key = {k: v for k, v in vars(args).items() if k not in ("seeds", "results", "no_record")}
     print(f"{machine()}; {args.experiment}; {setup}; seeds {args.seeds}", flush=True)
     start = time.perf_counter()

@@ -382,7 +382,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     small = f"{BACKBONE} at {SIZE[0]}px"
     setup = {name: small for name in EXPERIMENTS}
-    setup["uda_imagenet"] = f"{IMAGENET_BACKBONE} (ImageNet weights), image size --size"
+    setup["uda_imagenet"] = lambda args: (f"{IMAGENET_BACKBONE} (ImageNet weights) at "
+                                          f"{args.size}px")
     return experiments_main(make_parser, argv, EXPERIMENTS, "domain shift", setup, verdict)
 
 
