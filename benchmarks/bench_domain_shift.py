@@ -204,7 +204,7 @@ def run_forgetting(seed, tmp, args):
 
 
 def run_small(seed, tmp, args):
-    from kertransfer.demo import load_target, pretrain_source
+    from kertransfer.cli.demo import load_target, pretrain_source
 
     _, weights, _ = pretrain_source(seed, pathlib.Path(tmp), backbone=BACKBONE,
                                     epochs=args.source_epochs)

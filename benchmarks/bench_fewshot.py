@@ -4,14 +4,14 @@
 arm, 600 by default) on ``--novel-per-class`` images per class of classes
 5-9 (sandal, shirt, sneaker, bag, ankle boot) from Fashion-MNIST's official
 test split, at 96x96 (gray shown as RGB). Features, each scored with the
-prototype and the logistic classifier of `kertransfer.fewshot`:
+prototype and the logistic classifier of `kertransfer.methods.fewshot`:
 
 - raw pixels at their own 28x28 (784 values; the 96x96 RGB copy holds no
   more, and its 27,648 values make logistic regression's 1,200 fits slow):
   the baseline;
 - ImageNet MobileNet v1, fixed (its pooled 1,024 features);
 - the same network meta-trained from its ImageNet weights with
-  `kertransfer.fewshot.meta_train` (prototypical episodes, 5-way
+  `kertransfer.methods.fewshot.meta_train` (prototypical episodes, 5-way
   ``--train-shots``-shot with ``--train-queries`` queries, ``--meta-episodes``
   episodes at ``--rate``, the blocks above ``--freeze`` trained, BatchNorm
   kept in inference mode) on ``--base-per-class``
@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 from _common import experiments_main  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
-from kertransfer.fewshot import evaluate_episodes, extract_features, meta_train  # noqa: E402
+from kertransfer.methods.fewshot import evaluate_episodes, extract_features, meta_train  # noqa: E402
 
 SIZE = 96
 SHAPE = (SIZE, SIZE, 3)

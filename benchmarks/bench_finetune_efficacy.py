@@ -46,7 +46,7 @@ import keras  # noqa: E402
 from _common import append_row, machine  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
-from kertransfer.demo import IMAGE_SIZE, load_target, pretrain_source  # noqa: E402
+from kertransfer.cli.demo import IMAGE_SIZE, load_target, pretrain_source  # noqa: E402
 from kertransfer.training import train, train_head_on_features  # noqa: E402
 
 BACKBONE = "mobilenet_v3_small"

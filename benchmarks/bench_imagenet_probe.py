@@ -4,7 +4,7 @@ For each seed, 30 labelled Fashion-MNIST images per class (96×96, gray shown as
 RGB) train a logistic regression on:
 
 - the frozen ImageNet features of MobileNet v1 and EfficientNet-Lite0/1/2
-  (pooled backbone output, as `kertransfer.fewshot.LogisticClassifier` reads
+  (pooled backbone output, as `kertransfer.methods.fewshot.LogisticClassifier` reads
   it: L2-normalised);
 - the same MobileNet v1 with random weights (the architecture alone), as
   built and after its BatchNorm statistics were recomputed on the training
@@ -57,7 +57,7 @@ def _probe(f_train, y_train, f_test, y_test, seed: int) -> float:
 
 
 def _features(model, x, normalize: bool = True) -> np.ndarray:
-    from kertransfer.fewshot import extract_features
+    from kertransfer.methods.fewshot import extract_features
 
     f = extract_features(model, x, batch_size=128)
     if not normalize:

@@ -3,7 +3,7 @@
 ``gradcam`` - the pointing game on `kertransfer.data.quadrant_shapes` (the
     class is a square, cross or frame placed in a random quadrant of a 32x32
     image): a small CNN (three conv stages, registered as a backbone) trains
-    on 300 images for 10 epochs, then `kertransfer.explain.grad_cam` explains
+    on 300 images for 10 epochs, then `kertransfer.insight.gradcam.grad_cam` explains
     its prediction on 90 new images. A hit is a heatmap whose peak lies in
     the quadrant that holds the shape. Baselines: random heatmaps (chance is
     1/4), and the sanity check of Adebayo et al. (2018): the same network
@@ -52,7 +52,7 @@ from _common import experiments_main  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
 from kertransfer.data import quadrant_shapes  # noqa: E402
-from kertransfer.explain import grad_cam  # noqa: E402
+from kertransfer.insight.gradcam import grad_cam  # noqa: E402
 
 
 def small_cnn(include_top=False, weights=None, input_shape=(32, 32, 3)):
@@ -180,9 +180,9 @@ def run_ranking(seed, tmp, args):
     from scipy.stats import kendalltau
     from sklearn.decomposition import PCA
 
-    from kertransfer.fewshot import extract_features
+    from kertransfer.insight.ranking import h_score, logme
+    from kertransfer.methods.fewshot import extract_features
     from kertransfer.training import train
-    from kertransfer.transferability import h_score, logme
 
     size = (32, 32)
     target = kt.data.load("digits_m", image_size=size, validation_split=0.0, test_split=0.3,

@@ -55,7 +55,7 @@ import keras  # noqa: E402
 from _common import experiments_main  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
-from kertransfer.fewshot import LogisticClassifier, evaluate_episodes  # noqa: E402
+from kertransfer.methods.fewshot import LogisticClassifier, evaluate_episodes  # noqa: E402
 from kertransfer.training import train  # noqa: E402
 
 BACKBONE = "mobilenet_v3_small"

@@ -20,7 +20,7 @@ import numpy as np
 
 import kertransfer as kt
 from kertransfer.data import quadrant_shapes
-from kertransfer.explain import grad_cam
+from kertransfer.insight.gradcam import grad_cam
 from kertransfer.training import train
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -11,7 +11,7 @@ classifiers on raw pixels.
 """
 
 import kertransfer as kt
-from kertransfer.fewshot import evaluate_episodes
+from kertransfer.methods.fewshot import evaluate_episodes
 
 SIZE = (32, 32)
 digits = kt.data.load("digits", image_size=SIZE, validation_split=0.0, seed=0, verbose=0)

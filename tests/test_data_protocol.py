@@ -169,8 +169,8 @@ def test_rank_backbones_refuses_data_without_labels(form):
 
 @pytest.mark.parametrize("form", ALL)
 def test_grad_cam_explains_every_form(model, form, tmp_path):
-    expected = kt.explain.grad_cam(model, _arrays()[0], batch_size=BATCH)
-    got = kt.explain.grad_cam(model, make(form), batch_size=BATCH, out=tmp_path)
+    expected = kt.insight.grad_cam(model, _arrays()[0], batch_size=BATCH)
+    got = kt.insight.grad_cam(model, make(form), batch_size=BATCH, out=tmp_path)
     assert got.heatmaps.shape == (N, SIZE, SIZE) and len(got.paths) == N
     np.testing.assert_allclose(np.sort(got.probability), np.sort(expected.probability),
                                rtol=1e-4, atol=1e-5)
@@ -178,8 +178,8 @@ def test_grad_cam_explains_every_form(model, form, tmp_path):
 
 @pytest.mark.parametrize("form", ALL)
 def test_extract_features_reads_every_form(model, form):
-    expected = kt.fewshot.extract_features(model, _arrays()[0])
-    got = kt.fewshot.extract_features(model, make(form), batch_size=BATCH)
+    expected = kt.methods.fewshot.extract_features(model, _arrays()[0])
+    got = kt.methods.fewshot.extract_features(model, make(form), batch_size=BATCH)
     assert got.shape == expected.shape
     np.testing.assert_allclose(np.sort(got.sum(axis=1)), np.sort(expected.sum(axis=1)),
                                rtol=1e-4, atol=1e-4)
@@ -188,19 +188,19 @@ def test_extract_features_reads_every_form(model, form):
 @pytest.mark.parametrize("form", BAD)
 def test_image_functions_refuse_other_data(model, form):
     with _refused("images"):
-        kt.explain.grad_cam(model, make(form))
+        kt.insight.grad_cam(model, make(form))
     with _refused("images"):
-        kt.fewshot.extract_features(model, make(form))
+        kt.methods.fewshot.extract_features(model, make(form))
 
 
 # -- few-shot: labels from the data ---------------------------------------------------------
 
 @pytest.mark.parametrize("form", LABELLED)
 def test_few_shot_functions_take_labels_from_the_data(form):
-    clf = kt.fewshot.PrototypeClassifier("pixels").fit(make(form))
+    clf = kt.methods.fewshot.PrototypeClassifier("pixels").fit(make(form))
     assert clf.score(make(form)) == 1.0  # the bright channel tells the class
     assert clf.predict(make(form)).shape == (N,)
-    result = kt.fewshot.evaluate_episodes("pixels", make(form), ways=3, shots=2, queries=2,
+    result = kt.methods.fewshot.evaluate_episodes("pixels", make(form), ways=3, shots=2, queries=2,
                                           episodes=3)
     assert result.mean == 1.0 and len(result.accuracies) == 3
 
@@ -208,18 +208,18 @@ def test_few_shot_functions_take_labels_from_the_data(form):
 @pytest.mark.parametrize("form", [pytest.param("images", marks=agnostic), *BAD])
 def test_few_shot_functions_refuse_data_without_labels(form):
     with _refused("images"):
-        kt.fewshot.PrototypeClassifier("pixels").fit(make(form))
+        kt.methods.fewshot.PrototypeClassifier("pixels").fit(make(form))
     with _refused("images"):
-        kt.fewshot.evaluate_episodes("pixels", make(form), ways=3, shots=2, queries=2)
+        kt.methods.fewshot.evaluate_episodes("pixels", make(form), ways=3, shots=2, queries=2)
 
 
 @agnostic
 def test_few_shot_labels_are_given_once():
     x, y = _arrays()
-    clf = kt.fewshot.PrototypeClassifier("pixels").fit(x, y)  # the classic call
+    clf = kt.methods.fewshot.PrototypeClassifier("pixels").fit(x, y)  # the classic call
     assert clf.score(x, y) == 1.0
     with pytest.raises(KertransferError, match=r"labels.*twice.*Received: labels="):
-        kt.fewshot.PrototypeClassifier("pixels").fit((x, y), y)
+        kt.methods.fewshot.PrototypeClassifier("pixels").fit((x, y), y)
 
 
 # -- pretraining and domain adaptation ------------------------------------------------------

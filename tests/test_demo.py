@@ -3,7 +3,7 @@ Fashion-MNIST (quick epochs)."""
 
 import json
 
-from kertransfer import demo
+from kertransfer.cli import demo
 
 
 def test_quick_demo_runs_staged_transfer_and_saves_the_run(tiny_backbone_name, tmp_path,

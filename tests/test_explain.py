@@ -7,7 +7,7 @@ import pytest
 import kertransfer as kt
 from kertransfer.data import quadrant_shapes
 from kertransfer.errors import InvalidArgumentError
-from kertransfer.explain import grad_cam
+from kertransfer.insight.gradcam import grad_cam
 
 agnostic = pytest.mark.backend_agnostic
 
@@ -115,7 +115,7 @@ def _plain_cnn(size=32, classes=3):
 
 
 def test_any_keras_image_classifier_is_explained():
-    from kertransfer import explain
+    from kertransfer.insight import gradcam
 
     x, y, _, _ = quadrant_shapes(100, size=32, seed=0)
     xt, _, quadrant, _ = quadrant_shapes(20, size=32, seed=1)
@@ -129,9 +129,9 @@ def test_any_keras_image_classifier_is_explained():
     probs = model.predict(xt, verbose=0)
     np.testing.assert_allclose(result.probability, probs.max(axis=-1), atol=1e-5)
     # The split is made once per model and layer: a second call traces nothing new.
-    split = explain._SPLITS[model][None]
+    split = gradcam._SPLITS[model][None]
     grad_cam(model, xt[:2])
-    assert explain._SPLITS[model][None] is split
+    assert gradcam._SPLITS[model][None] is split
     assert grad_cam(model, xt[:2], layer="conv_a").coarse.shape == (2, 32, 32)
     with pytest.raises(InvalidArgumentError, match=r"conv_a.*Received: layer='conv_c'"):
         grad_cam(model, xt[:2], layer="conv_c")

@@ -1,5 +1,7 @@
 """The public surface is exactly what we intend to export."""
 
+import pytest
+
 import kertransfer as kt
 
 
@@ -8,16 +10,16 @@ def test_top_level_exports():
         "BackboneSpec", "KertransferError", "TransferHyperModel", "TransferModel",
         "__version__", "backbones",
         "build_imagenet_classifier", "build_transfer_model", "callbacks", "data", "errors",
-        "explain", "export", "fewshot",
-        "fine_tune", "freeze",
-        "freezing",
-        "get_backbone_spec", "lint", "list_backbones", "lr_find", "methods", "models", "optimizers",
-        "pretrain", "rank_backbones", "recalibrate_batchnorm", "register_backbone", "report",
-        "trainable_summary", "training", "transferability", "tune",
-        "tuning",
+        "export", "fine_tune", "freeze", "freezing",
+        "get_backbone_spec", "insight", "lint", "list_backbones", "lr_find", "methods", "models",
+        "optimizers", "pretrain", "rank_backbones", "recalibrate_batchnorm", "register_backbone",
+        "trainable_summary", "training", "tune", "tuning",
     ])
     for name in kt.__all__:
         assert hasattr(kt, name), name
+    assert sorted(dir(kt)) == sorted(kt.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'fewshot'"):
+        kt.fewshot  # noqa: B018  (moved to kt.methods.fewshot)
 
 
 def test_names_outside_scripts_rely_on():
@@ -25,12 +27,13 @@ def test_names_outside_scripts_rely_on():
     assert issubclass(kt.errors.KertransferError, Exception)
     assert kt.KertransferError is kt.errors.KertransferError
     assert kt.pretrain is kt.methods.pretrain and callable(kt.pretrain)
-    from kertransfer.fewshot import PrototypeClassifier, evaluate_episodes
+    from kertransfer.methods.fewshot import PrototypeClassifier, evaluate_episodes
 
-    assert kt.fewshot.PrototypeClassifier is PrototypeClassifier and callable(evaluate_episodes)
-    assert kt.rank_backbones is kt.transferability.rank_backbones
-    assert callable(kt.explain.grad_cam)
-    from kertransfer.lint import lint
+    assert kt.methods.fewshot.PrototypeClassifier is PrototypeClassifier
+    assert callable(evaluate_episodes)
+    assert kt.rank_backbones is kt.insight.rank_backbones
+    assert callable(kt.insight.grad_cam) and callable(kt.insight.run_report)
+    from kertransfer.insight.linting import lint
 
     assert kt.lint is lint and callable(kt.lint)  # the function, not its module
 

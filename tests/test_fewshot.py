@@ -7,7 +7,7 @@ import pytest
 
 import kertransfer as kt
 from kertransfer.errors import DataError, InvalidArgumentError
-from kertransfer.fewshot import (
+from kertransfer.methods.fewshot import (
     LogisticClassifier,
     PrototypeClassifier,
     evaluate_episodes,

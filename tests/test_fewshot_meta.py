@@ -6,8 +6,8 @@ import pytest
 
 import kertransfer as kt
 from kertransfer.errors import DataError, InvalidArgumentError
-from kertransfer.fewshot import evaluate_episodes, meta_train
 from kertransfer.methods.episodic import EpisodeLogits
+from kertransfer.methods.fewshot import evaluate_episodes, meta_train
 
 pytestmark = pytest.mark.backend_agnostic
 

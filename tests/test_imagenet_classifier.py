@@ -7,7 +7,7 @@ import skimage.data
 
 import kertransfer as kt
 from kertransfer.errors import InvalidArgumentError
-from kertransfer.explain import grad_cam
+from kertransfer.insight.gradcam import grad_cam
 from kertransfer.models.imagenet import classifier
 
 

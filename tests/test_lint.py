@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kertransfer as kt
-from kertransfer.lint import lint
+from kertransfer.insight.linting import lint
 
 agnostic = pytest.mark.backend_agnostic
 

@@ -7,7 +7,7 @@ import pytest
 
 import kertransfer as kt
 from kertransfer.errors import DataError, LabelError
-from kertransfer.report import (
+from kertransfer.insight.report import (
     confusion_matrix,
     evaluate_run,
     per_class_accuracy,

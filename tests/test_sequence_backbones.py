@@ -99,7 +99,7 @@ def test_waveforms_are_a_seeded_source_and_shifted_target():
 @agnostic
 def test_fewshot_classifiers_take_a_sequence_model():
     from kertransfer.data import waveforms
-    from kertransfer.fewshot import LogisticClassifier
+    from kertransfer.methods.fewshot import LogisticClassifier
 
     x, y, _ = waveforms("target", 6, timesteps=16, seed=0)
     model = kt.build_transfer_model("gru", 4, input_shape=(16, 1), weights=None)

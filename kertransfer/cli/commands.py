@@ -309,7 +309,7 @@ def run_rank(args) -> int:
     import keras
 
     from kertransfer.backbones import get_backbone_spec
-    from kertransfer.transferability import rank_backbones
+    from kertransfer.insight.ranking import rank_backbones
 
     names = [c if isinstance(c, str) else c[0] for c in map(_candidate, args.candidate)]
     registered = [n for n in names if n != "pixels" and not n.endswith(".keras")]
@@ -330,9 +330,9 @@ def run_explain(args) -> int:
     import keras
     import numpy as np
 
-    from kertransfer.explain import grad_cam
     from kertransfer.export.predict import _decode, _image_files
     from kertransfer.export.sources import load_keras_source
+    from kertransfer.insight.gradcam import grad_cam
 
     model, info = load_keras_source(args.model)
     files = _image_files(args.images)
@@ -356,7 +356,7 @@ def run_explain(args) -> int:
 def run_report(args) -> int:
     import os
 
-    from kertransfer.report import run_report
+    from kertransfer.insight.report import run_report
     from kertransfer.training.run_folder import read_config
 
     # Not a folder: run_report says what it takes.
@@ -380,7 +380,7 @@ def run_report(args) -> int:
 
 def run_lint(args) -> int:
     from kertransfer.export.sources import load_keras_source
-    from kertransfer.lint import lint
+    from kertransfer.insight.linting import lint
 
     model, _ = load_keras_source(args.model)
     batch, examples = None, args.examples
@@ -444,7 +444,7 @@ def run_predict(args) -> int:
 
 
 def run_demo(args) -> int:
-    from kertransfer.demo import run_demo as demo
+    from kertransfer.cli.demo import run_demo as demo
 
     demo(out=args.out, seeds=args.seeds, labels_per_class=args.labels_per_class,
          backbone=args.backbone, quick=args.quick, task=args.task, verbose=args.verbose)

@@ -7,6 +7,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+from kertransfer._choices import (
+    ADAPTATION_METHODS,
+    DEMO_TASKS,
+    EXPORT_FORMATS,
+    PRETEXT_TASKS,
+    RANKING_METRICS,
+)
 from kertransfer.version import __version__
 
 _FORMATTER = argparse.ArgumentDefaultsHelpFormatter
@@ -256,7 +263,7 @@ def _add_demo(sub) -> None:
                        "images saved as PNG. --task digits runs the digits demo instead: "
                        "pretrain on the embedded digits, transfer to digits_m. Runs offline.",
                        formatter_class=_FORMATTER)
-    p.add_argument("--task", choices=["fashion", "digits"], default="fashion",
+    p.add_argument("--task", choices=DEMO_TASKS, default="fashion",
                    help="fashion: ImageNet to Fashion-MNIST; digits: digits to digits_m")
     p.add_argument("--out", default="runs/demo", help="run folder to write")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -283,8 +290,6 @@ def _class_names_arg(text: str) -> list[str]:
 
 
 def _add_adapt(sub) -> None:
-    from kertransfer.methods import METHODS
-
     p = sub.add_parser("adapt", help="adapt a model to an unlabelled target domain",
                        description="Unsupervised domain adaptation of a trained model (a .keras "
                        "file or a run folder): AdaBN replaces the BatchNorm statistics with the "
@@ -295,7 +300,7 @@ def _add_adapt(sub) -> None:
     p.add_argument("model", help="the source model: a .keras file or a run folder")
     p.add_argument("--source", required=True, help="labelled source data (as --data of train)")
     p.add_argument("--target", required=True, help="target images (labels ignored)")
-    p.add_argument("--method", default="dann", choices=METHODS, help="adaptation method")
+    p.add_argument("--method", default="dann", choices=ADAPTATION_METHODS, help="adaptation method")
     p.add_argument("--epochs", type=int, default=20, help="passes over the source data")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (DANN anneals it)")
     p.add_argument("--weight", type=float, default=1.0,
@@ -311,8 +316,6 @@ def _add_adapt(sub) -> None:
 
 
 def _add_pretrain(sub) -> None:
-    from kertransfer.methods import TASKS
-
     p = sub.add_parser("pretrain", help="pretrain a backbone (supervised or self-supervised)",
                        description="Pretrain a backbone on a source task and save it as "
                        "OUT/backbone.keras, which `train --weights` and "
@@ -323,7 +326,7 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--data", required=True,
                    help="source: digits, digits_m, tfds:NAME, or an image folder")
     p.add_argument("--backbone", required=True, help="registry name (kertransfer backbones)")
-    p.add_argument("--task", default="simclr", choices=TASKS, help="pretext task")
+    p.add_argument("--task", default="simclr", choices=PRETEXT_TASKS, help="pretext task")
     p.add_argument("--image-size", type=int, default=32, help="square input size in pixels")
     p.add_argument("--weights", type=_weights_arg, default=None,
                    help="starting weights: none, imagenet, or a .keras / .weights.h5 file")
@@ -341,8 +344,6 @@ def _add_pretrain(sub) -> None:
 
 
 def _add_rank(sub) -> None:
-    from kertransfer.transferability import METRICS
-
     p = sub.add_parser("rank", help="rank candidate backbones for a target, before fine-tuning",
                        description="Score candidate feature extractors on the target's labelled "
                        "images with LogME, LEEP and H-score (one feature pass each, no "
@@ -357,7 +358,7 @@ def _add_rank(sub) -> None:
                    help="a candidate (repeat the flag for each)")
     p.add_argument("--weights", type=_weights_arg, default="imagenet",
                    help="weights of candidates given by name alone")
-    p.add_argument("--metrics", nargs="+", default=list(METRICS), choices=list(METRICS),
+    p.add_argument("--metrics", nargs="+", default=list(RANKING_METRICS), choices=RANKING_METRICS,
                    help="scores to compute; rows are sorted by the first")
     p.add_argument("--max-examples", type=int, default=None,
                    help="score a stratified sample of at most this many images")
@@ -435,8 +436,6 @@ def _add_lint(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    from kertransfer.export import FORMATS
-
     p = sub.add_parser("export", help="export a model for serving (SavedModel, TFLite, ONNX)",
                        description="Export a .keras model, a run folder (kertransfer train) or a "
                        "search folder (kertransfer tune) as version OUT/<n>/ (TF Serving's "
@@ -445,7 +444,7 @@ def _add_export(sub) -> None:
                        "kertransfer_export.json.", formatter_class=_FORMATTER)
     p.add_argument("model", help="a .keras file, a run folder or a search folder")
     p.add_argument("--out", required=True, help="serving folder; the version goes inside it")
-    p.add_argument("--format", default="saved_model", choices=FORMATS, help="export format")
+    p.add_argument("--format", default="saved_model", choices=EXPORT_FORMATS, help="export format")
     p.add_argument("--version", type=int, default=None,
                    help="version number; None: one above the highest present")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -490,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run reports, lint, export, demo.",
     )
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
+    parser.add_argument("-v", "--backend-logs", action="store_true",
+                        help="show the backend's start-up lines (TensorFlow's absl and CUDA "
+                        "messages), hidden by default")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_backbones(sub)
     _add_weights(sub)
@@ -508,14 +510,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_backend(quiet: bool) -> None:
+    """Import Keras and its backend, with the backend's C++ start-up lines off stderr if quiet.
+
+    TensorFlow's native libraries write their start-up lines (absl, cuInit, CPU
+    features) to file descriptor 2 while they load, whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says; quiet, that descriptor points at a scratch
+    file during the import, whose text is shown after all if the import fails.
+    """
+    if not quiet:
+        import keras  # noqa: F401
+
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if not args.backend_logs:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _import_backend(quiet=not args.backend_logs)
+    from kertransfer import _serializables
+
+    _serializables.register()
     from kertransfer.cli import commands
     from kertransfer.errors import KertransferError
 

@@ -3,7 +3,7 @@
 `from_arrays` splits ``(x, y)`` arrays into stratified, seeded train/val/test
 splits and returns an `ArrayData`, which `kertransfer.training.train`,
 `kertransfer.fine_tune` (with cached features), `kertransfer.tune` and
-`kertransfer.fewshot` take wherever they take a `DataBundle`. Its splits are
+`kertransfer.methods.fewshot` take wherever they take a `DataBundle`. Its splits are
 ``keras.utils.PyDataset`` batches, so it needs no TensorFlow: it works under
 every Keras backend. The images of `kertransfer.data.load` are resized and
 converted; these arrays are used as they are.

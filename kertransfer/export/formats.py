@@ -17,6 +17,7 @@ import warnings
 
 import keras
 
+from kertransfer._choices import EXPORT_FORMATS
 from kertransfer.errors import ExportError, MissingDependencyError, format_message
 from kertransfer.export.runtime import (
     BYTES_SIGNATURE,
@@ -28,7 +29,7 @@ from kertransfer.export.runtime import (
 from kertransfer.models.decisions import DEFAULT_THRESHOLD, decision_rule
 
 SIGNATURES = (IMAGES_SIGNATURE, BYTES_SIGNATURE)
-FORMATS = ("saved_model", "tflite", "onnx", "keras")
+FORMATS = EXPORT_FORMATS
 # Formats and the modules they need: (module, package to install), for the
 # converter and for the runtime that checks parity.
 REQUIREMENTS = {

@@ -11,10 +11,11 @@
   ``kertransfer.pretrain``): ``"supervised"``, ``"rotation"``, ``"simclr"``
   or ``"autoencoder"``.
 - Episodic meta-training of a backbone's features with `meta_train` (also
-  ``kertransfer.fewshot.meta_train``): prototypical networks on N-way
+  ``kertransfer.methods.fewshot.meta_train``): prototypical networks on N-way
   K-shot episodes of base classes.
 """
 
+from kertransfer.methods import fewshot
 from kertransfer.methods.adaptation import (
     METHODS,
     GradientReversal,
@@ -47,7 +48,7 @@ from kertransfer.methods.terms import (
 
 __all__ = ["EWC", "EpisodeLogits", "GradientReversal", "L2SP", "LwF", "METHODS", "MetaTrainResult",
            "PretextModel", "PretrainResult", "TASKS", "Term", "adabn", "adapt", "add_head",
-           "coral_loss", "dann_lambda", "fisher_diagonal", "fit_two_heads",
+           "coral_loss", "dann_lambda", "fewshot", "fisher_diagonal", "fit_two_heads",
            "learn_without_forgetting", "meta_train", "nt_xent", "parameters", "pretrain",
            "regularizer_terms", "remove_regularizers", "rotate_batch", "simclr_augmentation",
            "snapshot", "with_regularizers"]

@@ -29,11 +29,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from kertransfer._choices import ADAPTATION_METHODS
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
 from kertransfer.methods.terms import _single
 from kertransfer.training.optimizers import make_optimizer
 
-METHODS = ("adabn", "dann", "coral")
+METHODS = ADAPTATION_METHODS
 
 
 def dann_lambda(progress, gamma: float = 10.0):

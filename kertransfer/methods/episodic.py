@@ -7,7 +7,7 @@ L2-normalised features) and the query images are classified by a softmax of
 their negative squared distances to the prototypes, times a learned scale
 (as in Chen et al. 2021's Meta-Baseline, which starts meta-training from a
 pretrained network, as this does from ImageNet weights). The loss is the
-query cross-entropy. The classifier that `kertransfer.fewshot.PrototypeClassifier`
+query cross-entropy. The classifier that `kertransfer.methods.fewshot.PrototypeClassifier`
 uses on novel classes is the one trained here.
 
 Episodes come from arrays by random access, or from streamed data
@@ -205,7 +205,7 @@ class _Validation(keras.callbacks.Callback):
         self.best, self.best_epoch, self.best_weights = -1.0, 0, None
 
     def on_epoch_end(self, epoch, logs=None):
-        from kertransfer.fewshot import evaluate_episodes
+        from kertransfer.methods.fewshot import evaluate_episodes
 
         acc = evaluate_episodes(self.features, self.data, **self.kwargs).mean
         if logs is not None:
@@ -265,9 +265,9 @@ def meta_train(model, data, labels=None, *, ways: int = 5, shots: int = 5, queri
 
         model = kt.build_transfer_model("mobilenet", 5, input_shape=(96, 96, 3),
                                         weights="imagenet", freeze="none")
-        kt.fewshot.meta_train(model, (base_x, base_y), ways=5, shots=5,
+        kt.methods.fewshot.meta_train(model, (base_x, base_y), ways=5, shots=5,
                               validation_data=(val_x, val_y))
-        kt.fewshot.evaluate_episodes(model, novel_x, novel_y, shots=1)
+        kt.methods.fewshot.evaluate_episodes(model, novel_x, novel_y, shots=1)
 
     Args:
         model: The model to train.
@@ -286,7 +286,7 @@ def meta_train(model, data, labels=None, *, ways: int = 5, shots: int = 5, queri
         scale: Starting value of the learned distance scale.
         validation_data: Labelled images of other classes than ``data``'s
             (validation classes, never the test ones), scored after each
-            epoch by `kertransfer.fewshot.evaluate_episodes` (prototype
+            epoch by `kertransfer.methods.fewshot.evaluate_episodes` (prototype
             classifier, the training ``ways`` and ``shots``).
         validation_episodes: Episodes per validation.
         restore_best: With ``validation_data``, end with the weights of the

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kertransfer._choices import PRETEXT_TASKS
 from kertransfer._log import print_msg
 from kertransfer._seeds import seeded
 from kertransfer.errors import (
@@ -45,7 +46,7 @@ from kertransfer.errors import (
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.run_folder import BACKBONE_FILE, save_run
 
-TASKS = ("supervised", "rotation", "simclr", "autoencoder")
+TASKS = PRETEXT_TASKS
 
 
 def rotate_batch(images):

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kertransfer.demo.common import pixel_baseline, say
+from kertransfer.cli.demo.common import pixel_baseline, say
 
 IMAGE_SIZE = (32, 32)
 HEAD_EPOCHS = 5  # transfer: epochs of head training before the whole network trains

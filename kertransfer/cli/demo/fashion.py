@@ -15,7 +15,7 @@ Steps (all offline):
      (its default epochs, rates and head phase; no validation split, so no
      early stopping);
    - a linear probe: logistic regression on the frozen ImageNet features
-     (`kertransfer.fewshot.LogisticClassifier`);
+     (`kertransfer.methods.fewshot.LogisticClassifier`);
    - the same network from random weights, every layer training for the same
      number of epochs;
    - logistic regression on raw pixels.
@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from kertransfer.demo.common import pixel_baseline, say
+from kertransfer.cli.demo.common import pixel_baseline, say
 
 IMAGE_SIZE = (96, 96)
 BACKBONE = "mobilenet"
@@ -59,7 +59,7 @@ def run_seed(seed: int, *, backbone: str = BACKBONE, labels_per_class: int = 10,
     """The four arms for one seed; their test accuracies."""
     import keras
 
-    from kertransfer.fewshot import LogisticClassifier
+    from kertransfer.methods.fewshot import LogisticClassifier
     from kertransfer.models import build_transfer_model
     from kertransfer.training import evaluate_splits, fine_tune, train
 

@@ -37,6 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kertransfer._choices import RANKING_METRICS
 from kertransfer._log import print_msg
 from kertransfer.errors import (
     DataError,
@@ -299,7 +300,7 @@ def _h_score(feats: _Features, y: np.ndarray, shrinkage: bool = True) -> float:
 
 # -- ranking candidates -------------------------------------------------------------------------
 
-METRICS = {"logme": logme, "leep": leep, "hscore": h_score}
+METRICS = dict(zip(RANKING_METRICS, (logme, leep, h_score), strict=True))
 
 
 @dataclasses.dataclass
@@ -439,7 +440,7 @@ def _outputs(source, head_model, data, labels: bool):
     """``(features [N, D], source-head probabilities or None, labels or None)``: one pass
     over ``data`` (arrays in batches of 256, or any stream, through the data adapter)."""
     from kertransfer.data.adapter import gather
-    from kertransfer.fewshot import _feature_function, _flatten
+    from kertransfer.methods.fewshot import _feature_function, _flatten
 
     fn = _feature_function(source)
 

@@ -1,10 +1,10 @@
 """The offline demos behind ``kertransfer demo``.
 
-- ``task="fashion"`` (the default, `kertransfer.demo.fashion`): real ImageNet
+- ``task="fashion"`` (the default, `kertransfer.cli.demo.fashion`): real ImageNet
   weights (MobileNet v1, installed offline from the ``offline-weights`` extra)
   transferred to Fashion-MNIST with 10 labels per class, against a linear
   probe, the same network from scratch and raw pixels.
-- ``task="digits"`` (`kertransfer.demo.digits`): a backbone pretrained from
+- ``task="digits"`` (`kertransfer.cli.demo.digits`): a backbone pretrained from
   random weights on the embedded digits, transferred to digits_m.
 
 Both end by exporting the transferred model for TF Serving and running
@@ -18,12 +18,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from kertransfer.demo import digits, fashion
-from kertransfer.demo.common import format_table, save, say, ship
-from kertransfer.demo.digits import IMAGE_SIZE, load_target, pretrain_source
+from kertransfer._choices import DEMO_TASKS
+from kertransfer.cli.demo import digits, fashion
+from kertransfer.cli.demo.common import format_table, save, say, ship
+from kertransfer.cli.demo.digits import IMAGE_SIZE, load_target, pretrain_source
 from kertransfer.errors import InvalidArgumentError, format_message
 
-TASKS = ("fashion", "digits")
+TASKS = DEMO_TASKS
 
 __all__ = ["TASKS", "IMAGE_SIZE", "format_table", "load_target", "pretrain_source",
            "run_demo", "ship"]
