@@ -22,15 +22,17 @@ from kertransfer.version import __version__
 # KerasTuner, scikit-learn and matplotlib load only with what needs them. The
 # classes Keras deserializes are registered on that first use, or at once when
 # Keras was imported first (kertransfer._serializables).
-_SUBMODULES = ("backbones", "callbacks", "data", "errors", "export", "freezing", "insight",
-               "methods", "models", "optimizers", "training", "tuning")
+_SUBMODULES = ("backbones", "callbacks", "data", "errors", "freezing", "insight",
+               "methods", "models", "optimizers", "serving", "training", "tuning")
 _NAMES = {
     "BackboneSpec": "kertransfer.backbones.spec",
     "KertransferError": "kertransfer.errors",
     "TransferHyperModel": "kertransfer.tuning",
     "TransferModel": "kertransfer.models",
     "build_imagenet_classifier": "kertransfer.models",
+    "adapt": "kertransfer.methods",
     "build_transfer_model": "kertransfer.models",
+    "export": "kertransfer.serving",
     "fine_tune": "kertransfer.training",
     "freeze": "kertransfer.freezing",
     "get_backbone_spec": "kertransfer.backbones",
@@ -41,6 +43,7 @@ _NAMES = {
     "rank_backbones": "kertransfer.insight",
     "recalibrate_batchnorm": "kertransfer.training",
     "register_backbone": "kertransfer.backbones",
+    "train": "kertransfer.training",
     "trainable_summary": "kertransfer.freezing",
     "tune": "kertransfer.tuning",
 }
@@ -51,6 +54,7 @@ __all__ = [
     "TransferHyperModel",
     "TransferModel",
     "__version__",
+    "adapt",
     "backbones",
     "build_imagenet_classifier",
     "build_transfer_model",
@@ -73,6 +77,8 @@ __all__ = [
     "rank_backbones",
     "recalibrate_batchnorm",
     "register_backbone",
+    "serving",
+    "train",
     "trainable_summary",
     "training",
     "tune",
@@ -106,12 +112,12 @@ if TYPE_CHECKING:  # the names as a type checker or an IDE should see them
         callbacks,
         data,
         errors,
-        export,
         freezing,
         insight,
         methods,
         models,
         optimizers,
+        serving,
         training,
         tuning,
     )
@@ -120,7 +126,9 @@ if TYPE_CHECKING:  # the names as a type checker or an IDE should see them
     from kertransfer.errors import KertransferError
     from kertransfer.freezing import freeze, trainable_summary
     from kertransfer.insight import lint, rank_backbones
+    from kertransfer.methods import adapt
     from kertransfer.methods.pretext import pretrain
     from kertransfer.models import TransferModel, build_imagenet_classifier, build_transfer_model
-    from kertransfer.training import fine_tune, lr_find, recalibrate_batchnorm
+    from kertransfer.serving import export
+    from kertransfer.training import fine_tune, lr_find, recalibrate_batchnorm, train
     from kertransfer.tuning import TransferHyperModel, tune

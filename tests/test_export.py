@@ -134,7 +134,7 @@ def test_a_failed_write_leaves_no_version_folder(model, tmp_path, monkeypatch):
 
 
 def test_a_parity_failure_fails_the_export_and_writes_nothing(model, tmp_path, monkeypatch):
-    import kertransfer.export.core as core
+    import kertransfer.serving.core as core
 
     real = core.keras_probabilities
 
@@ -223,7 +223,7 @@ def test_tflite_export_runs_in_the_litert_interpreter(tiny_backbone_name, tmp_pa
     expected = tf.nn.softmax(logits.predict(x, verbose=0)).numpy()  # logits become probabilities
     np.testing.assert_allclose(got, expected, atol=1e-4)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
-    rows = kt.export.predict(path / "model.tflite", x, top_k=1)  # the file alone works too
+    rows = kt.serving.predict(path / "model.tflite", x, top_k=1)  # the file alone works too
     assert [r["predictions"][0]["class"] for r in rows] == [NAMES[i] for i in got.argmax(-1)]
 
 
@@ -258,10 +258,10 @@ def test_a_multi_head_saved_model_serves_every_head(tmp_path):
     np.testing.assert_allclose(out["parity_probabilities"].numpy(), want["parity"], atol=1e-5)
     assert [n.decode() for n in out["parity_class_name"].numpy()] == \
         [names["parity"][i] for i in want["parity"].argmax(-1)]
-    rows = kt.export.predict(path, _images(2), top_k=1)
+    rows = kt.serving.predict(path, _images(2), top_k=1)
     assert set(rows[0]["predictions"]) == {"digit", "parity"}
     assert rows[0]["predictions"]["parity"][0]["class"] in ("even", "odd")
-    assert "head" in kt.export.format_predictions(rows).splitlines()[0]
+    assert "head" in kt.serving.format_predictions(rows).splitlines()[0]
 
 
 def test_keras_format_reloads_to_the_same_outputs(model, tiny_data, tmp_path):
@@ -302,8 +302,8 @@ def test_predict_agrees_across_a_saved_model_a_keras_run_and_the_cli(model, tmp_
     assert capsys.readouterr().out.strip() == str(version)
     meta = _meta(version)
     assert meta["classes"] == NAMES and meta["training"]["metrics"] == {"val_accuracy": 0.5}
-    served = kt.export.predict(tmp_path / "srv", [tmp_path / "photos"], top_k=4)
-    from_run = kt.export.predict(run, files, top_k=4)
+    served = kt.serving.predict(tmp_path / "srv", [tmp_path / "photos"], top_k=4)
+    from_run = kt.serving.predict(run, files, top_k=4)
     assert [r["file"] for r in served] == [str(f) for f in files]
     for a, b in zip(served, from_run):
         assert [p["class"] for p in a["predictions"]] == [p["class"] for p in b["predictions"]]
@@ -345,13 +345,13 @@ def test_predict_errors_name_the_bad_input(model, tmp_path, capsys):
     path = kt.export(model, tmp_path / "srv", check=False, verbose=0)
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(CorruptImageError, match=r"Received: image=.*notes.png"):
-        kt.export.predict(path, [tmp_path / "notes.png"])
+        kt.serving.predict(path, [tmp_path / "notes.png"])
     with pytest.raises(DataSourceNotFoundError, match=r"Received: images=.*nowhere"):
-        kt.export.predict(path, [tmp_path / "nowhere"])
+        kt.serving.predict(path, [tmp_path / "nowhere"])
     with pytest.raises(IncompatibleInputError, match=r"\[n, 16, 16, 3\].*Received"):
-        kt.export.predict(path, np.zeros((1, 8, 8, 3)))
+        kt.serving.predict(path, np.zeros((1, 8, 8, 3)))
     with pytest.raises(InvalidArgumentError, match=r"top_k.*Received: top_k=0"):
-        kt.export.predict(path, _images(1), top_k=0)
+        kt.serving.predict(path, _images(1), top_k=0)
     assert main(["predict", str(tmp_path / "nothing"), str(tmp_path / "notes.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -440,7 +440,7 @@ def test_a_one_unit_sigmoid_head_gives_the_positive_class_above_the_threshold(
     assert (meta["decision"], meta["threshold"], meta["classes"]) == ("binary", 0.5,
                                                                       ["healthy", "sick"])
     assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5
-    (row, *_) = kt.export.predict(path, x, top_k=2)
+    (row, *_) = kt.serving.predict(path, x, top_k=2)
     assert [p["class"] for p in row["predictions"]] == ["sick", "healthy"]
     assert [p["index"] for p in row["predictions"]] == [1, 0]
     np.testing.assert_allclose([p["probability"] for p in row["predictions"]],
@@ -450,8 +450,8 @@ def test_a_one_unit_sigmoid_head_gives_the_positive_class_above_the_threshold(
                        check=False, verbose=0)
     assert _meta(strict)["threshold"] == 0.97
     assert _serve(strict, x)["class_index"].tolist() == [0, 0, 0]
-    assert kt.export.predict(strict, x, top_k=1)[0]["predictions"][0]["class"] == "healthy"
-    assert kt.export.predict(path, x, threshold=0.97)[0]["predictions"][0]["class"] == "healthy"
+    assert kt.serving.predict(strict, x, top_k=1)[0]["predictions"][0]["class"] == "healthy"
+    assert kt.serving.predict(path, x, threshold=0.97)[0]["predictions"][0]["class"] == "healthy"
     # Below 0.5 it is the negative class; without names, "0" and "1".
     healthy = _sigmoid(tiny_backbone_name, 1, [-3.0])
     plain = kt.export(healthy, tmp_path / "srv", check=False, verbose=0)
@@ -477,9 +477,9 @@ def test_sigmoid_heads_decide_the_same_in_tflite_onnx_keras_and_run_folders(
                                  check=False, verbose=0))
         assert _meta(sources[-1])["decision"] == "binary"
     for source in sources:
-        rows = kt.export.predict(source, x, top_k=1)
+        rows = kt.serving.predict(source, x, top_k=1)
         assert [r["predictions"][0]["class"] for r in rows] == ["sick", "sick"], source
-        assert kt.export.predict(source, x, threshold=0.99)[0]["predictions"][0]["class"] \
+        assert kt.serving.predict(source, x, threshold=0.99)[0]["predictions"][0]["class"] \
             == "healthy", source
     files = _pngs(tmp_path / "photos", n=1)
     assert main(["predict", str(sources[1]), str(files[0]), "--json", "--top-k", "1"]) == 0
@@ -489,7 +489,7 @@ def test_sigmoid_heads_decide_the_same_in_tflite_onnx_keras_and_run_folders(
     tags = _sigmoid(tiny_backbone_name, 3, [2.0, -2.0, 1.0])  # p = 0.88, 0.12, 0.73
     onnx = kt.export(tags, tmp_path / "tags", format="onnx", class_names=["cat", "dog", "sun"],
                      check=False, verbose=0)
-    rows = kt.export.predict(onnx, x, top_k=1)  # top_k does not cut a multi-label answer
+    rows = kt.serving.predict(onnx, x, top_k=1)  # top_k does not cut a multi-label answer
     assert [p["class"] for p in rows[0]["predictions"]] == ["cat", "sun"]
 
 
@@ -506,7 +506,7 @@ def test_a_multi_label_head_serves_every_class_above_the_threshold(tiny_backbone
     meta = _meta(path)
     assert meta["decision"] == "multi_label" and "class_mask" in meta["outputs"]
     assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5
-    rows = kt.export.predict(path, x, top_k=1)
+    rows = kt.serving.predict(path, x, top_k=1)
     assert [p["class"] for p in rows[0]["predictions"]] == ["cat", "sun"]
     strict = kt.export(tags, tmp_path / "srv", class_names=names, threshold=0.8, check=False,
                        verbose=0)
@@ -514,9 +514,9 @@ def test_a_multi_label_head_serves_every_class_above_the_threshold(tiny_backbone
     assert out["class_index"].tolist() == [[0, -1, -1]] * 2
     assert _decoded(out["class_name"]) == [["cat", "", ""]] * 2
     # No class above the threshold: an empty answer, shown as "-" in the table.
-    rows = kt.export.predict(path, x, threshold=0.95)
+    rows = kt.serving.predict(path, x, threshold=0.95)
     assert rows[0]["predictions"] == []
-    assert kt.export.format_predictions(rows).splitlines()[2].split() == ["[0]", "-"]
+    assert kt.serving.format_predictions(rows).splitlines()[2].split() == ["[0]", "-"]
 
 
 def test_class_names_that_do_not_fit_a_sigmoid_head_are_refused(tiny_backbone_name, tmp_path):
@@ -535,7 +535,7 @@ def test_class_names_that_do_not_fit_a_sigmoid_head_are_refused(tiny_backbone_na
         with pytest.raises(InvalidArgumentError, match=r"threshold.*" + pattern):
             kt.export(binary, tmp_path / "srv", threshold=threshold, verbose=0)
     with pytest.raises(InvalidArgumentError, match=r"threshold.*Received: threshold=2"):
-        kt.export.predict(tmp_path / "srv", _images(1), threshold=2)
+        kt.serving.predict(tmp_path / "srv", _images(1), threshold=2)
     assert not (tmp_path / "srv").exists()
 
 
@@ -558,7 +558,7 @@ def test_a_multi_task_model_decides_each_head_by_its_activation(tiny_backbone_na
     assert _meta(low)["threshold"] == {"flag": 0.3}
     assert _meta(low)["decision"] == {"kind": "argmax", "flag": "binary"}
     assert _decoded(_serve(low, x)["flag_class_name"]) == ["on", "on"]
-    (row, _) = kt.export.predict(low, x, top_k=1)
+    (row, _) = kt.serving.predict(low, x, top_k=1)
     assert row["predictions"]["flag"][0]["class"] == "on"
     assert row["predictions"]["kind"][0]["class"] == names["kind"][want[0]]
 

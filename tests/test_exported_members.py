@@ -8,12 +8,12 @@ import kertransfer as kt
 def test_top_level_exports():
     assert sorted(kt.__all__) == sorted([
         "BackboneSpec", "KertransferError", "TransferHyperModel", "TransferModel",
-        "__version__", "backbones",
+        "__version__", "adapt", "backbones",
         "build_imagenet_classifier", "build_transfer_model", "callbacks", "data", "errors",
         "export", "fine_tune", "freeze", "freezing",
         "get_backbone_spec", "insight", "lint", "list_backbones", "lr_find", "methods", "models",
         "optimizers", "pretrain", "rank_backbones", "recalibrate_batchnorm", "register_backbone",
-        "trainable_summary", "training", "tune", "tuning",
+        "serving", "train", "trainable_summary", "training", "tune", "tuning",
     ])
     for name in kt.__all__:
         assert hasattr(kt, name), name
@@ -38,12 +38,24 @@ def test_names_outside_scripts_rely_on():
     assert kt.lint is lint and callable(kt.lint)  # the function, not its module
 
 
-def test_export_is_a_package_and_a_function():
-    import kertransfer.export as export_package
+def test_export_is_a_function_and_serving_its_package():
+    import types
 
-    assert kt.export is export_package and callable(kt.export)
-    assert callable(kt.export.predict) and callable(kt.export.export)
-    assert kt.export.SIGNATURES == ("serving_default", "serve_image_bytes")
+    from kertransfer.serving.core import export
+
+    assert kt.export is export and isinstance(kt.export, types.FunctionType)
+    assert isinstance(kt.serving, types.ModuleType) and kt.serving.export is export
+    assert callable(kt.serving.predict)
+    assert kt.serving.SIGNATURES == ("serving_default", "serve_image_bytes")
+
+
+def test_every_recipe_is_a_top_level_function():
+    from kertransfer.methods.adaptation import adapt
+    from kertransfer.training.run import train
+
+    assert kt.train is train and kt.adapt is adapt
+    for name in ("train", "fine_tune", "tune", "pretrain", "adapt", "export"):
+        assert name in kt.__all__ and callable(getattr(kt, name))
 
 
 def test_every_error_derives_from_a_builtin():

@@ -233,8 +233,8 @@ def run_adapt(args) -> int:
     import keras
 
     from kertransfer.data import load
-    from kertransfer.export.sources import load_keras_source
     from kertransfer.methods import adapt
+    from kertransfer.serving.sources import load_keras_source
     from kertransfer.training import evaluate_splits, save_run
 
     model, info = load_keras_source(args.model)
@@ -330,9 +330,9 @@ def run_explain(args) -> int:
     import keras
     import numpy as np
 
-    from kertransfer.export.predict import _decode, _image_files
-    from kertransfer.export.sources import load_keras_source
     from kertransfer.insight.gradcam import grad_cam
+    from kertransfer.serving.predict import _decode, _image_files
+    from kertransfer.serving.sources import load_keras_source
 
     model, info = load_keras_source(args.model)
     files = _image_files(args.images)
@@ -379,8 +379,8 @@ def run_report(args) -> int:
 
 
 def run_lint(args) -> int:
-    from kertransfer.export.sources import load_keras_source
     from kertransfer.insight.linting import lint
+    from kertransfer.serving.sources import load_keras_source
 
     model, _ = load_keras_source(args.model)
     batch, examples = None, args.examples
@@ -424,7 +424,7 @@ def run_tune(args) -> int:
 
 
 def run_export(args) -> int:
-    from kertransfer.export import export
+    from kertransfer.serving import export
 
     path = export(args.model, args.out, format=args.format, class_names=args.class_names,
                   threshold=args.threshold, version=args.version, overwrite=args.overwrite,
@@ -435,7 +435,7 @@ def run_export(args) -> int:
 
 
 def run_predict(args) -> int:
-    from kertransfer.export import format_predictions, predict
+    from kertransfer.serving import format_predictions, predict
 
     rows = predict(args.model, args.images, top_k=args.top_k, batch_size=args.batch_size,
                    threshold=args.threshold)

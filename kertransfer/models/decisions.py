@@ -11,7 +11,7 @@ A head's activation and its number of units give its rule
 
 `decided` applies the rule to a batch of probabilities; `decide` ranks each
 row's classes the way predictions are reported. Exports
-(`kertransfer.export`: their metadata and `kertransfer.export.predict` on
+(`kertransfer.export`: their metadata and `kertransfer.serving.predict` on
 every format), run reports (`kertransfer.insight.report.evaluate_run`) and Grad-CAM
 (`kertransfer.insight.gradcam.grad_cam`) all read heads through this module.
 """

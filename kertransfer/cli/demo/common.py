@@ -74,7 +74,7 @@ def ship(model, target, run: pathlib.Path, n_images: int = 6, verbose: int = 1) 
     import keras
     import tensorflow as tf
 
-    from kertransfer.export import export, format_predictions, predict
+    from kertransfer.serving import export, format_predictions, predict
     from kertransfer.training.run_folder import DEMO_SAMPLES_FOLDER, DEMO_SERVING_FOLDER
 
     samples = run / DEMO_SAMPLES_FOLDER

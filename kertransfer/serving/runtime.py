@@ -6,7 +6,7 @@ in a fresh process, loads the export with the format's runtime alone (plain
 TensorFlow for a SavedModel: kertransfer is never imported), runs it on
 ``CHECK_DIR/images.npy`` (and, for a SavedModel, on the PNG files
 ``CHECK_DIR/<i>.png`` through ``serve_image_bytes``) and writes the outputs to
-``CHECK_DIR/outputs.npz``. `kertransfer.export.predict` uses the same
+``CHECK_DIR/outputs.npz``. `kertransfer.serving.predict` uses the same
 runners in process.
 
 Every runner returns a dict of float32 arrays named ``probabilities`` (one

@@ -1,4 +1,4 @@
-"""``kertransfer.export``: write a model for serving, check it, and only then publish it.
+"""Write a model for serving (`kt.export`), check it, and only then publish it.
 
 ``export(model, "serving/flowers", class_names=[...])`` writes
 ``serving/flowers/<n>/`` (the next free version number unless one is given),
@@ -32,7 +32,7 @@ says otherwise). A head of several sigmoid units is multi-label: its
 threshold, and ``class_index``/``class_name`` (``[batch, classes]``) list
 those classes, most probable first, padded with -1 and ``""``. TFLite, ONNX
 and ``.keras`` exports serve the probabilities; the metadata's ``decision``
-and ``threshold`` say how `kertransfer.export.predict` (or any consumer)
+and ``threshold`` say how `kertransfer.serving.predict` (or any consumer)
 turns them into classes.
 
 Beside the model, ``kertransfer_export.json`` records the backbone, input
@@ -79,20 +79,20 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
-from kertransfer.export import formats
-from kertransfer.export.formats import FORMATS, SIGNATURES, Head, Plan
-from kertransfer.export.runtime import (
-    METADATA_FILE,
-    head_names,
-    keras_probabilities,
-    output_key,
-)
 from kertransfer.models.decisions import (
     DEFAULT_THRESHOLD,
     check_threshold,
     decision_rule,
     head_activation,
     name_count,
+)
+from kertransfer.serving import formats
+from kertransfer.serving.formats import FORMATS, SIGNATURES, Head, Plan
+from kertransfer.serving.runtime import (
+    METADATA_FILE,
+    head_names,
+    keras_probabilities,
+    output_key,
 )
 
 TOLERANCES = {"saved_model": 1e-5, "keras": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
@@ -487,7 +487,7 @@ def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # no
     fmt = _check_format(format)
     info: dict = {}
     if isinstance(model, (str, os.PathLike)):
-        from kertransfer.export.sources import load_keras_source
+        from kertransfer.serving.sources import load_keras_source
 
         source = model
         model, info = load_keras_source(source)

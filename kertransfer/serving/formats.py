@@ -1,7 +1,7 @@
 """Writers of the export formats: SavedModel, TFLite (LiteRT), ONNX and ``.keras``.
 
 Each writer takes a `Plan` (the model, its input size and its heads) and a
-folder to fill; `kertransfer.export.export` does the checking, the staging
+folder to fill; `kertransfer.serving.export` does the checking, the staging
 in a temporary folder, the parity check and the renaming.
 """
 
@@ -19,14 +19,14 @@ import keras
 
 from kertransfer._choices import EXPORT_FORMATS
 from kertransfer.errors import ExportError, MissingDependencyError, format_message
-from kertransfer.export.runtime import (
+from kertransfer.models.decisions import DEFAULT_THRESHOLD, decision_rule
+from kertransfer.serving.runtime import (
     BYTES_SIGNATURE,
     IMAGES_SIGNATURE,
     MODEL_FILES,
     as_head_dict,
     output_key,
 )
-from kertransfer.models.decisions import DEFAULT_THRESHOLD, decision_rule
 
 SIGNATURES = (IMAGES_SIGNATURE, BYTES_SIGNATURE)
 FORMATS = EXPORT_FORMATS

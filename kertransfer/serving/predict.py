@@ -26,15 +26,6 @@ from kertransfer.errors import (
     InvalidArgumentError,
     format_message,
 )
-from kertransfer.export.runtime import (
-    METADATA_FILE,
-    Runner,
-    detect_format,
-    head_names,
-    head_setting,
-    keras_probabilities,
-    open_export,
-)
 from kertransfer.models.decisions import (
     DECISIONS,
     DEFAULT_THRESHOLD,
@@ -42,6 +33,15 @@ from kertransfer.models.decisions import (
     decision_rule,
     head_activation,
     name_count,
+)
+from kertransfer.serving.runtime import (
+    METADATA_FILE,
+    Runner,
+    detect_format,
+    head_names,
+    head_setting,
+    keras_probabilities,
+    open_export,
 )
 
 
@@ -60,7 +60,7 @@ def load_predictor(source: str | os.PathLike) -> Runner:
             ``.keras`` file, a run folder or a search folder.
 
     Returns:
-        A `kertransfer.export.runtime.Runner`; ``runner.metadata["classes"]``
+        A `kertransfer.serving.runtime.Runner`; ``runner.metadata["classes"]``
         holds the class names.
     """
     path = pathlib.Path(source)
@@ -88,7 +88,7 @@ def load_predictor(source: str | os.PathLike) -> Runner:
                                fix=f"pip install {exc.name or 'onnxruntime'}",
                                received={"model": str(source)})
             ) from exc
-    from kertransfer.export.sources import load_keras_source
+    from kertransfer.serving.sources import load_keras_source
 
     model, info = load_keras_source(path)
     if len(model.input_shape) != 4 or model.input_shape[-1] != 3:
