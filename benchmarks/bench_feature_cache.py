@@ -27,7 +27,8 @@ import keras  # noqa: E402
 from _common import append_row, machine  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
-from kertransfer.training import compute_features, train_head_on_features  # noqa: E402
+from kertransfer.models import compute_features  # noqa: E402
+from kertransfer.training import train_head_on_features  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

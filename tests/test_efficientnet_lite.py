@@ -25,8 +25,8 @@ from kertransfer.backbones.efficientnet_lite import (
 )
 from kertransfer.errors import WeightsError, WeightsMismatchError, WeightsNotFoundError
 from kertransfer.models.imagenet.torch_pickle import load_state_dict
+from kertransfer.models.surgery import split_at_block
 from kertransfer.optimizers import discriminative
-from kertransfer.training.feature_cache import split_at_block
 
 # Parameters (with BatchNorm's moving statistics; trainable ones in brackets):
 # the original release lists 4.7M, 5.4M, 6.1M, 8.2M and 13.0M trainable.

@@ -154,7 +154,7 @@ def test_default_head_is_the_cross_validated_probe(tiny_backbone_name, bundle, c
     x, y = bundle.as_numpy("train")
     fit = kt.training.probe_head(model, bundle, seed=0, verbose=1)
     assert "logistic-regression probe on 160 examples" in capsys.readouterr().out
-    feats = kt.training.compute_features(model, x, verbose=0)
+    feats = kt.models.compute_features(model, x, verbose=0)
     reference = LogisticRegression(C=fit.C, max_iter=3000).fit(feats, y)
     # The model now predicts what scikit-learn's probe at the chosen C predicts.
     np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict_proba(feats),

@@ -6,7 +6,7 @@ import pytest
 
 import kertransfer as kt
 from kertransfer.freezing.inference import is_inference_locked
-from kertransfer.training.feature_cache import compute_features, feature_extractor
+from kertransfer.models.surgery import compute_features, feature_extractor
 
 # Every registry family with dropout or stochastic depth inside the backbone.
 FAMILIES = {

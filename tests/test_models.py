@@ -198,7 +198,7 @@ def test_subclassed_model_as_backbone_is_one_block(tmp_path):
         kt.freeze(model, "conv_a")
 
     # Cached features and the head on them give the model's own outputs.
-    from kertransfer.training.feature_cache import compute_features, head_on_features
+    from kertransfer.models.surgery import compute_features, head_on_features
 
     x = _x(6)
     feats = compute_features(model, x, verbose=0)

@@ -120,7 +120,7 @@ def test_two_phase_trial_freezes_then_unfreezes(tiny_backbone_name, tiny_weights
 
 
 def test_split_at_block_reproduces_the_model(tiny_backbone_name, tiny_data):
-    from kertransfer.training.feature_cache import split_at_block
+    from kertransfer.models.surgery import split_at_block
 
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, freeze="none")

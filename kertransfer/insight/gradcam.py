@@ -32,6 +32,7 @@ import numpy as np
 
 from kertransfer.errors import DataError, InvalidArgumentError, format_message
 from kertransfer.models.decisions import head_rule
+from kertransfer.models.surgery import layers_after
 
 __all__ = ["GradCamResult", "grad_cam", "save_overlays"]
 
@@ -123,7 +124,6 @@ def _split_classifier(model, layer: str | None):
 
 def _split(model, layer: str | None):
     """``(bottom, top, layer name)``: images -> feature map, feature map -> outputs."""
-    from kertransfer.training.feature_cache import _layers_after
 
     backbone = getattr(model, "backbone", None)
     if backbone is None:
@@ -144,7 +144,7 @@ def _split(model, layer: str | None):
     bottom = keras.Model(_inputs(model), to_inner(model.layers[at - 1].output),
                          name="to_feature_map")
     inputs = keras.Input(tuple(inner.shape[1:]))
-    top = keras.Model(inputs, _layers_after(model, backbone.name, from_inner(inputs)),
+    top = keras.Model(inputs, layers_after(model, backbone.name, from_inner(inputs)),
                       name="from_feature_map")
     return bottom, top, layer
 

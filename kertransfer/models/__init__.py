@@ -1,8 +1,14 @@
-"""Transfer models: construction, layers and weight loading."""
+"""Transfer models: construction, layers, weight loading and surgery (cutting a model)."""
 
 from kertransfer.models.build import build_transfer_model
 from kertransfer.models.imagenet.classifier import build_imagenet_classifier
 from kertransfer.models.layers import Preprocess
+from kertransfer.models.surgery import (
+    compute_features,
+    feature_extractor,
+    head_on_features,
+    split_at_block,
+)
 from kertransfer.models.transfer_model import TransferModel
 from kertransfer.models.weights import WeightsReport, copy_weights_by_name, load_backbone_weights
 
@@ -12,6 +18,10 @@ __all__ = [
     "WeightsReport",
     "build_imagenet_classifier",
     "build_transfer_model",
+    "compute_features",
+    "feature_extractor",
+    "head_on_features",
+    "split_at_block",
     "copy_weights_by_name",
     "load_backbone_weights",
 ]

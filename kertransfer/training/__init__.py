@@ -3,8 +3,6 @@
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.feature_cache import (
     FeatureCache,
-    compute_features,
-    split_at_block,
     train_head_on_features,
 )
 from kertransfer.training.fine_tune import fine_tune
@@ -23,8 +21,6 @@ from kertransfer.training.schedules import OneCycle, SlantedTriangular, WarmupCo
 
 __all__ = [
     "FeatureCache",
-    "compute_features",
-    "split_at_block",
     "train_head_on_features",
     "LRFindResult",
     "ProbeFit",

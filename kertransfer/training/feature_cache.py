@@ -28,6 +28,7 @@ import numpy as np
 from kertransfer import _log
 from kertransfer._fs import usual_mode
 from kertransfer.data.adapter import as_arrays
+from kertransfer.models.surgery import compute_features, head_on_features
 
 
 def task_labels(data: Any, y: np.ndarray):
@@ -35,94 +36,6 @@ def task_labels(data: Any, y: np.ndarray):
     for a bundle with tasks (`kertransfer.data.DataBundle.with_tasks`), else ``y``."""
     relabel = getattr(data, "task_labels", None)
     return relabel(y) if callable(relabel) and not isinstance(y, dict) else y
-
-
-def feature_extractor(model) -> keras.Model:
-    """The part of a transfer model up to its pooling layer (its head's input)."""
-    names = [layer.name for layer in model.layers]
-    name = "pool" if "pool" in names else model.backbone.name
-    return keras.Model(model.input, model.get_layer(name).output, name="feature_extractor")
-
-
-def _pool_name(model) -> str:
-    names = [layer.name for layer in model.layers]
-    return "pool" if "pool" in names else model.backbone.name
-
-
-def head_layers(model) -> list:
-    """The layers after the pooling layer, in order (every head's, for several heads)."""
-    names = [layer.name for layer in model.layers]
-    return model.layers[names.index(_pool_name(model)) + 1:]
-
-
-def _layers_after(model, layer_name: str, inputs) -> Any:
-    """``model``'s own layers from the output of ``layer_name`` on, applied to ``inputs``.
-
-    The same layer objects (training the result trains ``model``); the outputs
-    keep the model's structure, a dict of heads for a multi-task model.
-    """
-    names = [layer.name for layer in model.layers]
-    # The tensor in ``model``'s graph: a nested model's ``output`` is its own graph's.
-    start = model.layers[names.index(layer_name) + 1].input
-    rest = keras.Model(start, model.output, name=f"after_{layer_name}")
-    return rest(inputs)
-
-
-def _with_activation(new, model) -> keras.Model:
-    new.activation = getattr(model, "activation", "softmax")  # picks the matching loss(es)
-    return new
-
-
-def head_on_features(model, feature_shape) -> keras.Model:
-    """A model from features of ``feature_shape`` through ``model``'s own head layers.
-
-    For a multi-task model its outputs are the dict of heads, as the model's.
-    """
-    inputs = keras.Input(tuple(feature_shape), name="features")
-    outputs = _layers_after(model, _pool_name(model), inputs)
-    return _with_activation(keras.Model(inputs, outputs, name="head_on_features"), model)
-
-
-def split_at_block(model, block: int) -> tuple[keras.Model, keras.Model] | None:
-    """Cut a transfer model before backbone block ``block``: ``(bottom, top)``.
-
-    ``bottom`` maps the model's images to the input of the block's first layer;
-    ``top`` maps that tensor through the rest of the backbone and the model's
-    own pooling and head layers (the same layer objects: training ``top``
-    trains ``model``). ``top(bottom(x))`` equals ``model(x)``.
-
-    Returns None when the backbone cannot be cut there: ``block`` is the first
-    block or past the last, or more than one tensor crosses the cut (a skip
-    connection spans it).
-    """
-    from kertransfer.freezing.apply import block_context
-
-    ctx = block_context(model)
-    if not 0 < block < ctx.num_blocks or block not in ctx.block_of:
-        return None
-    first = ctx.layers[ctx.block_of.index(block)]
-    backbone = model.backbone
-    names = [layer.name for layer in model.layers]
-    at = names.index(backbone.name)
-    if at < 1:
-        return None
-    try:
-        cut = first.input
-        if not isinstance(cut, keras.KerasTensor):
-            return None
-        # Keras refuses a disconnected graph: a tensor from below the cut that
-        # reaches above it (other than ``cut``) makes this raise.
-        top_backbone = keras.Model(cut, backbone.output, name="backbone_top")
-        bottom_backbone = keras.Model(backbone.input, cut, name="backbone_bottom")
-    except (ValueError, AttributeError):
-        return None
-    bottom = keras.Model(model.input, bottom_backbone(model.layers[at - 1].output),
-                         name="bottom")
-    inputs = keras.Input(tuple(cut.shape[1:]), name="cut_features")
-    outputs = _layers_after(model, backbone.name, top_backbone(inputs))
-    top = _with_activation(keras.Model(inputs, outputs, name="top"), model)
-    top.bottom_layers = list(bottom_backbone.layers)
-    return bottom, top
 
 
 def compile_head(head, feats: np.ndarray, y: Any, batch_size: int, learning_rate: float,
@@ -135,12 +48,6 @@ def compile_head(head, feats: np.ndarray, y: Any, batch_size: int, learning_rate
     compile_for_transfer(head, learning_rate, optimizer, steps_per_execution=min(steps, 64),
                          loss_weights=loss_weights)
     build_training_state(head, (feats, y))
-
-
-def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
-    """Backbone features (after pooling) of images ``x``, in inference mode."""
-    extractor = feature_extractor(model)
-    return np.asarray(extractor.predict(x, batch_size=batch_size, verbose=verbose))
 
 
 def array_digest(arrays) -> str:

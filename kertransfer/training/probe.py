@@ -20,7 +20,7 @@ import numpy as np
 from kertransfer import _log
 from kertransfer.data.adapter import as_arrays
 from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.training.feature_cache import compute_features, head_layers
+from kertransfer.models.surgery import compute_features, head_layers
 
 __all__ = ["C_GRID", "ProbeFit", "fit_linear_probe", "probe_head", "probe_unavailable"]
 

@@ -50,15 +50,8 @@ from kertransfer.freezing.apply import apply_policy, block_context
 from kertransfer.freezing.policies import FreezeBlocks
 from kertransfer.models import build_transfer_model
 from kertransfer.models.build import _check_heads
-from kertransfer.training.feature_cache import (
-    FeatureCache,
-    array_digest,
-    compile_head,
-    compute_features,
-    feature_key,
-    head_on_features,
-    split_at_block,
-)
+from kertransfer.models.surgery import compute_features, head_on_features, split_at_block
+from kertransfer.training.feature_cache import FeatureCache, array_digest, compile_head, feature_key
 from kertransfer.training.optimizers import check_optimizer
 from kertransfer.training.recipe import adopt_head_state, phase_optimizer, unfreeze_top
 from kertransfer.training.run import build_training_state, compile_for_transfer
