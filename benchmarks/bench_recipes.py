@@ -69,7 +69,7 @@ from bench_imagenet_probe import _features, _pixels, _probe  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
 from kertransfer.cli.main import main as cli_main  # noqa: E402
-from kertransfer.freezing.apply import apply_policy, block_context  # noqa: E402
+from kertransfer.freezing import apply_policy, block_context  # noqa: E402
 from kertransfer.optimizers import discriminative  # noqa: E402
 from kertransfer.training import OneCycle, evaluate_splits, train  # noqa: E402
 

@@ -46,7 +46,7 @@ import keras_tuner  # noqa: E402
 from _common import append_row, machine  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
-from kertransfer.freezing.apply import block_context  # noqa: E402
+from kertransfer.freezing import block_context  # noqa: E402
 
 BACKBONE = "mobilenet_v3_small"
 SHAPE = (32, 32, 3)  # --image-size changes it

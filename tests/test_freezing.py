@@ -167,7 +167,8 @@ def test_trainable_summary_table(tiny_backbone_name, capsys):
     model = _model(tiny_backbone_name, freeze=1, bn="frozen")
     summary = kt.trainable_summary(model)
     printed = capsys.readouterr().out
-    assert "FreezeBlocks(n=1)" in printed and "bn=frozen" in printed
+    n = len(model.block_names)
+    assert f"bottom 1 of {n} blocks frozen (through stem)" in printed and "bn=frozen" in printed
     rows = {r.block: r for r in summary.rows}
     assert rows["stem"].trainable_params == 0 and rows["stem"].state == "frozen"
     conv = model.backbone.get_layer("block1_conv")
@@ -176,3 +177,17 @@ def test_trainable_summary_table(tiny_backbone_name, capsys):
     assert summary.trainable_params == sum(int(np.prod(w.shape))
                                            for w in model.trainable_weights)
     assert summary.to_dict()["blocks"][0]["block"] == "stem"
+
+
+def test_trainable_summary_reads_what_is_frozen_from_the_layers(tiny_backbone_name):
+    model = _model(tiny_backbone_name, freeze="none")
+    text = lambda: kt.trainable_summary(model, print_fn=None).frozen_text  # noqa: E731
+    assert text() == "all blocks train"
+    kt.freeze(model, "all")
+    assert text() == "all blocks frozen"
+    # Flags set by hand count, though the stored policy still says "all".
+    model.backbone.trainable = True
+    for layer in model.backbone.layers:
+        layer.trainable = not layer.name.startswith("block1")
+    assert model.freeze_config["class_name"] == "FreezeAll"
+    assert text() == "frozen: block1"

@@ -287,3 +287,21 @@ def test_lwf_keeps_the_old_head_closer_than_plain_fine_tuning(tiny_backbone_name
             fit_two_heads(two, (new_x, new_y), warmup_epochs=1, epochs=3, learning_rate=5e-3)
         outputs[name] = np.abs(_np(two(x[:50])["old"]) - reference).mean()
     assert outputs["lwf"] < 0.5 * outputs["plain"], outputs
+
+
+def test_add_head_gives_a_shared_backbone_model_that_saves_and_freezes(model, tmp_path):
+    two = add_head(model, 3)
+    assert isinstance(two, kt.models.SharedBackboneModel)
+    assert kt.freezing.is_transfer_model(two) and two.backbone is model.backbone
+    kt.freeze(two, "all")
+    assert not model.backbone.trainable  # the same layers
+    path = tmp_path / "two.keras"
+    two.save(path)
+    back = keras.saving.load_model(path, compile=False)
+    assert isinstance(back, kt.models.SharedBackboneModel)
+    assert back.block_patterns == two.block_patterns and set(back.output) == {"old", "new"}
+    assert back.activation == two.activation
+    x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype("float32")
+    for key in ("old", "new"):
+        np.testing.assert_allclose(_np(back(x)[key]), _np(two(x)[key]), rtol=1e-5, atol=1e-6)
+    assert kt.trainable_summary(back, print_fn=None).frozen_text == "all blocks frozen"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from kertransfer.backbones.blocks import assign_blocks, is_batchnorm
-from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
+from kertransfer.errors import InvalidArgumentError, format_message, suggest
 from kertransfer.freezing.inference import sync_inference_mode
-from kertransfer.freezing.policies import FreezeContext, policy_to_config, resolve_policy
+from kertransfer.freezing.policies import policy_to_config, resolve_policy
+from kertransfer.freezing.protocol import all_batchnorm, block_context, require_transfer_model
+from kertransfer.freezing.summary import trainable_summary
 
 BN_MODES = ("frozen", "trainable")
 
@@ -26,33 +27,6 @@ def check_bn_mode(bn: Any) -> str:
             )
         )
     return bn
-
-
-def require_transfer_model(model, feature: str = "kertransfer.freeze") -> None:
-    """Raise unless ``model`` exposes the backbone and blocks that freezing needs."""
-    for attr in ("backbone", "block_patterns", "unmatched"):
-        if not hasattr(model, attr):
-            raise InvalidTypeError(
-                format_message(
-                    f"{feature} works on models made by build_transfer_model.",
-                    fix="Wrap your network with kertransfer.build_transfer_model(backbone=...), "
-                    "or set layer.trainable yourself.",
-                    received={"model": type(model).__name__},
-                )
-            )
-
-
-def block_context(model) -> FreezeContext:
-    """Return the layers of a transfer model's backbone grouped into blocks."""
-    layers = list(model.backbone.layers)
-    block_of = assign_blocks(layers, model.block_patterns, model.unmatched)
-    names = [name for name, _ in model.block_patterns]
-    return FreezeContext(layers=layers, block_of=block_of, block_names=names)
-
-
-def _all_batchnorm(layer) -> list:
-    sub = layer._flatten_layers(include_self=True, recursive=True)
-    return [s for s in sub if is_batchnorm(s)]
 
 
 def apply_policy(model, freeze: Any, bn: str) -> list[bool]:
@@ -73,7 +47,7 @@ def apply_policy(model, freeze: Any, bn: str) -> list[bool]:
             sub.trainable = not frozen
     if bn == "frozen":
         for layer in ctx.layers:
-            for sub in _all_batchnorm(layer):
+            for sub in all_batchnorm(layer):
                 sub.trainable = False
     if all(mask):
         backbone.trainable = False
@@ -129,8 +103,6 @@ def freeze(model, freeze: Any = "all", *, bn: str | None = None, recompile: bool
     if changed and getattr(model, "compiled", False):
         _after_change(model, recompile)
     if verbose:
-        from kertransfer.freezing.summary import trainable_summary
-
         trainable_summary(model)
     return model
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 
+from kertransfer.freezing.protocol import is_transfer_model
+
 TRAINING = "training"
 
 
@@ -67,10 +69,9 @@ def _sublayers(layers: Iterable) -> Iterator:
 
 def sync_inference_mode(model) -> None:
     """Lock every non-trainable layer of ``model.backbone`` in inference mode; unlock the rest."""
-    backbone = getattr(model, "backbone", None)
-    if backbone is None:
+    if not is_transfer_model(model):
         return
-    for layer in _sublayers(backbone.layers):
+    for layer in _sublayers(model.backbone.layers):
         set_inference_lock(layer, not layer.trainable)
 
 

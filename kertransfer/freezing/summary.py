@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 from kertransfer.backbones.blocks import is_batchnorm
-from kertransfer.freezing.apply import _all_batchnorm, block_context, require_transfer_model
+from kertransfer.freezing.protocol import all_batchnorm, block_context, require_transfer_model
 
 
 def _count(variables) -> int:
@@ -48,11 +48,32 @@ class TrainableSummary:
     def params(self) -> int:
         return sum(r.params for r in self.rows)
 
+    @property
+    def frozen_text(self) -> str:
+        """Which blocks are frozen, read from the layers (not from the stored policy).
+
+        ``"all blocks train"``, ``"all blocks frozen"``, ``"bottom 3 of 5 blocks
+        frozen (through conv4)"``, or the frozen and partial blocks by name.
+        """
+        blocks = [r for r in self.rows if r.block != "head" and r.state != "-"]
+        states = [r.state for r in blocks]
+        if not blocks or all(s == "trainable" for s in states):
+            return "all blocks train"
+        if all(s == "frozen" for s in states):
+            return "all blocks frozen"
+        k = next(i for i, s in enumerate(states) if s != "frozen")
+        if k and all(s == "trainable" for s in states[k:]):
+            return f"bottom {k} of {len(blocks)} blocks frozen (through {blocks[k - 1].block})"
+        parts = [f"{kind}: " + ", ".join(r.block for r in blocks if r.state == kind)
+                 for kind in ("frozen", "partial") if kind in states]
+        return "; ".join(parts)
+
     def to_dict(self) -> dict:
         return {
             "backbone": self.backbone,
             "bn": self.bn_mode,
             "freeze": self.freeze,
+            "frozen": self.frozen_text,
             "blocks": [dataclasses.asdict(r) for r in self.rows],
         }
 
@@ -73,23 +94,12 @@ class TrainableSummary:
             )
 
         rule = "-" * len(fmt(head))
-        title = f"{self.backbone}  freeze={_policy_text(self.freeze)}  bn={self.bn_mode}"
+        title = f"{self.backbone}  {self.frozen_text}  bn={self.bn_mode}"
         return "\n".join([title, fmt(head), rule, *map(fmt, body), rule, fmt(total)])
 
 
-def _policy_text(config: dict) -> str:
-    if not config:
-        return "?"
-    from kertransfer.freezing.policies import policy_from_config
-
-    try:
-        return repr(policy_from_config(config))
-    except Exception:  # noqa: BLE001 - display only
-        return str(config)
-
-
 def _bn_state(layers) -> str:
-    bns = [b for layer in layers for b in _all_batchnorm(layer)]
+    bns = [b for layer in layers for b in all_batchnorm(layer)]
     if not bns:
         return "-"
     training = sum(1 for b in bns if b.trainable)

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from kertransfer.errors import DataError, InvalidArgumentError, format_message
+from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.models.decisions import head_rule
 from kertransfer.models.surgery import layers_after
 
@@ -125,9 +126,9 @@ def _split_classifier(model, layer: str | None):
 def _split(model, layer: str | None):
     """``(bottom, top, layer name)``: images -> feature map, feature map -> outputs."""
 
-    backbone = getattr(model, "backbone", None)
-    if backbone is None:
+    if not is_transfer_model(model):
         return _split_classifier(model, layer)
+    backbone = model.backbone
     names = [item.name for item in model.layers]
     at = names.index(backbone.name)
     if layer is None or layer == backbone.name:

@@ -32,7 +32,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import keras
 import numpy as np
+
+from kertransfer.freezing.protocol import block_context, is_transfer_model
 
 __all__ = ["Finding", "LintReport", "RULES", "lint"]
 
@@ -82,14 +85,10 @@ class LintReport:
 
 
 def _is_batchnorm(layer) -> bool:
-    import keras
-
     return isinstance(layer, keras.layers.BatchNormalization)
 
 
 def _bn_in_frozen_blocks(model) -> list[Finding]:
-    from kertransfer.freezing.apply import block_context
-
     ctx = block_context(model)
     by_block: dict[int, list] = {}
     for layer, block in zip(ctx.layers, ctx.block_of):
@@ -110,8 +109,6 @@ def _bn_in_frozen_blocks(model) -> list[Finding]:
 
 
 def _preprocessing(model, batch: np.ndarray) -> list[Finding]:
-    import keras
-
     low, high = float(np.min(batch)), float(np.max(batch))
     scaled = high <= 1.5 and low >= -1.5
     prep = next((lay for lay in model.layers if type(lay).__name__ == "Preprocess"), None)
@@ -156,7 +153,7 @@ def _lr_order(model) -> list[Finding]:
     optimizer = getattr(model, "optimizer", None)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     table = getattr(optimizer, "_kt_by_path", None)  # a discriminative optimizer's rates
-    if not table or not hasattr(model, "backbone"):
+    if not table or not is_transfer_model(model):
         return []
     backbone_paths = {v.path for v in model.backbone.trainable_variables}
     rates = {v.path: table.get(v.path, 1.0) for v in model.trainable_variables}
@@ -220,7 +217,7 @@ def lint(model, sample_batch: Any = None, *, num_examples: int | None = None,
     findings: list[Finding] = []
     checked: list[str] = []
     skipped: dict[str, str] = {}
-    transfer = hasattr(model, "backbone")
+    transfer = is_transfer_model(model)
     if transfer:
         findings += _bn_in_frozen_blocks(model)
         checked.append("bn-training-in-frozen-block")

@@ -46,6 +46,7 @@ from kertransfer.errors import (
     LabelError,
     format_message,
 )
+from kertransfer.freezing.protocol import is_transfer_model
 
 __all__ = ["Ranking", "h_score", "leep", "logme", "logme_evidence", "rank_backbones"]
 
@@ -403,7 +404,7 @@ def _resolve(candidate, input_shape, weights):
             raise InvalidArgumentError(format_message(
                 "A candidate model file does not exist.", received={"candidate": str(candidate)}))
         model = keras.saving.load_model(candidate, compile=False)
-        if not hasattr(model, "backbone"):
+        if not is_transfer_model(model):
             raise InvalidArgumentError(format_message(
                 "This file holds a model without kertransfer's preprocessing (a bare backbone, "
                 "such as kt.pretrain's backbone.keras): name its architecture.",

@@ -17,6 +17,7 @@ from keras import ops
 
 from kertransfer.data.adapter import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, parameters, snapshot
 
 
@@ -231,8 +232,7 @@ class EWC(Term):
 
         variables = self._variables
         if variables is None:
-            backbone = getattr(model, "backbone", None)
-            variables = parameters(backbone if isinstance(backbone, keras.Model) else model)
+            variables = parameters(model.backbone if is_transfer_model(model) else model)
         fisher = self.fisher
         if fisher is None:
             fisher = fisher_diagonal(model, self.data, variables=variables, output=self.output,

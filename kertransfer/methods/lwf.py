@@ -27,7 +27,9 @@ from keras import ops
 
 from kertransfer.data.adapter import as_arrays
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, _single, with_regularizers
+from kertransfer.models.transfer_model import SharedBackboneModel
 from kertransfer.training.recipe import continue_training, phase_optimizer
 
 OLD, NEW = "old", "new"
@@ -43,8 +45,9 @@ def add_head(model, num_classes: int, *, name: str = NEW, old_name: str = OLD,
 
     Both heads read the features ``model``'s own head reads (the pooled
     backbone output of a `TransferModel`); the layers are shared, not copied.
-    The result keeps ``backbone``, ``block_patterns`` and ``unmatched``, so
-    `kertransfer.freeze` and the unfreezing callbacks work on it.
+    From a transfer model the result is a `kertransfer.models.SharedBackboneModel`
+    (its backbone and blocks), so `kertransfer.freeze` and the unfreezing
+    callbacks work on it.
     """
     if not isinstance(model, keras.Model):
         raise InvalidTypeError(format_message("add_head needs a Keras model.",
@@ -58,13 +61,15 @@ def add_head(model, num_classes: int, *, name: str = NEW, old_name: str = OLD,
     x = keras.layers.Dropout(rate, name=f"{name}_dropout")(features) if rate else features
     new = keras.layers.Dense(num_classes, activation="softmax", name=f"{name}_predictions",
                              dtype="float32")(x)
-    two = keras.Model(_single(model.inputs), {old_name: model.outputs[0], name: new},
-                      name=f"{model.name}_two_heads")
-    for attr in ("backbone", "block_patterns", "unmatched", "backbone_name", "preprocessing",
-                 "bn_mode", "freeze_config"):
-        if hasattr(model, attr):
-            setattr(two, attr, getattr(model, attr))
-    two.activation = {old_name: getattr(model, "activation", "softmax"), name: "softmax"}
+    inputs, outputs = _single(model.inputs), {old_name: model.outputs[0], name: new}
+    activation = {old_name: getattr(model, "activation", "softmax"), name: "softmax"}
+    if is_transfer_model(model):
+        two = SharedBackboneModel.from_transfer_model(model, inputs, outputs,
+                                                      name=f"{model.name}_two_heads",
+                                                      activation=activation)
+    else:
+        two = keras.Model(inputs, outputs, name=f"{model.name}_two_heads")
+        two.activation = activation
     two.old_layer, two.new_layer = last, two.get_layer(f"{name}_predictions")
     return two
 

@@ -33,6 +33,7 @@ import keras
 from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.freezing.protocol import is_transfer_model
 
 TERMS_ATTR = "_kertransfer_terms"
 TRACKERS_ATTR = "_kertransfer_term_trackers"
@@ -67,15 +68,14 @@ def _single(inputs):
 
 
 def _backbone(model, who: str):
-    backbone = getattr(model, "backbone", None)
-    if not isinstance(backbone, keras.Model):
+    if not is_transfer_model(model):
         raise InvalidTypeError(
             format_message(f"{who} needs to know which weights were pretrained.",
                            expected="a model from build_transfer_model (it has .backbone), or "
                                     "pretrained=[variables]",
                            received={"model": type(model).__name__})
         )
-    return backbone
+    return model.backbone
 
 
 class Term:

@@ -9,10 +9,11 @@ from kertransfer.models.surgery import (
     head_on_features,
     split_at_block,
 )
-from kertransfer.models.transfer_model import TransferModel
+from kertransfer.models.transfer_model import SharedBackboneModel, TransferModel
 from kertransfer.models.weights import WeightsReport, copy_weights_by_name, load_backbone_weights
 
 __all__ = [
+    "SharedBackboneModel",
     "Preprocess",
     "TransferModel",
     "WeightsReport",

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kertransfer.freezing.apply import block_context
+from kertransfer.freezing.protocol import block_context
 
 
 def feature_extractor(model) -> keras.Model:

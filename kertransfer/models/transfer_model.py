@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.inference import sync_inference_mode
 from kertransfer.models.layers import Preprocess
 
@@ -46,8 +47,38 @@ def _head(x, num_classes: int, activation: str, dropout: float, head_units, pref
                               dtype="float32")(x)
 
 
+class _TransferCompile:
+    """The compile step every transfer model shares."""
+
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        """``keras.Model.compile``, which also binds a discriminative optimizer to the blocks.
+
+        Frozen layers of the backbone are set to run in inference mode here too
+        (see `kertransfer.freezing.inference`), so flags set by hand count.
+        """
+        sync_inference_mode(self)
+        super().compile(optimizer, *args, **kwargs)
+        opt = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        bind = getattr(opt, "bind_model", None)
+        if callable(bind):
+            bind(self)
+        # What compile saw as trainable: kt.lint compares it with the model's now.
+        self.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in self.trainable_variables)
+
+    # Keras restores the compile state of a saved model only when a model that
+    # overrides compile() also overrides these two.
+    def get_compile_config(self):
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)  # create its variables to load into
+
+
 @keras.saving.register_keras_serializable(package="kertransfer")
-class TransferModel(keras.Model):
+class TransferModel(_TransferCompile, keras.Model):
     """A backbone with a classification head, built with the functional API.
 
     The graph is ``image (raw 0-255) -> Preprocess -> backbone -> pooling ->
@@ -123,32 +154,6 @@ class TransferModel(keras.Model):
         self.bn_mode = bn
         self.freeze_config = dict(freeze_config or {})
 
-    def compile(self, optimizer="rmsprop", *args, **kwargs):
-        """``keras.Model.compile``, which also binds a discriminative optimizer to the blocks.
-
-        Frozen layers of the backbone are set to run in inference mode here too
-        (see `kertransfer.freezing.inference`), so flags set by hand count.
-        """
-        sync_inference_mode(self)
-        super().compile(optimizer, *args, **kwargs)
-        opt = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        bind = getattr(opt, "bind_model", None)
-        if callable(bind):
-            bind(self)
-        # What compile saw as trainable: kt.lint compares it with the model's now.
-        self.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in self.trainable_variables)
-
-    # Keras restores the compile state of a saved model only when a model that
-    # overrides compile() also overrides these two.
-    def get_compile_config(self):
-        return super().get_compile_config()
-
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if getattr(self, "optimizer", None) is not None and self.built:
-            self.optimizer.build(self.trainable_variables)  # create its variables to load into
-
     @property
     def heads(self) -> dict[str, int] | None:
         """``{task: units}`` of a multi-task model; None for a single head."""
@@ -189,4 +194,83 @@ class TransferModel(keras.Model):
             # Setting True would cascade to every layer and undo the freeze flags.
             model.trainable = False
         sync_inference_mode(model)  # the loaded trainable flags decide the mode
+        return model
+
+
+@keras.saving.register_keras_serializable(package="kertransfer")
+class SharedBackboneModel(_TransferCompile, keras.Model):
+    """A functional model on a transfer model's layers that keeps its backbone and blocks.
+
+    For graphs built from a `TransferModel`'s tensors: a second head
+    (`kertransfer.methods.add_head`), several outputs of the same trunk. The
+    layers are the source model's own (training one trains the other), and the
+    model implements the transfer-model protocol, so `kertransfer.freeze`,
+    `trainable_summary`, the unfreezing callbacks and discriminative
+    optimizers work on it. Build it with `from_transfer_model`.
+
+    Args:
+        inputs, outputs: As for ``keras.Model``; ``backbone`` is in their graph.
+        backbone: The backbone layer (a ``keras.Model``) inside the graph.
+        block_patterns: Ordered ``(block_name, regex)`` pairs for the backbone.
+        unmatched: Block rule for unmatched layers (``"previous"``/``"next"``).
+        backbone_name, preprocessing, bn, freeze_config, activation: The
+            source model's metadata (see `TransferModel`); ``activation`` is
+            ``{output: activation}`` for dict outputs.
+    """
+
+    def __init__(self, inputs, outputs, name=None, *, backbone: keras.Model,
+                 block_patterns: Sequence[Sequence[str]] = (), unmatched: str = "previous",
+                 backbone_name: str = "custom", preprocessing: str = "none", bn: str = "frozen",
+                 freeze_config: dict[str, Any] | None = None,
+                 activation: str | Mapping[str, str] = "softmax", **kwargs: Any):
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        if not any(layer is backbone for layer in self.layers):
+            raise InvalidArgumentError(format_message(
+                "The backbone is not a layer of this model's graph.",
+                fix="Build the outputs from the source model's tensors "
+                    "(SharedBackboneModel.from_transfer_model).",
+                received={"backbone": backbone.name}))
+        self.backbone = backbone
+        self.block_patterns = tuple((str(n), str(p)) for n, p in block_patterns)
+        self.unmatched = unmatched
+        self.backbone_name = backbone_name
+        self.preprocessing = preprocessing
+        self.bn_mode = bn
+        self.freeze_config = dict(freeze_config or {})
+        self.activation = dict(activation) if isinstance(activation, Mapping) else activation
+
+    @classmethod
+    def from_transfer_model(cls, source, inputs, outputs, *, name: str | None = None,
+                            activation: str | Mapping[str, str] | None = None
+                            ) -> SharedBackboneModel:
+        """A model over ``source``'s graph from ``inputs`` to ``outputs``, with its metadata."""
+        return cls(inputs, outputs, name=name, backbone=source.backbone,
+                   block_patterns=source.block_patterns, unmatched=source.unmatched,
+                   backbone_name=getattr(source, "backbone_name", "custom"),
+                   preprocessing=getattr(source, "preprocessing", "none"),
+                   bn=getattr(source, "bn_mode", "frozen"),
+                   freeze_config=getattr(source, "freeze_config", None),
+                   activation=getattr(source, "activation", "softmax")
+                   if activation is None else activation)
+
+    def _transfer_config(self) -> dict[str, Any]:
+        return {"backbone": self.backbone.name,
+                "block_patterns": [list(b) for b in self.block_patterns],
+                "unmatched": self.unmatched, "backbone_name": self.backbone_name,
+                "preprocessing": self.preprocessing, "bn": self.bn_mode,
+                "freeze_config": self.freeze_config, "activation": self.activation}
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()  # the functional graph
+        config["transfer"] = self._transfer_config()
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects=None) -> SharedBackboneModel:
+        config = dict(config)
+        meta = dict(config.pop("transfer"))
+        graph = keras.Model.from_config(config, custom_objects=custom_objects)
+        meta["backbone"] = graph.get_layer(meta["backbone"])
+        model = cls(graph.input, graph.output, name=graph.name, **meta)
+        sync_inference_mode(model)
         return model

@@ -20,6 +20,7 @@ from kertransfer.errors import (
     WeightsNotFoundError,
     format_message,
 )
+from kertransfer.freezing.protocol import is_transfer_model
 
 
 @dataclasses.dataclass
@@ -246,9 +247,8 @@ def _weighted_layers(model) -> dict[str, Any]:
 
 def find_backbone(model) -> keras.Model:
     """Return the backbone inside a model built by kertransfer, or the model itself."""
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, keras.Model):
-        return backbone
+    if is_transfer_model(model):
+        return model.backbone
     for layer in model.layers:
         if layer.name == "backbone" and isinstance(layer, keras.Model):
             return layer

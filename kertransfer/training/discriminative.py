@@ -35,6 +35,7 @@ import keras
 from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.freezing.protocol import block_context
 from kertransfer.training.optimizers import KERAS_OPTIMIZERS, StepCountMixin, with_step_counts
 
 _CLASSES: dict[type, type] = {}
@@ -74,8 +75,6 @@ class DiscriminativeMixin:
     # -- binding to a model ------------------------------------------------
     def bind_model(self, model) -> dict[str, float]:
         """Compute the multiplier of every variable of ``model`` (by variable path)."""
-        from kertransfer.freezing.apply import block_context
-
         ctx = block_context(model)
         n = len(ctx.block_names)
         self._kt_check_names(ctx.block_names)

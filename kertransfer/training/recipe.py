@@ -23,8 +23,9 @@ from typing import Any
 
 import keras
 
-from kertransfer.freezing.apply import apply_policy, block_context, reset_step_functions
+from kertransfer.freezing.apply import apply_policy, reset_step_functions
 from kertransfer.freezing.policies import FreezeBlocks
+from kertransfer.freezing.protocol import block_context
 from kertransfer.training.discriminative import DiscriminativeMixin, discriminative
 from kertransfer.training.optimizers import (
     build_optimizer,

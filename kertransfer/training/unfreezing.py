@@ -20,12 +20,9 @@ import keras
 
 from kertransfer import _log
 from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.freezing.apply import (
-    apply_policy,
-    block_context,
-    require_transfer_model,
-)
+from kertransfer.freezing.apply import apply_policy
 from kertransfer.freezing.policies import FreezeBlocks
+from kertransfer.freezing.protocol import block_context, require_transfer_model
 from kertransfer.training.recipe import continue_training
 
 

@@ -46,8 +46,9 @@ import numpy as np
 from kertransfer.backbones import get_backbone_spec
 from kertransfer.data.adapter import as_arrays, form_of
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
-from kertransfer.freezing.apply import apply_policy, block_context
+from kertransfer.freezing.apply import apply_policy
 from kertransfer.freezing.policies import FreezeBlocks
+from kertransfer.freezing.protocol import block_context
 from kertransfer.models import build_transfer_model
 from kertransfer.models.build import _check_heads
 from kertransfer.models.surgery import compute_features, head_on_features, split_at_block
