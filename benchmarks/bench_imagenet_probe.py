@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
     for name in IMAGENET:
-        kt.backbones.install_weights(name, verbose=0)
+        kt.models.install_weights(name, verbose=0)
     key = {"labels_per_class": args.labels_per_class, "test_images": args.test_images,
            "size": SIZE[0]}
     start = time.perf_counter()

@@ -251,7 +251,7 @@ ARMS = {
 
 def run(experiment: str, seed: int, arms) -> dict:
     backbone, labels = EXPERIMENTS[experiment]
-    kt.backbones.install_weights(backbone, verbose=0)
+    kt.models.install_weights(backbone, verbose=0)
     data = _data(seed, labels)
     out = {}
     for name in arms:

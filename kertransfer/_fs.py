@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import tempfile
 
 
@@ -31,3 +32,19 @@ def atomic_file(path: str | os.PathLike, suffix: str = ""):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def keras_cache_dir() -> pathlib.Path:
+    """The folder of Keras' cached weights: ``$KERAS_HOME/models`` (``~/.keras/models``).
+
+    ``KERAS_HOME`` is read when called. ``weights="imagenet"`` in kertransfer
+    passes this folder to Keras' ``get_file``, so a ``KERAS_HOME`` set after
+    Keras was imported is honoured too (Keras alone reads it at import).
+    Without it, ``~/.keras``, or ``/tmp/.keras`` when the home folder is not
+    writable, as Keras decides.
+    """
+    base = os.environ.get("KERAS_HOME")
+    if not base:
+        home = os.path.expanduser("~")
+        base = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    return pathlib.Path(base) / "models"

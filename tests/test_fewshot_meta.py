@@ -6,8 +6,8 @@ import pytest
 
 import kertransfer as kt
 from kertransfer.errors import DataError, InvalidArgumentError
-from kertransfer.methods.episodic import EpisodeLogits
 from kertransfer.methods.fewshot import evaluate_episodes, meta_train
+from kertransfer.methods.fewshot.episodic import EpisodeLogits
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -84,7 +84,7 @@ class _Batches(keras.utils.PyDataset):
 
 
 def test_streamed_data_is_drawn_from_a_bounded_pool(tiny_backbone_name):
-    from kertransfer.methods.episodic import _StreamPool
+    from kertransfer.methods.fewshot.episodic import _StreamPool
 
     x, y = _channel_coded([0, 50, 100, 150, 200], 30, seed=5)
     order = np.random.default_rng(0).permutation(len(y))

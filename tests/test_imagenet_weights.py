@@ -147,11 +147,11 @@ def test_install_is_idempotent_and_listed(installed, capsys):
     folder = home / "models"
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     t0 = time.monotonic()
-    again = kt.backbones.install_weights("mobilenet", cache_dir=folder)
+    again = kt.models.install_weights("mobilenet", cache_dir=folder)
     assert again["status"] == "already installed" and time.monotonic() - t0 < 2
     assert "already installed" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
-    rows = kt.backbones.installed_weights(folder)
+    rows = kt.models.installed_weights(folder)
     assert [(r["backbone"], r["file"], r["status"]) for r in rows] == [
         ("mobilenet", TOP, "ok"), ("mobilenet", NO_TOP, "ok")]
     assert all(r["size"] > 10e6 and r["source"].startswith("nudity") for r in rows)
@@ -261,8 +261,8 @@ def test_a_missing_source_package_names_the_extra(monkeypatch):
 def test_backbones_reexport_without_importing_models():
     import ast
 
-    assert kt.backbones.install_weights is install.install_weights
-    assert kt.backbones.installed_weights is install.installed_weights
+    assert kt.models.install_weights is install.install_weights
+    assert kt.models.installed_weights is install.installed_weights
     # The layer rule: no backbones module imports the models layer when it is imported.
     for path in pathlib.Path(kt.backbones.__file__).parent.glob("*.py"):
         for node in ast.parse(path.read_text()).body:

@@ -186,10 +186,10 @@ def test_per_epoch_validation_is_truthful_while_batchnorm_trains(tiny_backbone_n
 
 
 def test_learning_curves_have_whole_epoch_ticks(tmp_path, monkeypatch):
-    import kertransfer._plot as plot
+    from kertransfer.training import run_folder
 
     figures = []
-    monkeypatch.setattr(plot, "save_figure", lambda fig, path, **kw: figures.append(fig))
+    monkeypatch.setattr(run_folder, "save_figure", lambda fig, path, **kw: figures.append(fig))
     kt.training.plot_history({"loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.8]},
                              tmp_path / "c.png")
     ticks = figures[0].axes[0].get_xticks()

@@ -49,6 +49,7 @@ import pathlib
 import keras
 from keras import layers
 
+from kertransfer._fs import keras_cache_dir
 from kertransfer.backbones.spec import BackboneSpec
 from kertransfer.errors import WeightsNotFoundError, format_message
 
@@ -160,16 +161,11 @@ def imagenet_weights_file(variant: int, include_top: bool) -> str:
 def imagenet_weights_path(variant: int, include_top: bool) -> pathlib.Path:
     """Where ``weights="imagenet"`` looks: ``$KERAS_HOME/models/`` (``~/.keras/models/``).
 
-    The folder of `kertransfer.models.weights.keras_cache_dir` (this layer
-    cannot import it; a test keeps the two equal), by the same rule:
-    ``KERAS_HOME`` read when called, else ``~/.keras``, or ``/tmp/.keras``
-    when the home folder is not writable, as Keras decides.
+    The folder of `kertransfer._fs.keras_cache_dir`: ``KERAS_HOME`` read when
+    called, else ``~/.keras``, or ``/tmp/.keras`` when the home folder is not
+    writable, as Keras decides.
     """
-    base = os.environ.get("KERAS_HOME")
-    if not base:
-        home = os.path.expanduser("~")
-        base = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
-    return pathlib.Path(base) / "models" / imagenet_weights_file(variant, include_top)
+    return keras_cache_dir() / imagenet_weights_file(variant, include_top)
 
 
 def _check_args(variant, include_top, weights, input_shape, pooling, classes):

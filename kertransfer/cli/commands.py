@@ -331,14 +331,15 @@ def run_explain(args) -> int:
     import numpy as np
 
     from kertransfer.insight.gradcam import grad_cam
-    from kertransfer.serving.predict import _decode, _image_files
+    from kertransfer.serving.predict import decode_image_file, image_files
     from kertransfer.serving.sources import load_keras_source
 
     model, info = load_keras_source(args.model)
-    files = _image_files(args.images)
+    files = image_files(args.images)
     height, width = model.input_shape[1:3]
     images = np.stack([np.asarray(keras.ops.image.resize(
-        np.asarray(_decode(f, f.read_bytes()), "float32"), (height, width))) for f in files])
+        np.asarray(decode_image_file(f, f.read_bytes()), "float32"), (height, width)))
+        for f in files])
     names = info.get("class_names")
     if isinstance(names, dict):
         names = names.get(args.head)

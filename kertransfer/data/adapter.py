@@ -44,6 +44,8 @@ from typing import Any, NoReturn
 import keras
 import numpy as np
 
+from kertransfer.data.bundle import DataBundle
+from kertransfer.data.memory import ArrayData, from_arrays
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
 
 __all__ = ["FORMS", "Splits", "as_arrays", "as_batches", "as_training_data",
@@ -108,8 +110,6 @@ def form_of(data: Any, argument: str = "data") -> str:
         ``"py_dataset"``, ``"bundle"`` (a `DataBundle`), ``"array_data"``,
         ``"splits"`` (a `Splits`), ``"list"`` (of batches) or ``"iterator"``.
     """
-    from kertransfer.data.bundle import DataBundle
-    from kertransfer.data.memory import ArrayData
 
     if isinstance(data, DataBundle):
         return "bundle"
@@ -551,7 +551,6 @@ def as_training_data(data: Any, argument: str = "data") -> Any:
     if form in ("bundle", "array_data", "splits"):
         return data
     if form == "xy" and not isinstance(data[1], dict):
-        from kertransfer.data.memory import from_arrays
 
         return from_arrays(data[0], data[1])  # its own checks and messages
     if form in ("tf_dataset", "py_dataset"):
@@ -590,3 +589,17 @@ def unaugmented_train(data: Any):
         return as_batches(data.train, "data", images_only=True)
     size = max(int(getattr(data, "batch_size", 64) or 64), 64)
     return as_batches(data, "data", images_only=True, batch_size=size)
+
+
+def split_arrays(data: Any, split: str = "train", argument: str = "data",
+                 what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of one split of a `DataBundle` or `ArrayData`, or the ``(x, y)``
+    arrays themselves (through `kertransfer.data.adapter.as_arrays`); anything
+    else is refused naming ``argument``."""
+
+    if form_of(data, argument) not in ("bundle", "array_data", "xy"):
+        raise InvalidTypeError(format_message(
+            f"{argument} must be a DataBundle, ArrayData or (x, y) arrays{what}.",
+            received={argument: type(data).__name__}))
+    x, y = as_arrays(data, argument, split=split)
+    return np.asarray(x, "float32"), y

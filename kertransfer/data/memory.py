@@ -22,7 +22,6 @@ import numpy as np
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
-    InvalidTypeError,
     LabelError,
     format_message,
 )
@@ -240,18 +239,3 @@ def from_arrays(x: Any, y: Any, *, validation_split: float = 0.0, test_split: fl
                                        received={"x": x.shape}))
     return ArrayData(splits["train"], splits["val"], splits["test"], class_names, counts,
                      tuple(int(d) for d in x.shape[1:]), batch_size, seed)
-
-
-def split_arrays(data: Any, split: str = "train", argument: str = "data",
-                 what: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` of one split of a `DataBundle` or `ArrayData`, or the ``(x, y)``
-    arrays themselves (through `kertransfer.data.adapter.as_arrays`); anything
-    else is refused naming ``argument``."""
-    from kertransfer.data.adapter import as_arrays, form_of
-
-    if form_of(data, argument) not in ("bundle", "array_data", "xy"):
-        raise InvalidTypeError(format_message(
-            f"{argument} must be a DataBundle, ArrayData or (x, y) arrays{what}.",
-            received={argument: type(data).__name__}))
-    x, y = as_arrays(data, argument, split=split)
-    return np.asarray(x, "float32"), y

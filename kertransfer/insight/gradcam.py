@@ -30,7 +30,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from kertransfer.errors import DataError, InvalidArgumentError, format_message
+from kertransfer._plot import pyplot, save_figure
+from kertransfer.data.adapter import as_batches, form_of, iterate
+from kertransfer.errors import DataError, InvalidArgumentError, format_message, suggest
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.models.decisions import head_rule
 from kertransfer.models.surgery import layers_after
@@ -77,7 +79,6 @@ def _conv_layers(network) -> list:
 
 def _pick(candidates: list, layer: str | None, where: str):
     """The feature-map layer: ``layer`` by name, or the last of ``candidates``."""
-    from kertransfer.errors import suggest
 
     if not candidates:
         raise InvalidArgumentError(format_message(
@@ -254,7 +255,6 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
     Returns:
         A `GradCamResult`.
     """
-    from kertransfer.data.adapter import as_batches, form_of, iterate
 
     if form_of(images, "images") == "images" and len(np.shape(images)) == 3:
         images = np.asarray(images)[None]  # one image
@@ -354,7 +354,6 @@ def save_overlays(images: np.ndarray, result: GradCamResult, out, *, alpha: floa
                   names: Sequence[str] | None = None,
                   class_names: Sequence[str] | None = None) -> list[pathlib.Path]:
     """Write each image with its heatmap over it as a PNG in ``out``; returns the paths."""
-    from kertransfer._plot import pyplot, save_figure
 
     plt = pyplot()
     out = pathlib.Path(out)

@@ -38,7 +38,10 @@ import keras
 import numpy as np
 
 from kertransfer._choices import RANKING_METRICS
+from kertransfer._fs import atomic_file
 from kertransfer._log import print_msg
+from kertransfer.backbones import get_backbone_spec, list_backbones
+from kertransfer.data.adapter import as_arrays, example_shape, form_of, gather
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -47,6 +50,8 @@ from kertransfer.errors import (
     format_message,
 )
 from kertransfer.freezing.protocol import is_transfer_model
+from kertransfer.methods.fewshot.classifiers import feature_function, flatten_features
+from kertransfer.models import build_transfer_model
 
 __all__ = ["Ranking", "h_score", "leep", "logme", "logme_evidence", "rank_backbones"]
 
@@ -351,7 +356,6 @@ class Ranking:
         import csv
         import io
 
-        from kertransfer._fs import atomic_file
 
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -389,8 +393,6 @@ def _source_head(model) -> bool:
 
 def _resolve(candidate, input_shape, weights):
     """``(features source for extract_features, model with a source head or None, note)``."""
-    from kertransfer.backbones import list_backbones
-    from kertransfer.models import build_transfer_model
 
     if isinstance(candidate, str) and candidate == "pixels":
         return "pixels", None, "raw inputs"
@@ -414,7 +416,6 @@ def _resolve(candidate, input_shape, weights):
         return model, model if _source_head(model) else None, "file"
     if isinstance(candidate, str):
         if candidate not in list_backbones():
-            from kertransfer.backbones import get_backbone_spec
 
             get_backbone_spec(candidate)  # raises, with close names
         model = build_transfer_model(candidate, 2, input_shape=input_shape, weights=weights)
@@ -440,10 +441,8 @@ def _sample(y: np.ndarray, max_examples: int | None, seed: int) -> np.ndarray | 
 def _outputs(source, head_model, data, labels: bool):
     """``(features [N, D], source-head probabilities or None, labels or None)``: one pass
     over ``data`` (arrays in batches of 256, or any stream, through the data adapter)."""
-    from kertransfer.data.adapter import gather
-    from kertransfer.methods.fewshot import _feature_function, _flatten
 
-    fn = _feature_function(source)
+    fn = feature_function(source)
 
     def outputs(xb):
         xb = np.asarray(xb, "float32")
@@ -453,7 +452,7 @@ def _outputs(source, head_model, data, labels: bool):
                                                                  batch_size=256))
 
     out, y = gather(data, "data", outputs, labels=labels, batch_size=256)
-    return _flatten(out[0]), (out[1] if len(out) > 1 else None), y
+    return flatten_features(out[0]), (out[1] if len(out) > 1 else None), y
 
 
 def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
@@ -503,7 +502,6 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
     if not items:
         raise InvalidArgumentError(format_message("candidates is empty.",
                                                   received={"candidates": candidates}))
-    from kertransfer.data.adapter import as_arrays, example_shape, form_of
 
     in_memory = form_of(data, "data") in ("images", "xy", "array_data")
     y = None

@@ -31,10 +31,11 @@ import numpy as np
 
 from kertransfer._fs import atomic_file
 from kertransfer._plot import pyplot, save_figure
-from kertransfer.data.memory import split_arrays
+from kertransfer.data.adapter import split_arrays
 from kertransfer.errors import DataError, InvalidArgumentError, LabelError, format_message
 from kertransfer.models.decisions import DEFAULT_THRESHOLD, check_threshold, decided, head_rule
 from kertransfer.training import run_folder
+from kertransfer.training.run_folder import plot_history
 
 __all__ = ["confusion_matrix", "evaluate_run", "per_class_accuracy", "plot_confusion_matrix",
            "plot_per_class_accuracy", "run_report"]
@@ -285,7 +286,6 @@ def run_report(run, data=None, *, split: str = "test", out=None, head: str | Non
     Returns:
         The path of the page.
     """
-    from kertransfer.training.run import plot_history
 
     folder, config = _run_folder(run)
     sections: list[tuple[str, str]] = []

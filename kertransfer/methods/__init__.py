@@ -24,7 +24,7 @@ from kertransfer.methods.adaptation import (
     coral_loss,
     dann_lambda,
 )
-from kertransfer.methods.episodic import EpisodeLogits, MetaTrainResult, meta_train
+from kertransfer.methods.fewshot import EpisodeLogits, MetaTrainResult, meta_train
 from kertransfer.methods.fisher import EWC, fisher_diagonal
 from kertransfer.methods.lwf import LwF, add_head, fit_two_heads, learn_without_forgetting
 from kertransfer.methods.pretext import (

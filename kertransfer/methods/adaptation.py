@@ -30,8 +30,11 @@ import numpy as np
 from keras import ops
 
 from kertransfer._choices import ADAPTATION_METHODS
+from kertransfer.data.adapter import as_batches, iterate, num_batches
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
 from kertransfer.methods.terms import _single
+from kertransfer.training import recalibrate_batchnorm
+from kertransfer.training.batchnorm import batchnorm_layers
 from kertransfer.training.optimizers import make_optimizer
 
 METHODS = ADAPTATION_METHODS
@@ -115,9 +118,6 @@ def adabn(model, target, *, steps: int | None = None, batch_size: int | None = N
     """
     import warnings
 
-    from kertransfer.data.adapter import as_batches
-    from kertransfer.training import recalibrate_batchnorm
-    from kertransfer.training.batchnorm import batchnorm_layers
 
     frozen = [bn.name for bn in batchnorm_layers(model, "all") if not bn.trainable]
     if frozen:
@@ -202,7 +202,6 @@ def _mixed(source, target):
     (cycled); both are what `kertransfer.data.adapter.as_batches` returns, so
     any form of data works, under every backend.
     """
-    from kertransfer.data.adapter import iterate
 
     def targets():
         while True:
@@ -280,7 +279,6 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
     if method == "adabn":
         adabn(model, target)
         return model
-    from kertransfer.data.adapter import as_batches, num_batches
 
     src = as_batches(source, "source", labels=True, training=True)
     tgt = as_batches(target, "target", images_only=True, training=True)

@@ -27,6 +27,7 @@ from keras import ops
 
 from kertransfer.data.adapter import as_arrays
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.freezing import freeze
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, _single, with_regularizers
 from kertransfer.models.transfer_model import SharedBackboneModel
@@ -143,7 +144,6 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
 
     import numpy as np
 
-    from kertransfer.freezing import freeze
 
     x, y = as_arrays(data, "data")
     # Keras wants a target per output: the old head's is a placeholder with no loss.

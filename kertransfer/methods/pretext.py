@@ -36,6 +36,8 @@ from keras import ops
 from kertransfer._choices import PRETEXT_TASKS
 from kertransfer._log import print_msg
 from kertransfer._seeds import seeded
+from kertransfer.data import load
+from kertransfer.data.adapter import as_arrays, as_batches, example_shape, form_of, gather
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -43,6 +45,8 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
+from kertransfer.models import build_transfer_model
+from kertransfer.training import recalibrate_batchnorm
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.run_folder import BACKBONE_FILE, save_run
 
@@ -243,7 +247,6 @@ def _dataset(data, task, input_shape, batch_size, seed):
     labels)`` arrays are loaded into a DataBundle; batches (a bundle, a
     dataset, a ``PyDataset``) stream, through `kertransfer.data.adapter`.
     """
-    from kertransfer.data.adapter import as_arrays, as_batches, example_shape, form_of, gather
 
     labelled = task == "supervised"
     if isinstance(data, (str, os.PathLike)):
@@ -300,7 +303,6 @@ def _dataset(data, task, input_shape, batch_size, seed):
         return train, as_batches(data, "data", images_only=True), num, shape
     bundle = data
     if form == "source" or form == "xy":
-        from kertransfer.data import load
 
         if input_shape is None and form == "xy" and np.ndim(data[0]) == 4:
             input_shape = np.shape(data[0])[1:]
@@ -355,8 +357,6 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         A `PretrainResult`; ``result.path`` goes to
         ``build_transfer_model(..., weights=result.path)``.
     """
-    from kertransfer.models import build_transfer_model
-    from kertransfer.training import recalibrate_batchnorm
 
     _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
     optimizer = make_optimizer("adam" if optimizer is None else optimizer, learning_rate)

@@ -2,6 +2,7 @@
 
 from kertransfer.models.build import build_transfer_model
 from kertransfer.models.imagenet.classifier import build_imagenet_classifier
+from kertransfer.models.imagenet.install import install_weights, installed_weights
 from kertransfer.models.layers import Preprocess
 from kertransfer.models.surgery import (
     compute_features,
@@ -22,6 +23,8 @@ __all__ = [
     "compute_features",
     "feature_extractor",
     "head_on_features",
+    "install_weights",
+    "installed_weights",
     "split_at_block",
     "copy_weights_by_name",
     "load_backbone_weights",

@@ -23,6 +23,7 @@ from kertransfer.errors import (
     suggest,
 )
 from kertransfer.freezing.apply import apply_policy, check_bn_mode
+from kertransfer.freezing.summary import trainable_summary
 from kertransfer.models.transfer_model import ACTIVATIONS, POOLINGS, TransferModel
 from kertransfer.models.weights import construct_with_imagenet, load_backbone_weights
 
@@ -43,7 +44,7 @@ def _check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
 _TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-def _check_heads(num_classes: Any, activation: Any) -> tuple[Any, Any]:
+def check_heads(num_classes: Any, activation: Any) -> tuple[Any, Any]:
     """Check ``num_classes`` (an int, or ``{task: units}``) and the activation(s)."""
     if not isinstance(num_classes, Mapping):
         if isinstance(activation, Mapping):
@@ -290,7 +291,7 @@ def build_transfer_model(
         >>> model.output_shape
         (None, 5)
     """
-    num_classes, activation = _check_heads(num_classes, activation)
+    num_classes, activation = check_heads(num_classes, activation)
     _check_choice(pooling, "pooling", POOLINGS)
     check_bn_mode(bn)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
@@ -366,7 +367,6 @@ def build_transfer_model(
     model.weights_report = report
     apply_policy(model, freeze, bn)
     if verbose:
-        from kertransfer.freezing.summary import trainable_summary
 
         trainable_summary(model)
     return model

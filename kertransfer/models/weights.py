@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import pathlib
 import re
 import warnings
@@ -13,6 +12,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from kertransfer._fs import keras_cache_dir
+from kertransfer._log import print_msg
 from kertransfer.errors import (
     InvalidArgumentError,
     WeightsError,
@@ -21,6 +22,7 @@ from kertransfer.errors import (
     format_message,
 )
 from kertransfer.freezing.protocol import is_transfer_model
+from kertransfer.models.imagenet.install import install_command
 
 
 @dataclasses.dataclass
@@ -69,22 +71,6 @@ def _oneline(exc: BaseException, limit: int | None = None) -> str:
     return text
 
 
-def keras_cache_dir() -> pathlib.Path:
-    """The folder of Keras' cached weights: ``$KERAS_HOME/models`` (``~/.keras/models``).
-
-    ``KERAS_HOME`` is read when called. ``weights="imagenet"`` in kertransfer
-    passes this folder to Keras' ``get_file``, so a ``KERAS_HOME`` set after
-    Keras was imported is honoured too (Keras alone reads it at import).
-    Without it, ``~/.keras``, or ``/tmp/.keras`` when the home folder is not
-    writable, as Keras decides.
-    """
-    base = os.environ.get("KERAS_HOME")
-    if not base:
-        home = os.path.expanduser("~")
-        base = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
-    return pathlib.Path(base) / "models"
-
-
 # Families whose Keras files exist per input size, where a cached 224-pixel file serves the
 # sizes whose own file is missing: constructor name -> (Keras' file name, the 224 file's).
 _PER_SIZE_FILES = {
@@ -102,7 +88,6 @@ def _announce(spec, shape, fname: str, why: str) -> None:
     if key in _ANNOUNCED:
         return
     _ANNOUNCED.add(key)
-    from kertransfer._log import print_msg
 
     print_msg(f"kertransfer: {spec.name} at {shape[0]}x{shape[1]} uses the ImageNet weights of "
               f"{fname}, trained at 224x224 ({why}).")
@@ -156,8 +141,6 @@ def _keras_get_file(spec, shape, record: list):
 
 
 def _install_hint(name: str) -> str | None:
-    from kertransfer.models.imagenet.install import install_command
-
     return install_command(name)
 
 

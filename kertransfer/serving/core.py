@@ -94,6 +94,8 @@ from kertransfer.serving.runtime import (
     keras_probabilities,
     output_key,
 )
+from kertransfer.serving.sources import load_keras_source
+from kertransfer.version import __version__
 
 TOLERANCES = {"saved_model": 1e-5, "keras": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
 CLASS_NAMES_FILE = "class_names.txt"
@@ -294,8 +296,6 @@ def _last_fit(model) -> dict | None:
 
 
 def _metadata(plan: Plan, fmt: str, info: dict, extra: dict | None, parity) -> dict[str, Any]:
-    from kertransfer.version import __version__
-
     model = plan.model
     training = info.get("training")
     if training is None:
@@ -487,7 +487,6 @@ def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # no
     fmt = _check_format(format)
     info: dict = {}
     if isinstance(model, (str, os.PathLike)):
-        from kertransfer.serving.sources import load_keras_source
 
         source = model
         model, info = load_keras_source(source)

@@ -18,6 +18,7 @@ import warnings
 import keras
 
 from kertransfer._choices import EXPORT_FORMATS
+from kertransfer.data.images import to_model_image
 from kertransfer.errors import ExportError, MissingDependencyError, format_message
 from kertransfer.models.decisions import DEFAULT_THRESHOLD, decision_rule
 from kertransfer.serving.runtime import (
@@ -166,7 +167,6 @@ def _decode_batch(plan: Plan, data):
     """Decode and resize encoded images; a clear error names the ones that are not images."""
     import tensorflow as tf
 
-    from kertransfer.data.images import to_model_image
 
     ok = tf.zeros_like(data, dtype=tf.bool)
     for magic in _MAGIC:

@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from kertransfer.data.folders import list_image_files
+from kertransfer.data.images import to_model_image
 from kertransfer.errors import (
     CorruptImageError,
     DataError,
     DataSourceNotFoundError,
     IncompatibleInputError,
     InvalidArgumentError,
+    MissingDependencyError,
     format_message,
 )
 from kertransfer.models.decisions import (
@@ -43,6 +46,7 @@ from kertransfer.serving.runtime import (
     keras_probabilities,
     open_export,
 )
+from kertransfer.serving.sources import load_keras_source
 
 
 def _latest_version(folder: pathlib.Path) -> pathlib.Path | None:
@@ -81,14 +85,12 @@ def load_predictor(source: str | os.PathLike) -> Runner:
         try:
             return open_export(path, fmt)
         except ImportError as exc:
-            from kertransfer.errors import MissingDependencyError
 
             raise MissingDependencyError(
                 format_message(f"Running a {fmt} export needs {exc.name or 'its runtime'}.",
                                fix=f"pip install {exc.name or 'onnxruntime'}",
                                received={"model": str(source)})
             ) from exc
-    from kertransfer.serving.sources import load_keras_source
 
     model, info = load_keras_source(path)
     if len(model.input_shape) != 4 or model.input_shape[-1] != 3:
@@ -108,9 +110,8 @@ def load_predictor(source: str | os.PathLike) -> Runner:
     return runner
 
 
-def _image_files(images: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
-    from kertransfer.data.folders import list_image_files
-
+def image_files(images: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
+    """The image files named by ``images`` (files, or folders read recursively)."""
     files: list[pathlib.Path] = []
     for item in images:
         p = pathlib.Path(item)
@@ -132,7 +133,7 @@ def _image_files(images: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
     return files
 
 
-def _decode(path: pathlib.Path, data: bytes):
+def decode_image_file(path: pathlib.Path, data: bytes):
     """Decode one file's bytes to RGB uint8; a clear error names a file that is no image."""
     import tensorflow as tf
 
@@ -243,14 +244,13 @@ def predict(source, images, *, top_k: int = 3, batch_size: int = 32,
     else:
         if isinstance(images, (str, os.PathLike)):
             images = [images]
-        files = _image_files(images)
+        files = image_files(images)
         names = [str(f) for f in files]
         batches = []
-        from kertransfer.data.images import to_model_image
 
         for i in range(0, len(files), batch_size):
             chunk = [(f, f.read_bytes()) for f in files[i:i + batch_size]]
-            decoded = [_decode(f, data) for f, data in chunk]  # names a corrupt file
+            decoded = [decode_image_file(f, data) for f, data in chunk]  # names a corrupt file
             if runner.takes_bytes:  # the export decodes and resizes the bytes itself
                 batches.append(("bytes", [data for _, data in chunk]))
             else:

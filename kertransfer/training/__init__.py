@@ -13,10 +13,10 @@ from kertransfer.training.run import (
     compile_for_transfer,
     evaluate_splits,
     loss_for,
-    plot_history,
     save_run,
     train,
 )
+from kertransfer.training.run_folder import plot_history
 from kertransfer.training.schedules import OneCycle, SlantedTriangular, WarmupCosine
 
 __all__ = [

@@ -16,6 +16,7 @@ from keras import ops
 
 from kertransfer._log import print_msg
 from kertransfer.backbones.blocks import is_batchnorm
+from kertransfer.data.adapter import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.inference import inference_except
 
@@ -69,7 +70,6 @@ def recalibrate_batchnorm(model, data: Any, *, layers: str = "all", steps: int |
         InvalidTypeError: ``data`` is not a form kertransfer reads.
         InvalidArgumentError: ``data`` yielded no batch.
     """
-    from kertransfer.data.adapter import as_batches, iterate
 
     batches = as_batches(data, "data", images_only=True, batch_size=batch_size)
     bns = batchnorm_layers(model, layers)

@@ -29,6 +29,7 @@ from kertransfer import _log
 from kertransfer._fs import usual_mode
 from kertransfer.data.adapter import as_arrays
 from kertransfer.models.surgery import compute_features, head_on_features
+from kertransfer.training.run import build_training_state, compile_for_transfer
 
 
 def task_labels(data: Any, y: np.ndarray):
@@ -41,7 +42,6 @@ def task_labels(data: Any, y: np.ndarray):
 def compile_head(head, feats: np.ndarray, y: Any, batch_size: int, learning_rate: float,
                  optimizer: Any = "adam", loss_weights: dict[str, float] | None = None) -> None:
     """Compile a head on cached features, its training state built before ``fit``."""
-    from kertransfer.training.run import build_training_state, compile_for_transfer
 
     # A head step is tiny: run many per compiled call to cut the per-step overhead.
     steps = max(1, -(-len(feats) // batch_size))

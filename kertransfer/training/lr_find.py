@@ -19,8 +19,11 @@ import keras
 import numpy as np
 
 from kertransfer._log import print_msg
+from kertransfer._plot import pyplot, save_figure
+from kertransfer.data.adapter import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.optimizers import make_optimizer
+from kertransfer.training.run import loss_for
 
 SUGGESTIONS = ("steep", "valley", "minimum")
 
@@ -52,7 +55,6 @@ def _cycle(data, batch_size: int):
     """``(x, y)`` batches of ``data`` as training sees them, pass after pass.
 
     A generator (one pass only) ends the test when it runs out."""
-    from kertransfer.data.adapter import as_batches, iterate
 
     batches = as_batches(data, "data", labels=True, training=True, batch_size=batch_size)
     passes = 0
@@ -84,7 +86,6 @@ def _copy_for_search(model, start_lr: float):
         new_optimizer = type(optimizer).from_config(config)
         loss = model.loss
     else:
-        from kertransfer.training.run import loss_for
 
         new_optimizer = make_optimizer("adam", start_lr)
         loss = loss_for(model)
@@ -203,8 +204,6 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
 
 
 def _plot(result: LRFindResult, path) -> None:
-    from kertransfer._plot import pyplot, save_figure
-
     fig, ax = pyplot().subplots(figsize=(6, 4))
     ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
     ax.plot(result.lrs, result.smoothed, label="smoothed loss")

@@ -43,6 +43,7 @@ import tempfile
 from typing import Any
 
 from kertransfer._fs import usual_mode
+from kertransfer._plot import pyplot, save_figure
 from kertransfer.errors import DataError, InvalidArgumentError, format_message
 
 MODEL_FILE = "model.keras"
@@ -79,7 +80,6 @@ def save_run(model, out: str | os.PathLike, config: dict, history: dict,
     ``history.json`` and ``learning_curve.png`` (with ``stages``,
     ``[(epoch, label), ...]``, its stage boundaries are marked).
     """
-    from kertransfer.training.run import plot_history
 
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -232,3 +232,45 @@ def load_model(path: str | os.PathLike):
                            expected="a model saved by Keras (model.save('....keras'))",
                            received={"model": str(path)})
         ) from exc
+
+
+def plot_history(history: dict[str, list[float]], path, title: str | None = None,
+                 stages=None, terms=()) -> None:
+    """Save learning curves (loss and accuracy, train and validation) as a PNG.
+
+    Args:
+        history: ``{metric: [value per epoch]}``.
+        path: The PNG to write.
+        title: Optional figure title.
+        stages: Optional ``[(epoch, label), ...]`` (0-based epoch where each
+            stage begins); each boundary after the first is marked.
+        terms: Names of logged loss terms (``"l2sp"``, ...) drawn dashed on
+            the loss panel, beside the loss that includes them.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+
+    metrics = [m for m in ("loss", "accuracy") if m in history]
+    fig, axes = pyplot().subplots(1, max(len(metrics), 1), figsize=(5 * max(len(metrics), 1), 3.5))
+    axes = [axes] if not hasattr(axes, "__len__") else list(axes)
+    for ax, metric in zip(axes, metrics):
+        epochs = range(1, len(history[metric]) + 1)
+        ax.plot(epochs, history[metric], label=f"train {metric}")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], label=f"val {metric}")
+        if metric == "loss":
+            for term in terms:
+                if term in history:
+                    ax.plot(epochs, history[term], linestyle="--", label=f"{term} term")
+        for epoch, label in list(stages or [])[1:]:
+            ax.axvline(epoch + 0.5, color="gray", linestyle="--", linewidth=1)
+            ax.annotate(label, (epoch + 0.5, 1.0), xycoords=("data", "axes fraction"),
+                        rotation=90, va="top", ha="right", fontsize=7, color="gray")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_title(metric)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path, tight=False)

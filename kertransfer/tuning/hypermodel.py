@@ -50,7 +50,7 @@ from kertransfer.freezing.apply import apply_policy
 from kertransfer.freezing.policies import FreezeBlocks
 from kertransfer.freezing.protocol import block_context
 from kertransfer.models import build_transfer_model
-from kertransfer.models.build import _check_heads
+from kertransfer.models.build import check_heads
 from kertransfer.models.surgery import compute_features, head_on_features, split_at_block
 from kertransfer.training.feature_cache import FeatureCache, array_digest, compile_head, feature_key
 from kertransfer.training.optimizers import check_optimizer
@@ -223,7 +223,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         specs = [get_backbone_spec(b) for b in names]  # unknown names raise here
         self.specs = {spec.name: spec for spec in specs}
         self.backbones = [spec.name for spec in specs]
-        num_classes, _ = _check_heads(num_classes, activation)
+        num_classes, _ = check_heads(num_classes, activation)
         if loss_weights:
             _check_loss_weights(num_classes, loss_weights)
         for arg, value in (("epochs", epochs), ("batch_size", batch_size)):

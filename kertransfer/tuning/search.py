@@ -43,6 +43,7 @@ import numpy as np
 
 from kertransfer._fs import atomic_file
 from kertransfer._log import print_msg
+from kertransfer._plot import pyplot, save_figure
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,
@@ -52,6 +53,7 @@ from kertransfer.errors import (
     suggest,
 )
 from kertransfer.training import run_folder
+from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
 from kertransfer.tuning.resume import check_resume, search_record
 
 
@@ -361,7 +363,6 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         ...), with ``results`` set to the list of trial rows (empty on a worker,
         whose trials the chief holds).
     """
-    from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
 
     if not isinstance(hypermodel, TransferHyperModel):
         raise InvalidTypeError(
@@ -502,8 +503,6 @@ def labels_from(arrays, name: str):
 
 
 def _check_children(hypermodel, data, distributed, trials_per_process) -> None:
-    from kertransfer.tuning.hypermodel import TransferHyperModel
-
     problem = None
     if isinstance(trials_per_process, bool) or not isinstance(trials_per_process, int) \
             or trials_per_process < 1:
@@ -698,7 +697,6 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
 
 def plot_trials(rows: list[dict], path, objective: str) -> None:
     """Objective against unfreeze depth and fine-tuning rate, one colour per backbone."""
-    from kertransfer._plot import pyplot, save_figure
 
     plt = pyplot()
     done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]

@@ -3,7 +3,7 @@
 Steps (all offline):
 
 1. **Weights**: install the backbone's ImageNet weights into the Keras cache
-   (`kertransfer.backbones.install_weights`, from the ``offline-weights``
+   (`kertransfer.models.install_weights`, from the ``offline-weights``
    extra; nothing is done when they are there already).
 2. **Data**: the Fashion-MNIST subset embedded in the package (5,000 images of
    the official test split, gray 28×28 shown as RGB at 96×96), with

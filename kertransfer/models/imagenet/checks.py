@@ -23,6 +23,7 @@ import numpy as np
 
 from kertransfer._log import print_msg
 from kertransfer.errors import MissingDependencyError, WeightsConversionError, format_message
+from kertransfer.models.layers import Preprocess
 
 INSTALL_EXTRA = 'pip install -e ".[offline-weights]"'
 
@@ -75,7 +76,6 @@ def preprocess(images: np.ndarray, mode: str) -> np.ndarray:
     """``images`` (raw 0-255 RGB) through kertransfer's `Preprocess` layer in ``mode``."""
     from keras import ops
 
-    from kertransfer.models.layers import Preprocess
 
     return ops.convert_to_numpy(Preprocess(mode)(images))
 

@@ -26,8 +26,9 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
-from kertransfer._fs import atomic_file, usual_mode
+from kertransfer._fs import atomic_file, keras_cache_dir, usual_mode
 from kertransfer._log import print_msg
+from kertransfer.backbones import list_backbones
 from kertransfer.errors import (
     InvalidArgumentError,
     UnknownBackboneError,
@@ -51,7 +52,6 @@ _LOCK = ".kertransfer_weights.lock"
 
 def cache_folder(path: str | os.PathLike | None = None) -> pathlib.Path:
     """``path``, or the folder Keras caches weights in (``$KERAS_HOME/models``)."""
-    from kertransfer.models.weights import keras_cache_dir
 
     return pathlib.Path(path) if path is not None else keras_cache_dir()
 
@@ -70,7 +70,6 @@ def _check_name(name) -> str:
     key = str(name).strip().lower().replace("-", "_") if isinstance(name, str) else name
     if key in CONVERTERS:
         return key
-    from kertransfer.backbones import list_backbones
 
     if key in list_backbones():
         raise InvalidArgumentError(
@@ -220,7 +219,7 @@ def install_weights(name: str, *, cache_dir: str | os.PathLike | None = None,
 
     Example:
         >>> import kertransfer as kt
-        >>> kt.backbones.install_weights("mobilenet")  # doctest: +SKIP
+        >>> kt.models.install_weights("mobilenet")  # doctest: +SKIP
         Converting mobilenet from nudity 0.2.3 (nudity/files/retrained_graph.pb)
         ...
     """

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from kertransfer._log import print_msg
+from kertransfer.backbones import get_backbone_spec
 from kertransfer.backbones.efficientnet_lite import (
     VARIANTS,
     WITH_IMAGENET,
@@ -203,7 +204,6 @@ def convert(destination_dir: pathlib.Path, *, name: str, verbose: int = 1) -> di
         WeightsMismatchError: The checkpoint does not fit the architecture.
         WeightsConversionError: A check fails.
     """
-    from kertransfer.backbones import get_backbone_spec
 
     variant = _variant(name)
     path = find_checkpoint(variant)

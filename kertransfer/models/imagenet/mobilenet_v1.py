@@ -33,6 +33,7 @@ import pathlib
 import numpy as np
 
 from kertransfer._log import print_msg
+from kertransfer.backbones import get_backbone_spec
 from kertransfer.errors import WeightsConversionError, WeightsNotFoundError, format_message
 from kertransfer.models.imagenet import checks
 from kertransfer.models.imagenet.legacy_h5 import write_legacy_h5
@@ -184,7 +185,6 @@ def convert(destination_dir: pathlib.Path, *, name: str = "mobilenet", verbose: 
     """
     import keras
 
-    from kertransfer.backbones import get_backbone_spec
 
     destination_dir = pathlib.Path(destination_dir)
     path = graph_path()

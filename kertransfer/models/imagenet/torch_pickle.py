@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from kertransfer.errors import WeightsError, format_message
+from kertransfer.errors import WeightsError, WeightsNotFoundError, format_message
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -281,7 +281,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             ordered dict (nothing it names is imported or run), or it is not
             a complete checkpoint.
     """
-    from kertransfer.errors import WeightsNotFoundError
 
     path = pathlib.Path(path)
     source = str(path)

@@ -31,6 +31,7 @@ from kertransfer._log import print_msg
 from kertransfer._seeds import seeded
 from kertransfer.data.adapter import as_batches, form_of, iterate
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.methods.fewshot.classifiers import evaluate_episodes
 from kertransfer.training.optimizers import make_optimizer
 
 __all__ = ["EpisodeLogits", "MetaTrainResult", "meta_train"]
@@ -205,8 +206,6 @@ class _Validation(keras.callbacks.Callback):
         self.best, self.best_epoch, self.best_weights = -1.0, 0, None
 
     def on_epoch_end(self, epoch, logs=None):
-        from kertransfer.methods.fewshot import evaluate_episodes
-
         acc = evaluate_episodes(self.features, self.data, **self.kwargs).mean
         if logs is not None:
             logs["val_accuracy"] = acc

@@ -1,34 +1,7 @@
-"""Few-shot classification on a pretrained backbone's features.
+"""Few-shot classifiers on a pretrained backbone's fixed features, and their evaluation.
 
-With one to a few labelled images per class, fine-tuning overfits; a fixed
-backbone and a simple classifier on its features do better:
-
-- `PrototypeClassifier` (Snell, Swersky and Zemel, 2017): each class is the
-  mean of its examples' L2-normalised features; an image goes to the nearest
-  prototype (squared Euclidean distance; probabilities are a softmax of
-  the negative distances).
-- `LogisticClassifier` (Tian et al., 2020, "Rethinking few-shot image
-  classification"): multinomial logistic regression on the L2-normalised
-  features.
-
-`meta_train` (from `kertransfer.methods.episodic`) meta-trains a backbone's
-features on episodes of base classes, for these classifiers to use on new
-ones.
-
-`evaluate_episodes` scores either one on N-way K-shot episodes drawn from a
-labelled set, with a 95% confidence interval; features are computed once
-and reused by every episode.
-
-The ``backbone`` argument is, in every function here: a model from
-`kertransfer.build_transfer_model` (its pooled features, with its own
-preprocessing), any ``keras.Model`` or callable from raw images to features
-(outputs with more than two axes are averaged over the middle ones), or
-``"pixels"`` (the flattened raw pixels scaled to [0, 1]: the baseline).
-
-Images are any form kertransfer reads (`kertransfer.data.adapter`): numpy
-images with ``labels=``, or labelled data that carries its labels (``(x, y)``
-arrays, a ``tf.data.Dataset`` or ``keras.utils.PyDataset`` of ``(x, y)``
-batches, a DataBundle or ArrayData); only the features are kept in memory.
+See `kertransfer.methods.fewshot` for the classifiers, the ``backbone``
+argument and the data every function here reads.
 """
 
 from __future__ import annotations
@@ -39,11 +12,11 @@ import math
 import keras
 import numpy as np
 
+from kertransfer.data.adapter import as_batches, form_of, gather
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
-from kertransfer.methods.episodic import MetaTrainResult, meta_train
 
-__all__ = ["EpisodeResult", "LogisticClassifier", "MetaTrainResult", "PrototypeClassifier",
-           "evaluate_episodes", "extract_features", "meta_train"]
+__all__ = ["EpisodeResult", "LogisticClassifier", "PrototypeClassifier", "evaluate_episodes",
+           "extract_features"]
 
 CLASSIFIERS = ("prototype", "logistic")
 
@@ -73,7 +46,7 @@ class _ModelFeatures:
         return self.model.predict(x, verbose=0, batch_size=len(x))
 
 
-def _feature_function(backbone):
+def feature_function(backbone):
     """Images (raw, 0-255) -> a features function, per the module's ``backbone`` rules."""
     if isinstance(backbone, str):
         if backbone != "pixels":
@@ -105,7 +78,6 @@ def _features(fn, images, argument: str = "images", batch_size: int = 256,
     `kertransfer.data.adapter.gather` (a bundle's train split, unaugmented),
     so only the features are kept in memory. ``labels`` as in ``gather``.
     """
-    from kertransfer.data.adapter import as_batches, form_of, gather
 
     if form_of(images, argument) == "images":
         if labels is True:
@@ -122,10 +94,10 @@ def _features(fn, images, argument: str = "images", batch_size: int = 256,
     else:
         f, y = gather(images, argument, lambda xb: fn(np.asarray(xb, "float32")),
                       labels=labels, batch_size=batch_size)
-    return _flatten(f), y
+    return flatten_features(f), y
 
 
-def _flatten(f: np.ndarray) -> np.ndarray:
+def flatten_features(f: np.ndarray) -> np.ndarray:
     """Features ``[N, D]`` float32: feature maps or per-timestep vectors averaged over
     space or time."""
     f = np.asarray(f).astype("float32")
@@ -143,7 +115,7 @@ def extract_features(backbone, images, *, batch_size: int = 256) -> np.ndarray:
     train split, unaugmented, in order); labels are ignored. Arrays go in
     batches of ``batch_size``; batched data keeps its own batches.
     """
-    return _features(_feature_function(backbone), images, "images", batch_size)[0]
+    return _features(feature_function(backbone), images, "images", batch_size)[0]
 
 
 def _labels_once(labels, carried):
@@ -188,7 +160,7 @@ class _FeatureClassifier:
         """Normalised features of ``images`` and their labels (``labels``, or
         those the data carries), in one pass."""
         if self._features is None:
-            self._features = _feature_function(self.backbone)
+            self._features = feature_function(self.backbone)
         mode = "optional" if labels is not None or not need else True
         f, carried = _features(self._features, images, "images", self.batch_size, labels=mode)
         f = _normalise(f) if self.normalize else f
@@ -198,7 +170,7 @@ class _FeatureClassifier:
         """The (normalised) features the classifier works on (``images`` in any form;
         labels ignored)."""
         if self._features is None:
-            self._features = _feature_function(self.backbone)
+            self._features = feature_function(self.backbone)
         f, _ = _features(self._features, images, "images", self.batch_size)
         return _normalise(f) if self.normalize else f
 
