@@ -60,10 +60,10 @@ model = copy_of(source)
 methods.adabn(model, photos)  # BatchNorm statistics of the target images
 print(f"AdaBN: photos {accuracy(model, xp, yp):.3f}")
 model = copy_of(source)
-methods.adapt(model, source=clean, target=photos, method="dann", epochs=5)
+adapted = methods.adapt(model, source=clean, target=photos, method="dann", epochs=5)
 kt.recalibrate_batchnorm(model, photos.train)
 print(f"DANN:  photos {accuracy(model, xp, yp):.3f}; loss per epoch "
-      f"{[round(v, 3) for v in model.adaptation_history['loss']]}")
+      f"{[round(v, 3) for v in adapted.history['loss']]}")
 
 # 2. Fine-tune on the labelled target; EWC keeps the weights that matter for clean digits.
 #    BatchNorm stays frozen: its statistics are not weights, and no penalty protects them.

@@ -23,3 +23,13 @@ def print_msg(message: str) -> None:
         sys.stdout.flush()
     else:
         logger.info(message)
+
+
+def fit_verbose(verbose) -> int:
+    """Keras' ``verbose`` for ``fit`` from kertransfer's: ``"auto"`` is a progress bar
+    (1) on a terminal and one line per epoch (2) elsewhere (captured logs, notebooks'
+    files, CI), where per-step bars would flood the output."""
+    if verbose == "auto":
+        stream = sys.stdout
+        return 1 if hasattr(stream, "isatty") and stream.isatty() else 2
+    return verbose

@@ -250,7 +250,8 @@ def test_adapt_takes_every_form(small, form):
     target = 255.0 - _arrays()[0] if form == "xy" else make(form)
     out = kt.methods.adapt(small, source=make(form), target=target, method="coral",
                            epochs=1)
-    assert out is small and np.isfinite(small.adaptation_history["loss"]).all()
+    assert out.model is small and out.method == "coral"
+    assert len(out.history["loss"]) == 1 and np.isfinite(out.history["loss"]).all()
 
 
 @pytest.mark.parametrize("form", [pytest.param("images", marks=agnostic), *BAD])
@@ -279,8 +280,8 @@ def test_training_functions_take_every_labelled_form(tiny_backbone_name, form, f
     elif function == "fine_tune":
         out = kt.fine_tune(model, data, epochs=1, freeze_epochs=1, patience=None, verbose=0)
         # The probe head (phase 1) saw every labelled row, then one epoch of phase 2.
-        assert out["probe"].examples == len(make("xy")[1])
-        assert len(out["history"]["loss"]) == 1
+        assert out.probe.examples == len(make("xy")[1])
+        assert len(out.history["loss"]) == 1
     else:
         history = kt.training.train_head_on_features(model, data, epochs=1, verbose=0)
         assert len(history["loss"]) == 1

@@ -377,7 +377,7 @@ def test_conversion_parity_and_imagenet_loading(tmp_path, monkeypatch):
                                     input_shape=(96, 96, 3))
     out = kt.fine_tune(model, data, epochs=1, base_lr=3e-3, unfreeze=2, patience=None,
                        verbose=0)
-    assert out["probe"] is not None and out["probe"].examples == 80
+    assert out.probe is not None and out.probe.examples == 80
     test = kt.training.evaluate_splits(model, data, ("test",))["test_accuracy"]
     assert test > 0.4  # ten classes: chance is 0.1
 

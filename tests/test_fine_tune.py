@@ -29,14 +29,14 @@ def test_two_phases_in_one_fit(tmp_path, tiny_backbone_name, bundle):
     out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, base_lr=1e-2, lr_mult=0.1,
                     decay=2.0, patience=None, callbacks=[Watch()], cache_features=False,
                     head_fit="epochs", verbose=0)
-    assert out["cached_features"] is False
+    assert out.cached_features is False
     assert seen == [True, True, False, False]  # frozen in phase 1, trained in phase 2
-    assert [e for e, _ in out["stages"]] == [0, 2]
-    assert len(out["history"]["loss"]) == 4 and "val_accuracy" in out["history"]
+    assert [e for e, _ in out.stages] == [0, 2]
+    assert len(out.history["loss"]) == 4 and "val_accuracy" in out.history
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == \
         pytest.approx(1e-3)
     assert isinstance(model.optimizer, kt.optimizers.DiscriminativeMixin)
-    plot_history(out["history"], tmp_path / "curve.png", stages=out["stages"])
+    plot_history(out.history, tmp_path / "curve.png", stages=out.stages)
     assert (tmp_path / "curve.png").stat().st_size > 0
 
 
@@ -47,9 +47,9 @@ def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
     stem = model.backbone.get_layer("stem_conv").get_weights()[0].copy()
     out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, base_lr=1e-2, patience=None,
                     head_fit="epochs", verbose=0)
-    assert out["cached_features"] is True
-    assert len(out["history"]["loss"]) == 4 and len(out["history"]["val_loss"]) == 4
-    assert [e for e, _ in out["stages"]] == [0, 2]
+    assert out.cached_features is True
+    assert len(out.history["loss"]) == 4 and len(out.history["val_loss"]) == 4
+    assert [e for e, _ in out.stages] == [0, 2]
     assert not np.array_equal(model.backbone.get_layer("stem_conv").get_weights()[0], stem)
     # The head's optimizer state carried over: the iteration count covers both phases.
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4 * 4
@@ -57,7 +57,7 @@ def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
                              seed=0, augment={"contrast": 0.1}, verbose=0)
     out = fine_tune(model, augmented, epochs=1, freeze_epochs=1, patience=None,
                     head_fit="epochs", verbose=1)
-    assert out["cached_features"] is False
+    assert out.cached_features is False
     assert "Feature cache skipped: augmentation is on" in capsys.readouterr().out
 
 
@@ -67,7 +67,15 @@ def test_early_stopping_restores_best(tiny_backbone_name, bundle):
     out = fine_tune(model, bundle, epochs=6, freeze_epochs=1, base_lr=5.0, lr_mult=1.0,
                     patience=1, head_fit="epochs", verbose=0)
     # A huge rate makes val_loss worse at once; training stops early.
-    assert len(out["history"]["loss"]) < 7
+    losses = out.history["val_loss"]
+    assert len(losses) < 7 and out.stopped_epoch > 0
+    # The weights kept are the best monitored epoch's (phase 2 only: start_from_epoch).
+    best = 1 + int(np.argmin(losses[1:])) + 1
+    assert out.best_epoch == best
+    now = model.evaluate(bundle.val, verbose=0, return_dict=True)["loss"]
+    assert now == pytest.approx(losses[best - 1], rel=1e-4)
+    assert out.metrics["val_loss"] == pytest.approx(now, rel=1e-5)
+    assert f"epoch {best} of {len(losses)}" in str(out) and "restored" in str(out)
 
 
 def test_bad_arguments(tiny_backbone_name, bundle):
@@ -93,7 +101,7 @@ def test_fine_tune_resets_no_global_seed(tiny_backbone_name, bundle):
                                         weights=None)
         out = fine_tune(model, bundle, epochs=1, freeze_epochs=1, patience=None,
                         head_fit="epochs", verbose=0)
-        assert out["cached_features"] is True  # the path that trains a head on features
+        assert out.cached_features is True  # the path that trains a head on features
         states.append(_random_states())
     (py1, np1), (py2, np2) = states
     assert py1 != py2
@@ -143,7 +151,7 @@ def test_per_epoch_validation_uses_recalibrated_statistics(tiny_backbone_name, b
                     verbose=0)
     # The last epoch's validation saw the statistics the finished model has.
     final = model.evaluate(bundle.val, verbose=0, return_dict=True)
-    assert out["history"]["val_loss"][-1] == pytest.approx(final["loss"], rel=1e-4)
+    assert out.history["val_loss"][-1] == pytest.approx(final["loss"], rel=1e-4)
 
 
 def test_default_head_is_the_cross_validated_probe(tiny_backbone_name, bundle, capsys):
@@ -160,13 +168,13 @@ def test_default_head_is_the_cross_validated_probe(tiny_backbone_name, bundle, c
     np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict_proba(feats),
                                atol=2e-3)
     out = fine_tune(model, bundle, epochs=1, patience=None, seed=0, verbose=0)
-    assert out["probe"].C == fit.C and out["cached_features"] is False
-    assert [label.split(" (")[0] for _, label in out["stages"]] == \
+    assert out.probe.C == fit.C and out.cached_features is False
+    assert [label.split(" (")[0] for _, label in out.stages] == \
         ["head: linear probe", "fine-tune"]
-    assert len(out["history"]["loss"]) == 1  # no head epochs: the probe is phase 1
+    assert len(out.history["loss"]) == 1  # no head epochs: the probe is phase 1
     # A plain dataset of (images, labels) batches gets the probe too.
     out = fine_tune(model, bundle.train, epochs=1, patience=None, seed=0, verbose=0)
-    assert out["probe"].examples == 160
+    assert out.probe.examples == 160
 
 
 def test_probe_columns_for_binary_and_missing_classes():
@@ -194,7 +202,7 @@ def test_head_fit_falls_back_or_refuses(tiny_backbone_name, bundle, capsys):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, head_units=(8,))
     out = fine_tune(model, bundle, epochs=1, freeze_epochs=1, patience=None, verbose=1)
-    assert out["probe"] is None and out["cached_features"] is True
+    assert out.probe is None and out.cached_features is True
     assert "not as a linear probe: its head has hidden layers" in capsys.readouterr().out
     with pytest.raises(InvalidArgumentError, match="Received: head_fit='probe'"):
         fine_tune(model, bundle, head_fit="probe", verbose=0)

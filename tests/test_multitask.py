@@ -85,8 +85,8 @@ def test_staged_fine_tuning_trains_every_head_on_cached_features(tiny_backbone_n
               for h in ("digit", "parity")}
     out = kt.fine_tune(model, bundle, epochs=1, freeze_epochs=2, patience=None, verbose=0,
                        loss_weights={"parity": 0.5})
-    assert out["cached_features"] is True  # phase 1 ran on the backbone's features, once
-    hist = out["history"]
+    assert out.cached_features is True  # phase 1 ran on the backbone's features, once
+    hist = out.history
     assert len(hist["digit_loss"]) == len(hist["parity_loss"]) == len(hist["val_loss"]) == 3
     for h in ("digit", "parity"):
         assert not np.allclose(model.get_layer(f"{h}_predictions").get_weights()[0], before[h])

@@ -166,8 +166,8 @@ def test_sequences_fine_tune_on_cached_features_and_train_from_arrays(tmp_path):
     before = _weights(model.backbone.layers[1])
     out = kt.fine_tune(model, data, epochs=1, freeze_epochs=2, patience=None,
                       head_fit="epochs", verbose=0)
-    assert out["cached_features"] is True  # the encoder ran once for the head's epochs
-    assert len(out["history"]["val_accuracy"]) == 3
+    assert out.cached_features is True  # the encoder ran once for the head's epochs
+    assert len(out.history["val_accuracy"]) == 3
     assert not all(np.array_equal(a, b) for a, b in zip(_weights(model.backbone.layers[1]),
                                                        before))  # phase 2 trained the stem
     result = train(model, (x, y), epochs=1, verbose=0, out=tmp_path / "run")

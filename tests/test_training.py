@@ -194,3 +194,60 @@ def test_learning_curves_have_whole_epoch_ticks(tmp_path, monkeypatch):
                              tmp_path / "c.png")
     ticks = figures[0].axes[0].get_xticks()
     assert len(ticks) and all(float(t).is_integer() for t in ticks)
+
+
+def test_train_keeps_a_users_compile_and_recompiles_its_own(tiny_backbone_name, tiny_data,
+                                                          capsys):
+    import warnings
+
+    x, y = tiny_data
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    mine = keras.optimizers.SGD(0.05)
+    model.compile(mine, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    train(model, (x, y), epochs=1, learning_rate=1e-4, verbose=1)
+    assert model.optimizer is mine  # the user's settings stay
+    assert "keeping the compile settings you gave" in capsys.readouterr().out
+    train(model, (x, y), epochs=1, compile=True, learning_rate=1e-4, verbose=0)
+    assert model.optimizer is not mine
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)
+    # The README's flow: train, freeze, train at another rate, with no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kt.freeze(model, "none")
+    train(model, (x, y), epochs=1, learning_rate=3e-5, verbose=0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-5)
+    with pytest.raises(InvalidArgumentError, match="Received: compile='yes'"):
+        train(model, (x, y), epochs=1, compile="yes")
+
+
+def test_verbose_auto_is_a_line_per_epoch_off_a_terminal(monkeypatch):
+    import io
+
+    from kertransfer._log import fit_verbose
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert fit_verbose("auto") == 2 and fit_verbose(1) == 1 and fit_verbose(0) == 0
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdout", Terminal())
+    assert fit_verbose("auto") == 1
+
+
+def test_results_say_which_epoch_they_score_and_ask_for_a_test_split():
+    from kertransfer.methods import AdaptResult, PretrainResult
+    from kertransfer.training import FineTuneResult, RunResult, TrainResult
+
+    for cls in (TrainResult, FineTuneResult, PretrainResult, AdaptResult):
+        assert issubclass(cls, RunResult)
+    history = {"loss": [1.0, 0.8, 0.9], "val_loss": [1.1, 0.7, 0.9]}
+    plain = TrainResult(model=None, history=history, metrics={"val_accuracy": 0.5})
+    assert plain.scored_epoch == 3 and "after epoch 3" in str(plain)
+    assert "No test split was held out" in str(plain)
+    stopped = FineTuneResult(model=None, history=history, best_epoch=2,
+                             metrics={"val_accuracy": 0.5, "test_accuracy": 0.4})
+    assert stopped.scored_epoch == 2 and "epoch 2 of 3" in str(stopped)
+    assert "No test split" not in str(stopped)

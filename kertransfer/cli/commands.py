@@ -118,7 +118,6 @@ def run_train(args) -> int:
     from kertransfer.models import build_transfer_model
     from kertransfer.training import fine_tune, lr_find, save_run, train
     from kertransfer.training.fine_tune import DEFAULT_EPOCHS, phase2_epochs, use_probe_head
-    from kertransfer.training.run import evaluate_splits
 
     if args.freeze_epochs and args.schedule != "constant":
         raise InvalidArgumentError(
@@ -169,13 +168,13 @@ def run_train(args) -> int:
         head = ("Fitting the head as a linear probe" if probe
                 else f"Training the head {args.freeze_epochs} epochs")
         print(f"[{steps_total}/{steps_total}] {head}, then fine-tuning {epochs} epochs")
-        out = fine_tune(model, data, epochs=epochs, freeze_epochs=args.freeze_epochs,
-                        head_fit=args.head_fit,
-                        base_lr=lr, lr_mult=args.lr_mult, unfreeze=args.unfreeze,
-                        optimizer=args.optimizer, seed=args.seed, verbose=args.verbose)
-        metrics = evaluate_splits(model, data)
-        config.update(metrics=metrics, stages=out["stages"])
-        path = save_run(model, args.out, config, out["history"], stages=out["stages"])
+        result = fine_tune(model, data, epochs=epochs, freeze_epochs=args.freeze_epochs,
+                           head_fit=args.head_fit,
+                           base_lr=lr, lr_mult=args.lr_mult, unfreeze=args.unfreeze,
+                           optimizer=args.optimizer, seed=args.seed, verbose=args.verbose)
+        config.update(metrics=result.metrics, stages=result.stages,
+                      scored_epoch=result.scored_epoch)
+        result.out = save_run(model, args.out, config, result.history, stages=result.stages)
     else:
         print(f"[{steps_total}/{steps_total}] Training {epochs} epochs")
         steps = epochs * max(int(data.train.cardinality()), 1)
@@ -183,10 +182,8 @@ def run_train(args) -> int:
                        learning_rate=_schedule(args.schedule, lr, steps),
                        optimizer=args.optimizer, out=args.out, config=config,
                        verbose=args.verbose)
-        metrics, path = result.metrics, result.out
-    for key, value in metrics.items():
-        print(f"{key}: {value:.4f}")
-    print(f"Saved the run to {path}")
+    print(result.summary())
+    print(f"Saved the run to {result.out}")
     return 0
 
 
@@ -251,8 +248,9 @@ def run_adapt(args) -> int:
     if before is not None:
         print(f"[2/3] Target test accuracy before: {before:.4f}; adapting with "
               f"{args.method} ({args.epochs} epochs)")
-    adapt(model, source=source, target=target, method=args.method, epochs=args.epochs,
-          learning_rate=args.lr, weight=args.weight, seed=args.seed, verbose=args.verbose)
+    adapted = adapt(model, source=source, target=target, method=args.method,
+                    epochs=args.epochs, learning_rate=args.lr, weight=args.weight,
+                    seed=args.seed, verbose=args.verbose)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     metrics = evaluate_splits(model, scored, splits=("test",))
     if "test_accuracy" in metrics:
@@ -262,7 +260,7 @@ def run_adapt(args) -> int:
               "weight": args.weight, "seed": args.seed, "metrics": metrics,
               "target_test_accuracy_before": before,
               "class_names": info.get("class_names", source.class_names)}
-    path = save_run(model, args.out, config, getattr(model, "adaptation_history", {}))
+    path = save_run(model, args.out, config, adapted.history)
     keras.backend.clear_session()
     print(f"Saved the run to {path}")
     return 0

@@ -76,8 +76,10 @@ def freeze(model, freeze: Any = "all", *, bn: str | None = None, recompile: bool
         bn: ``"frozen"`` or ``"trainable"``; ``None`` keeps the model's mode.
         recompile: When the model is already compiled and its trainable set
             changed, recompile it so that the next ``fit`` trains the new set
-            (the optimizer's state starts afresh, and a warning says so when it
-            had any). With ``False``, a warning says to recompile.
+            (the optimizer's state starts afresh; when it had any and you
+            compiled the model yourself, a warning says so: after
+            `kertransfer.train`, which compiles again on its next call, nothing
+            is said). With ``False``, a warning says to recompile.
         verbose: Print the trainable summary afterwards.
 
     Returns:
@@ -107,6 +109,21 @@ def freeze(model, freeze: Any = "all", *, bn: str | None = None, recompile: bool
     return model
 
 
+def mark_compiled_by_kertransfer(model) -> None:
+    """Record that kertransfer chose ``model``'s compile settings (loss, optimizer).
+
+    `kertransfer.train` compiles such a model again on its next call (with the
+    rate it is given); a model its user compiled keeps the user's settings.
+    """
+    model.__dict__["_kt_compiled_optimizer"] = getattr(model, "optimizer", None)
+
+
+def compiled_by_kertransfer(model) -> bool:
+    """Whether ``model``'s current optimizer is one kertransfer compiled it with."""
+    optimizer = getattr(model, "optimizer", None)
+    return optimizer is not None and model.__dict__.get("_kt_compiled_optimizer") is optimizer
+
+
 def _after_change(model, recompile: bool) -> None:
     optimizer = getattr(model, "optimizer", None)
     has_state = bool(optimizer is not None and getattr(optimizer, "built", False))
@@ -121,6 +138,7 @@ def _after_change(model, recompile: bool) -> None:
         # The optimizer has no variables yet: rebuilding the step functions is enough.
         reset_step_functions(model)
         return
+    ours = compiled_by_kertransfer(model)
     config = model.get_compile_config() if hasattr(model, "get_compile_config") else None
     try:
         model.compile_from_config(config)
@@ -130,6 +148,11 @@ def _after_change(model, recompile: bool) -> None:
             f"{exc}). Call model.compile(...) again before fit().",
             stacklevel=3,
         )
+        return
+    if ours:
+        # kertransfer compiled it (kt.train, kt.fine_tune): the documented flow of
+        # train, freeze, train again; the next train compiles afresh with its own rate.
+        mark_compiled_by_kertransfer(model)
         return
     warnings.warn(
         "The trainable layers changed after training had started, so the model was "

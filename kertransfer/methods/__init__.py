@@ -18,6 +18,7 @@
 from kertransfer.methods import fewshot
 from kertransfer.methods.adaptation import (
     METHODS,
+    AdaptResult,
     GradientReversal,
     adabn,
     adapt,
@@ -46,7 +47,8 @@ from kertransfer.methods.terms import (
     with_regularizers,
 )
 
-__all__ = ["EWC", "EpisodeLogits", "GradientReversal", "L2SP", "LwF", "METHODS", "MetaTrainResult",
+__all__ = ["AdaptResult", "EWC",
+           "EpisodeLogits", "GradientReversal", "L2SP", "LwF", "METHODS", "MetaTrainResult",
            "PretextModel", "PretrainResult", "TASKS", "Term", "adabn", "adapt", "add_head",
            "coral_loss", "dann_lambda", "fewshot", "fisher_diagonal", "fit_two_heads",
            "learn_without_forgetting", "meta_train", "nt_xent", "parameters", "pretrain",

@@ -23,6 +23,8 @@ are the pooled backbone output (the layer named ``pool`` of a
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 import keras
@@ -30,12 +32,14 @@ import numpy as np
 from keras import ops
 
 from kertransfer._choices import ADAPTATION_METHODS
+from kertransfer._log import fit_verbose
 from kertransfer.data.adapter import as_batches, iterate, num_batches
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
 from kertransfer.methods.terms import _single
 from kertransfer.training import recalibrate_batchnorm
 from kertransfer.training.batchnorm import batchnorm_layers
 from kertransfer.training.optimizers import make_optimizer
+from kertransfer.training.results import RunResult
 
 METHODS = ADAPTATION_METHODS
 
@@ -230,6 +234,13 @@ def _mixed(source, target):
                 end()
 
 
+@dataclasses.dataclass
+class AdaptResult(RunResult):
+    """What `adapt` returns: a `kertransfer.training.RunResult` with the ``method``."""
+
+    method: str = ""
+
+
 def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
           learning_rate: float = 1e-3, weight: float = 1.0, gamma: float = 10.0,
           domain_units: int = 64, optimizer: Any = "adam", verbose: int = 0,
@@ -262,7 +273,8 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
             No global random state is reset.
 
     Returns:
-        ``model``, adapted in place; ``model.adaptation_history`` holds the
+        An `AdaptResult` (a `kertransfer.training.RunResult`): ``model``,
+        adapted in place, ``method``, ``seconds`` and ``history``, the
         per-epoch loss of the training methods.
     """
     if not isinstance(model, keras.Model):
@@ -276,9 +288,11 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(format_message(f"{arg} must be a positive integer.",
                                                       received={arg: value}))
+    start = time.perf_counter()
     if method == "adabn":
         adabn(model, target)
-        return model
+        return AdaptResult(model=model, stages=[(0, "adabn")],
+                           seconds=time.perf_counter() - start, method=method)
 
     src = as_batches(source, "source", labels=True, training=True)
     tgt = as_batches(target, "target", images_only=True, training=True)
@@ -295,10 +309,11 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
     if method == "dann":
         lr = _DannRate(learning_rate, steps * epochs)
     adapter.compile(optimizer=make_optimizer(optimizer, lr))
-    hist = adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps, verbose=verbose)
-    # Out of Keras' tracking: a record, not state of the model.
-    object.__setattr__(model, "adaptation_history", dict(hist.history))
-    return model
+    hist = adapter.fit(_mixed(src, tgt), epochs=epochs, steps_per_epoch=steps,
+                       verbose=fit_verbose(verbose))
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    return AdaptResult(model=model, history=history, stages=[(0, method)],
+                       seconds=time.perf_counter() - start, method=method)
 
 
 @keras.saving.register_keras_serializable(package="kertransfer")

@@ -28,6 +28,7 @@ from keras import ops
 from kertransfer.data.adapter import as_arrays
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing import freeze
+from kertransfer.freezing.apply import mark_compiled_by_kertransfer
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, _single, with_regularizers
 from kertransfer.models.transfer_model import SharedBackboneModel
@@ -155,6 +156,7 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
     two.old_layer.trainable = False
     two.compile(phase_optimizer(optimizer, learning_rate), loss=losses,
                 metrics={new: ["accuracy"]})
+    mark_compiled_by_kertransfer(two)
     if warmup_epochs:
         h = two.fit(x, targets, epochs=warmup_epochs, batch_size=batch_size, verbose=verbose)
         history["warmup"] = h.history

@@ -34,7 +34,7 @@ import numpy as np
 from keras import ops
 
 from kertransfer._choices import PRETEXT_TASKS
-from kertransfer._log import print_msg
+from kertransfer._log import fit_verbose, print_msg
 from kertransfer._seeds import seeded
 from kertransfer.data import load
 from kertransfer.data.adapter import as_arrays, as_batches, example_shape, form_of, gather
@@ -48,6 +48,7 @@ from kertransfer.errors import (
 from kertransfer.models import build_transfer_model
 from kertransfer.training import recalibrate_batchnorm
 from kertransfer.training.optimizers import make_optimizer
+from kertransfer.training.results import RunResult
 from kertransfer.training.run_folder import BACKBONE_FILE, save_run
 
 TASKS = PRETEXT_TASKS
@@ -202,25 +203,25 @@ class PretextModel(keras.Model):
 
 
 @dataclasses.dataclass
-class PretrainResult:
-    """What `pretrain` returns.
+class PretrainResult(RunResult):
+    """What `pretrain` returns: a `kertransfer.training.RunResult`.
 
-    Attributes:
-        backbone: The pretrained headless backbone.
+    Attributes (beside ``model``, the pretrained headless backbone, and the
+    other `RunResult` fields; ``out`` is the run folder when one was written):
         pretext: The `PretextModel` it was trained in.
+        task: The pretext task.
         path: The saved backbone (``out/backbone.keras``), when ``out`` was given:
             pass it as ``build_transfer_model(..., weights=path)``.
-        history: ``{metric: [value per epoch]}``.
-        task: The pretext task.
-        seconds: Wall time of the training.
     """
 
-    backbone: Any
-    pretext: Any
-    path: pathlib.Path | None
-    history: dict
-    task: str
-    seconds: float
+    pretext: Any = None
+    task: str = ""
+    path: pathlib.Path | None = None
+
+    @property
+    def backbone(self) -> Any:
+        """The pretrained headless backbone (``model``)."""
+        return self.model
 
 
 def _check(task, epochs, batch_size, learning_rate, temperature, projection_dim):
@@ -320,7 +321,8 @@ def _dataset(data, task, input_shape, batch_size, seed):
 def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=None,
              epochs: int = 10, batch_size: int = 64, learning_rate: float = 1e-3,
              out=None, temperature: float = 0.5, projection_dim: int = 64, augment=None,
-             optimizer: Any = None, seed: int | None = 0, verbose: int = 1) -> PretrainResult:
+             optimizer: Any = None, seed: int | None = 0,
+             verbose: int | str = "auto") -> PretrainResult:
     """Pretrain ``backbone`` on a source task and save it for `build_transfer_model`.
 
     Args:
@@ -351,7 +353,8 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         seed: Seed of what the call creates and draws: initialisation,
             shuffling and augmentation (None: unseeded). The caller's random
             state is left as it was.
-        verbose: Passed to ``fit`` (and a closing line when > 0).
+        verbose: Passed to ``fit``: 0, 1, 2 or ``"auto"`` (progress bars on a
+            terminal, a line per epoch elsewhere); a closing line unless 0.
 
     Returns:
         A `PretrainResult`; ``result.path`` goes to
@@ -391,14 +394,14 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         if isinstance(train, (np.ndarray, tuple)):
             x, y = train if isinstance(train, tuple) else (train, None)
             history = pretext.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True,
-                                  verbose=verbose).history
+                                  verbose=fit_verbose(verbose)).history
         else:
             history = pretext.fit(train, epochs=epochs, shuffle=False,  # their own order
-                                  verbose=verbose).history
+                                  verbose=fit_verbose(verbose)).history
     seconds = time.perf_counter() - start
     recalibrate_batchnorm(base, clean)  # statistics of unaugmented images, not of views
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
-    path = None
+    path = run = None
     if out is not None:
         config = {"task": task, "backbone": getattr(base, "backbone_name", "custom"),
                   "input_shape": list(shape), "epochs": epochs, "batch_size": batch_size,
@@ -414,5 +417,6 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         last = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items())
         print_msg(f"Pretrained ({task}, {epochs} epochs, {seconds:.0f}s): {last}"
               + (f"; backbone saved to {path}" if path else ""))
-    return PretrainResult(backbone=base.backbone, pretext=pretext, path=path, history=history,
-                          task=task, seconds=seconds)
+    return PretrainResult(model=base.backbone, history=history,
+                          stages=[(0, f"pretrain ({task})")], seconds=seconds, out=run,
+                          pretext=pretext, task=task, path=path)

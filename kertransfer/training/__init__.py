@@ -8,8 +8,8 @@ from kertransfer.training.feature_cache import (
 from kertransfer.training.fine_tune import fine_tune
 from kertransfer.training.lr_find import LRFindResult, lr_find
 from kertransfer.training.probe import ProbeFit, fit_linear_probe, probe_head
+from kertransfer.training.results import FineTuneResult, RunResult, TrainResult
 from kertransfer.training.run import (
-    TrainResult,
     compile_for_transfer,
     evaluate_splits,
     loss_for,
@@ -31,6 +31,8 @@ __all__ = [
     "SlantedTriangular",
     "WarmupCosine",
     "TrainResult",
+    "FineTuneResult",
+    "RunResult",
     "batchnorm_layers",
     "compile_for_transfer",
     "fine_tune",

@@ -27,6 +27,7 @@ import numpy as np
 
 from kertransfer import _log
 from kertransfer._fs import usual_mode
+from kertransfer._log import fit_verbose
 from kertransfer.data.adapter import as_arrays
 from kertransfer.models.surgery import compute_features, head_on_features
 from kertransfer.training.run import build_training_state, compile_for_transfer
@@ -200,6 +201,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         fit_data = (feats, y)
         fit_kwargs = {"batch_size": batch_size, "shuffle": shuffle}
     hist = head.fit(*fit_data, epochs=epochs, validation_data=val_data,
-                    callbacks=list(callbacks or []), verbose=verbose, **fit_kwargs)
+                    callbacks=list(callbacks or []), verbose=fit_verbose(verbose),
+                    **fit_kwargs)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return (history, head) if return_head else history

@@ -23,6 +23,8 @@ Phase 2 lasts ``epochs`` epochs; by default (None) 10 epochs and at least
 from __future__ import annotations
 
 import numbers
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import keras
@@ -35,7 +37,8 @@ from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchno
 from kertransfer.training.feature_cache import train_head_on_features
 from kertransfer.training.probe import probe_head, probe_unavailable
 from kertransfer.training.recipe import adopt_head_state, phase_optimizer
-from kertransfer.training.run import build_training_state, compile_for_transfer
+from kertransfer.training.results import FineTuneResult
+from kertransfer.training.run import build_training_state, compile_for_transfer, evaluate_splits
 from kertransfer.training.unfreezing import StagedUnfreezing
 from kertransfer.training.validation import RecalibratedValidation
 
@@ -101,7 +104,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
               decay: float | None = None, optimizer: Any = "adam", patience: int | None = 3,
               recalibrate_bn: bool | str = "auto", cache_features: bool = True,
               callbacks=None, loss_weights: dict[str, float] | None = None,
-              seed: int | None = None, verbose: int = 1) -> dict[str, Any]:
+              seed: int | None = None, verbose: int | str = "auto") -> FineTuneResult:
     """Train the head on the frozen backbone, then fine-tune, in one ``fit()``.
 
     Args:
@@ -152,15 +155,20 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
         seed: Seeds the probe's cross-validation folds, or the order of cached
             features in phase 1 (None: unseeded). No global random state is
             reset.
-        verbose: Keras verbosity.
+        verbose: Keras verbosity: 0, 1, 2 or ``"auto"`` (progress bars on a
+            terminal, a line per epoch elsewhere).
 
     Returns:
-        ``{"history": {metric: [...]}, "stages": [(epoch, label), ...],
-        "stopped_epoch": int, "cached_features": bool, "probe": ProbeFit |
-        None}``; ``stages`` gives the epoch (0-based) where each phase began,
-        for plots; ``probe`` holds the probe's ``C`` and cross-validated
-        accuracy when phase 1 was one.
+        A `kertransfer.training.FineTuneResult`: ``history``, ``metrics``
+        (the validation split and the data's test split, when they exist,
+        scored with the weights the model ends with), ``stages`` (the epoch,
+        0-based, where each phase began, for plots), ``best_epoch`` (the epoch
+        early stopping restored), ``probe`` (the probe's ``C`` and
+        cross-validated accuracy when phase 1 was one), ``cached_features``,
+        ``stopped_epoch`` and ``seconds``; ``str(result)`` says which epoch
+        the scores come from.
     """
+    start = time.perf_counter()
     freeze_epochs = _count(freeze_epochs, "freeze_epochs", 0)
     if isinstance(lr_mult, bool) or not isinstance(lr_mult, numbers.Real) or lr_mult <= 0:
         raise InvalidArgumentError(
@@ -218,7 +226,8 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
         cbs.append(early)
     build_training_state(model, train_ds)
     hist = model.fit(train_ds, validation_data=val, epochs=freeze_epochs + epochs,
-                     initial_epoch=initial_epoch, shuffle=False, callbacks=cbs, verbose=verbose)
+                     initial_epoch=initial_epoch, shuffle=False, callbacks=cbs,
+                     verbose=_log.fit_verbose(verbose))
     history = {k: list(phase1.get(k, [])) + [float(v) for v in vals]
                for k, vals in hist.history.items()}
     trained_bn = batchnorm_layers(model, "trainable")
@@ -229,10 +238,10 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
     if probe is not None:
         marks = [(0, f"head: linear probe (C={probe.C:g})")]
     marks.append((freeze_epochs, label))
-    return {
-        "history": history,
-        "cached_features": use_cache,
-        "probe": probe,
-        "stages": marks,
-        "stopped_epoch": int(early.stopped_epoch) if early is not None else 0,
-    }
+    restored = early is not None and early.best_weights is not None
+    metrics = evaluate_splits(model, SimpleNamespace(val=val, test=getattr(train, "test", None)))
+    return FineTuneResult(
+        model=model, history=history, metrics=metrics, stages=marks,
+        seconds=time.perf_counter() - start, probe=probe, cached_features=use_cache,
+        stopped_epoch=int(early.stopped_epoch) if early is not None else 0,
+        best_epoch=int(early.best_epoch) + 1 if restored else None)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import pathlib
 import time
 from typing import Any
 
 import keras
 
+from kertransfer._log import fit_verbose, print_msg
 from kertransfer.data.adapter import as_training_data, unaugmented_train
 from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.freezing.apply import compiled_by_kertransfer, mark_compiled_by_kertransfer
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.optimizers import make_optimizer
+from kertransfer.training.results import TrainResult
 from kertransfer.training.run_folder import data_class_names, save_run
 from kertransfer.training.validation import RecalibratedValidation
 
@@ -103,25 +104,7 @@ def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | An
         metrics = _metric_for_activation(activation, metrics)
     model.compile(optimizer=optimizer, loss=loss_for(model), metrics=metrics,
                   steps_per_execution=steps_per_execution, **kwargs)
-
-
-@dataclasses.dataclass
-class TrainResult:
-    """What `train` returns.
-
-    Attributes:
-        model: The trained model.
-        history: ``{metric: [value per epoch]}``.
-        metrics: Final evaluation, ``{"val_accuracy": ..., "test_accuracy": ...}``.
-        seconds: Wall time of the training.
-        out: The run folder, when one was written.
-    """
-
-    model: Any
-    history: dict[str, list[float]]
-    metrics: dict[str, float]
-    seconds: float
-    out: pathlib.Path | None = None
+    mark_compiled_by_kertransfer(model)
 
 
 def evaluate_splits(model, data, splits=("val", "test")) -> dict[str, float]:
@@ -140,7 +123,8 @@ def evaluate_splits(model, data, splits=("val", "test")) -> dict[str, float]:
 def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
           optimizer: str | Any = "adam", callbacks=None, recalibrate_bn: str | bool = "auto",
           out: str | os.PathLike | None = None, config: dict | None = None,
-          verbose: int = 1, compile: bool = True, validate_each_epoch: bool = True,
+          verbose: int | str = "auto", compile: bool | str = "auto",
+          validate_each_epoch: bool = True,
           loss_weights: dict[str, float] | None = None) -> TrainResult:
     """Fit ``model`` on ``data`` (a `kertransfer.data.DataBundle`), evaluate, save.
 
@@ -162,8 +146,14 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
             ``config.json`` keeps the data's ``class_names`` (unless
             ``config`` gives them), which ``kertransfer export`` uses.
         config: Extra entries for ``config.json``.
-        verbose: Keras progress output (0, 1 or 2).
-        compile: Compile here (set False when the model is compiled already).
+        verbose: Keras progress output: 0, 1 (progress bars), 2 (a line per
+            epoch) or ``"auto"`` (bars on a terminal, a line per epoch elsewhere,
+            such as captured logs).
+        compile: ``"auto"`` compiles here (the loss of the head, ``optimizer``
+            at ``learning_rate``) unless you compiled the model yourself, whose
+            settings are kept (a line says so; ``learning_rate`` and
+            ``optimizer`` are then not used). ``True`` compiles here always,
+            ``False`` never.
         validate_each_epoch: Evaluate on ``data.val`` after every epoch (the
             final evaluation happens either way). While BatchNorm layers
             train, each validation runs after their statistics were
@@ -183,6 +173,15 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
             format_message("epochs must be a positive integer.", received={"epochs": epochs})
         )
     data = as_training_data(data)
+    if compile not in (True, False, "auto"):
+        raise InvalidArgumentError(format_message(
+            "compile must be True, False or 'auto'.", received={"compile": compile}))
+    if compile == "auto":
+        compile = not getattr(model, "compiled", False) or compiled_by_kertransfer(model)
+        if not compile and verbose:
+            print_msg("train: keeping the compile settings you gave the model (its optimizer "
+                      "and loss); pass compile=True to compile with learning_rate and "
+                      "optimizer instead.")
     if compile:
         compile_for_transfer(model, learning_rate, optimizer, loss_weights=loss_weights)
     start = time.perf_counter()
@@ -196,7 +195,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
         callbacks.insert(0, RecalibratedValidation(clean))
     # The bundle's train split is shuffled already (seeded, every epoch).
     hist = model.fit(data.train, validation_data=val, epochs=epochs, shuffle=False,
-                     callbacks=callbacks, verbose=verbose)
+                     callbacks=callbacks, verbose=fit_verbose(verbose))
     # Unfreezing callbacks can make BatchNorm layers trainable during fit.
     bn_trained = bn_trained or bool(batchnorm_layers(model, "trainable"))
     if recalibrate_bn is True or (recalibrate_bn == "auto" and bn_trained):
@@ -204,7 +203,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     metrics = evaluate_splits(model, data)
-    result = TrainResult(model, history, metrics, seconds)
+    result = TrainResult(model, history, metrics, seconds=seconds)
     if out is not None:
         run_config = dict(config or {})
         run_config.setdefault("epochs", epochs)

@@ -42,7 +42,7 @@ import keras_tuner
 import numpy as np
 
 from kertransfer._fs import atomic_file
-from kertransfer._log import print_msg
+from kertransfer._log import fit_verbose, print_msg
 from kertransfer._plot import pyplot, save_figure
 from kertransfer.errors import (
     DataError,
@@ -304,7 +304,7 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
          distributed: str | None = None, oracle_address: str | None = None,
          tuner_id: str | None = None, trials_per_process: int | None = None,
          child_setup: str | None = None, distribution_strategy: Any = None,
-         save_best: bool = True, verbose: int = 1, _stop_after: int | None = None,
+         save_best: bool = True, verbose: int | str = "auto", _stop_after: int | None = None,
          _parent_checked: bool = False):
     """Search a `TransferHyperModel`'s space with KerasTuner, resumably.
 
@@ -356,7 +356,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             ``keras.distribution.set_distribution`` instead.
         save_best: Write the results files at the end (the chief, or a
             single-process search).
-        verbose: Progress output.
+        verbose: Progress output: 0, 1 (progress bars), 2 (a line per epoch) or
+            ``"auto"`` (bars on a terminal, a line per epoch elsewhere).
 
     Returns:
         The KerasTuner tuner (``results_summary()``, ``get_best_models()``,
@@ -434,7 +435,7 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
                 print_msg(f"Resuming the search in {directory / project_name}: {done} trial(s) "
                       "completed already")
             kt_tuner.stop_after = _stop_after
-            search_kwargs = {"verbose": verbose}
+            search_kwargs = {"verbose": fit_verbose(verbose)}
             if tuner != "hyperband":
                 search_kwargs["epochs"] = epochs
             if validation_data is not None:

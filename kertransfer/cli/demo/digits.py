@@ -140,7 +140,7 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     return {"seed": seed, "test_accuracy": results, "seconds": times,
             "source_val_accuracy": src_acc,
             "target_counts": target.counts, "_transfer_model": transfer,
-            "_history": tr["history"], "_stages": tr["stages"], "_target": target}
+            "_history": tr.history, "_stages": tr.stages, "_target": target}
 
 
 def _source_only(model, target) -> float:

@@ -89,7 +89,7 @@ def run_seed(seed: int, *, backbone: str = BACKBONE, labels_per_class: int = 10,
     results["linear probe (ImageNet features)"] = float(probe.score(*target.as_numpy("test")))
     times["probe"] = time.perf_counter() - t0
 
-    epochs = len(tuned["history"]["loss"])
+    epochs = len(tuned.history["loss"])
     say(f"[seed {seed}] 3/3 scratch: the same network from random weights ({epochs} epochs)",
         verbose)
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def run_seed(seed: int, *, backbone: str = BACKBONE, labels_per_class: int = 10,
     keras.backend.clear_session()
     return {"seed": seed, "test_accuracy": results, "seconds": times,
             "target_counts": target.counts, "_transfer_model": model,
-            "_history": tuned["history"], "_stages": tuned["stages"], "_target": target}
+            "_history": tuned.history, "_stages": tuned.stages, "_target": target}
 
 
 def run(seeds: Sequence[int], *, backbone: str | None = None, labels_per_class: int = 10,

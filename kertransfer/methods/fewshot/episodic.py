@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kertransfer._log import print_msg
+from kertransfer._log import fit_verbose, print_msg
 from kertransfer._seeds import seeded
 from kertransfer.data.adapter import as_batches, form_of, iterate
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
@@ -250,7 +250,7 @@ def meta_train(model, data, labels=None, *, ways: int = 5, shots: int = 5, queri
                learning_rate: float = 1e-4, optimizer: Any = None, scale: float = 10.0,
                validation_data=None, validation_episodes: int = 100,
                restore_best: bool = True, pool_per_class: int = 64, seed: int | None = 0,
-               verbose: int = 1) -> MetaTrainResult:
+               verbose: int | str = "auto") -> MetaTrainResult:
     """Meta-train ``model``'s features on N-way K-shot episodes of base classes.
 
     The model (from `kertransfer.build_transfer_model`, its layers up to
@@ -350,7 +350,7 @@ def meta_train(model, data, labels=None, *, ways: int = 5, shots: int = 5, queri
         callbacks.append(validation)
     start = time.perf_counter()
     stream = _Episodes(pool, ways, shots, queries, per_epoch, rng.integers(2**31))
-    history = net.fit(stream, epochs=epochs, callbacks=callbacks, verbose=verbose,
+    history = net.fit(stream, epochs=epochs, callbacks=callbacks, verbose=fit_verbose(verbose),
                       shuffle=False).history
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
