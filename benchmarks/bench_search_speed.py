@@ -169,13 +169,13 @@ def main(argv=None) -> int:
         tuner = kt.tune(hm, data, max_trials=args.trials, epochs=args.epochs, seed=0,
                         directory=os.path.join(tmp, "kt"), verbose=0, save_best=False)
         t_kt = time.perf_counter() - t0
-        best_kt = tuner.oracle.get_best_trials(1)[0].score
+        best_kt = tuner.tuner.oracle.get_best_trials(1)[0].score
         print(f"kertransfer:      {t_kt:.0f}s, best val_accuracy {best_kt:.4f} "
               f"({hm.features.passes} feature passes)", flush=True)
         searched = [f"{BACKBONE}/unfreeze", "head_lr", "fine_tune_lr", "dropout"]
         same = [
             all(t.hyperparameters.values[k] == u.hyperparameters.values[k] for k in searched)
-            for t, u in zip(sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id),
+            for t, u in zip(sorted(tuner.tuner.oracle.trials.values(), key=lambda t: t.trial_id),
                             sorted(base_tuner.oracle.trials.values(), key=lambda t: t.trial_id))
         ]
     ratio = t_plain / t_kt

@@ -310,7 +310,7 @@ def test_tune_takes_labelled_forms(tiny_backbone_name, form, tmp_path):
                             validation_split=0.25, seed=0, verbose=0)
     tuner = kt.tune(hm, data, validation_data=val, max_trials=1, directory=tmp_path / "s",
                     verbose=0)
-    assert len(tuner.oracle.trials) == 1
+    assert len(tuner.tuner.oracle.trials) == 1
 
 
 @pytest.mark.parametrize("form", [pytest.param("xy", marks=agnostic), "array_data", "bundle"])

@@ -126,7 +126,7 @@ def test_a_search_tunes_every_head_on_shared_features(tiny_backbone_name, bundle
     assert not out.exists()
     result = kt.tune(hm, bundle, max_trials=2, objective="val_digit_accuracy", directory=out,
                      verbose=0)
-    assert result.oracle.objective.direction == "max"
+    assert result.tuner.oracle.objective.direction == "max"
     done = [r for r in result.results if r["status"] == "COMPLETED"]
     assert len(done) == 2
     assert hm.features.passes == 2  # train and validation features, shared by every trial

@@ -331,3 +331,24 @@ def test_same_seed_draws_the_same_trials(tiny_backbone_name, tiny_weights, tiny_
                      for r in tuner.results])
     assert runs[0] == runs[1]
     assert runs[0][0] != runs[0][1]
+
+
+def test_tune_returns_a_result_of_the_best_trial(tiny_backbone_name, tiny_weights, tiny_bundle,
+                                                 tmp_path):
+    from kertransfer.training import RunResult
+
+    hm = _hm(tiny_backbone_name, tiny_weights)
+    result = kt.tune(hm, tiny_bundle, max_trials=2, epochs=2, directory=tmp_path / "s",
+                     verbose=0)
+    assert isinstance(result, RunResult) and isinstance(result, kt.tuning.TuneResult)
+    best = result.tuner.oracle.get_best_trials(1)[0]
+    assert result.metrics == {"val_accuracy": best.score} and result.out == tmp_path / "s"
+    assert result.best_hyperparameters == {k: v for k, v in best.hyperparameters.values.items()
+                                           if k in result.best_hyperparameters}
+    assert result.best_hyperparameters and result.best_epoch == best.best_step + 1
+    assert len(result.history["val_accuracy"]) >= result.best_epoch
+    x, _ = tiny_bundle.as_numpy("val")
+    saved = keras.saving.load_model(tmp_path / "s" / "best_model.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(result.model.predict(x[:8], verbose=0)),
+                               np.asarray(saved.predict(x[:8], verbose=0)), atol=1e-5)
+    assert f"epoch {result.best_epoch}" in str(result)

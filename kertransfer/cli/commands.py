@@ -418,7 +418,7 @@ def run_tune(args) -> int:
 
         print(f"Search results ({len(tuner.results)} trials, objective {args.objective}):")
         print(format_results(tuner.results, args.objective,
-                             tuner.oracle.objective.direction))
+                             tuner.tuner.oracle.objective.direction))
     return 0
 
 

@@ -7,6 +7,7 @@ distributed search.
 from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
 from kertransfer.tuning.search import (
     TUNERS,
+    TuneResult,
     format_results,
     plot_trials,
     results_table,
@@ -21,6 +22,7 @@ __all__ = [
     "SharedFeatures",
     "TUNERS",
     "TransferHyperModel",
+    "TuneResult",
     "format_results",
     "parse_space",
     "plot_trials",

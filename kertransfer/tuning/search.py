@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import gc
 import io
 import json
@@ -34,6 +35,7 @@ import logging
 import math
 import os
 import pathlib
+import time
 import warnings
 from typing import Any
 
@@ -53,6 +55,7 @@ from kertransfer.errors import (
     suggest,
 )
 from kertransfer.training import run_folder
+from kertransfer.training.results import RunResult
 from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
 from kertransfer.tuning.resume import check_resume, search_record
 
@@ -295,6 +298,65 @@ def _quiet_retracing():
         logger.setLevel(level)
 
 
+@dataclasses.dataclass
+class TuneResult(RunResult):
+    """What `tune` returns: a `kertransfer.training.RunResult` of the best trial.
+
+    Attributes (beside `RunResult`'s):
+        model: The best trial's model (what ``best_model.keras`` holds); None on
+            a worker, with ``save_best=False`` (use
+            ``tuner.get_best_models(1)``) or when no trial completed.
+        history: The best trial's ``{metric: [value per epoch]}``.
+        metrics: ``{objective: best score}``.
+        out: The search folder.
+        tuner: The KerasTuner tuner (``results_summary()``,
+            ``get_best_hyperparameters()``, ``oracle``, ...).
+        results: One row per trial (``trial``, ``status``, ``score``,
+            ``best_epoch`` and the values tried); empty on a worker, whose
+            trials the chief holds.
+        best_hyperparameters: The best trial's values, ``{name: value}``.
+        best_epoch: The epoch (from 1) of the best trial's score.
+        objective: The objective's name.
+    """
+
+    tuner: Any = None
+    results: list[dict] = dataclasses.field(default_factory=list)
+    best_hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    best_epoch: int | None = None
+    objective: str = ""
+
+    @property
+    def scored_epoch(self) -> int:
+        return self.best_epoch if self.best_epoch is not None else self.epochs
+
+    def _score_note(self) -> str:
+        if self.best_epoch is None:
+            return ""
+        trial = next((r["trial"] for r in self.results if r.get("score") is not None
+                      and self.metrics.get(self.objective) == r["score"]), "?")
+        return f"the best trial ({trial}) at its epoch {self.best_epoch}"
+
+
+def _tune_result(kt_tuner, directory: pathlib.Path, rows: list[dict], model, seconds: float):
+    """The `TuneResult` of a finished search (the best completed trial's)."""
+    objective = kt_tuner.oracle.objective.name
+    best = [t for t in kt_tuner.oracle.get_best_trials(len(kt_tuner.oracle.trials))
+            if t.status == "COMPLETED"] if rows else []
+    if not best:
+        return TuneResult(model=model, seconds=seconds, out=directory, tuner=kt_tuner,
+                          results=rows, objective=objective)
+    trial = best[0]
+    history: dict[str, list[float]] = {}
+    path = pathlib.Path(kt_tuner.get_trial_dir(trial.trial_id)) / run_folder.TRIAL_HISTORY_FILE
+    if path.is_file():
+        history = json.loads(path.read_text()).get("history", {})
+    step = trial.best_step
+    return TuneResult(model=model, history=history, metrics={objective: trial.score},
+                      seconds=seconds, out=directory, tuner=kt_tuner, results=rows,
+                      best_hyperparameters=_values(trial),
+                      best_epoch=None if step is None else int(step) + 1, objective=objective)
+
+
 def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
          epochs: int | None = None, directory: str | os.PathLike = "runs/search",
          project_name: str = "search", objective: str = "val_accuracy",
@@ -360,11 +422,12 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             ``"auto"`` (bars on a terminal, a line per epoch elsewhere).
 
     Returns:
-        The KerasTuner tuner (``results_summary()``, ``get_best_models()``,
-        ...), with ``results`` set to the list of trial rows (empty on a worker,
-        whose trials the chief holds).
+        A `TuneResult`: the best model (``model``), its trial's ``history``,
+        ``metrics`` (``{objective: score}``), ``best_hyperparameters``, the
+        rows of every trial (``results``; empty on a worker, whose trials the
+        chief holds), the search folder (``out``) and KerasTuner's ``tuner``.
     """
-
+    start = time.perf_counter()
     if not isinstance(hypermodel, TransferHyperModel):
         raise InvalidTypeError(
             format_message("tune() searches a TransferHyperModel.",
@@ -447,10 +510,13 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             if not is_worker:
                 kt_tuner.save()  # the chief's last state lists no trial as running
     # A worker's oracle is a client of the chief's: the chief holds the trials.
-    kt_tuner.results = [] if is_worker else results_table(kt_tuner)
+    rows = [] if is_worker else results_table(kt_tuner)
+    written: dict = {}
     if save_best and not is_worker:
-        write_results(kt_tuner, directory, verbose=verbose, class_names=_class_names(data))
-    return kt_tuner
+        written = write_results(kt_tuner, directory, verbose=verbose,
+                                class_names=_class_names(data))
+    return _tune_result(kt_tuner, directory, rows, written.get("model"),
+                        time.perf_counter() - start)
 
 
 def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: str, seed: int,
@@ -637,6 +703,9 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
                   class_names=None) -> dict:
     """Write results.csv, best_config.json, best_model.keras and trials.png to ``directory``.
 
+    Returns ``{"results": path, "best_config": path, "best_model": path, "plot":
+    path, "model": the best model}`` (those that were written).
+
     ``class_names`` go into ``best_config.json``, where ``kertransfer export`` finds them.
     The names are `kertransfer.training.run_folder`'s (``RESULTS_FILE``,
     ``SEARCH_CONFIG_FILE``, ``SEARCH_MODEL_FILE``, ``TRIALS_FILE``).
@@ -686,13 +755,14 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
         with atomic_file(directory / run_folder.SEARCH_MODEL_FILE, suffix=".keras") as tmp:
             model.save(tmp)
         written["best_model"] = directory / run_folder.SEARCH_MODEL_FILE
+        written["model"] = model
         if verbose:
             print_msg(f"Best: trial {trial.trial_id}, {objective} {trial.score:.4f}: "
                   + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
     plot_trials(rows, directory / run_folder.TRIALS_FILE, objective)
     written["plot"] = directory / run_folder.TRIALS_FILE
     if verbose:
-        print_msg("Wrote " + ", ".join(str(p) for p in written.values()))
+        print_msg("Wrote " + ", ".join(str(p) for key, p in written.items() if key != "model"))
     return written
 
 
