@@ -160,7 +160,7 @@ def test_the_export_serves_every_head(tiny_backbone_name, tmp_path):
 
 
 def test_search_processes_get_the_labels_of_every_task(bundle, tmp_path):
-    from kertransfer.tuning.search import _arrays_of, labels_from
+    from kertransfer.tuning.children import _arrays_of, labels_from
 
     np.savez(tmp_path / "data.npz", **_arrays_of(bundle, None))
     with np.load(tmp_path / "data.npz") as f:

@@ -60,7 +60,7 @@ def test_a_run_report_gathers_curves_stages_matrix_and_trials(tiny_backbone_name
     # A search folder: its trials plot and results table.
     search = tmp_path / "search"
     search.mkdir()
-    from kertransfer.tuning.search import plot_trials
+    from kertransfer.tuning.results import plot_trials
 
     rows = [{"status": "COMPLETED", "score": 0.5, "backbone": "b", "unfreeze": 1,
              "fine_tune_lr": 1e-4}]

@@ -5,16 +5,16 @@ distributed search.
 """
 
 from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
-from kertransfer.tuning.search import (
-    TUNERS,
+from kertransfer.tuning.results import (
     TuneResult,
     format_results,
     plot_trials,
     results_table,
-    tune,
     write_results,
 )
+from kertransfer.tuning.search import tune
 from kertransfer.tuning.space import KNOBS, Knob, parse_space
+from kertransfer.tuning.tuners import TUNERS
 
 __all__ = [
     "KNOBS",

@@ -36,14 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from kertransfer.errors import KertransferError
     from kertransfer.training.run_folder import CHILD_DATA_FILE
+    from kertransfer.tuning.children import CHILD_ERROR, CHILD_MORE, labels_from
     from kertransfer.tuning.hypermodel import TransferHyperModel
-    from kertransfer.tuning.search import (
-        CHILD_ERROR,
-        CHILD_MORE,
-        TrialBudgetReached,
-        labels_from,
-        tune,
-    )
+    from kertransfer.tuning.search import tune
+    from kertransfer.tuning.tuners import TrialBudgetReached
 
     with np.load(config_file.parent / CHILD_DATA_FILE) as f:
         arrays = dict(f)

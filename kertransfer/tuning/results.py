@@ -1,0 +1,233 @@
+"""What a search leaves: the `TuneResult`, the table of trials and the results files.
+
+``results.csv``, ``best_config.json``, ``best_model.keras`` and ``trials.png``
+(objective against unfreeze depth and fine-tuning rate), all in the search
+folder; names from `kertransfer.training.run_folder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import pathlib
+import warnings
+from typing import Any
+
+from kertransfer._fs import atomic_file
+from kertransfer._log import print_msg
+from kertransfer._plot import pyplot, save_figure
+from kertransfer.training import run_folder
+from kertransfer.training.results import RunResult
+from kertransfer.tuning.tuners import _atomic_write
+
+
+@dataclasses.dataclass
+class TuneResult(RunResult):
+    """What `tune` returns: a `kertransfer.training.RunResult` of the best trial.
+
+    Attributes (beside `RunResult`'s):
+        model: The best trial's model (what ``best_model.keras`` holds); None on
+            a worker, with ``save_best=False`` (use
+            ``tuner.get_best_models(1)``) or when no trial completed.
+        history: The best trial's ``{metric: [value per epoch]}``.
+        metrics: ``{objective: best score}``.
+        out: The search folder.
+        tuner: The KerasTuner tuner (``results_summary()``,
+            ``get_best_hyperparameters()``, ``oracle``, ...).
+        results: One row per trial (``trial``, ``status``, ``score``,
+            ``best_epoch`` and the values tried); empty on a worker, whose
+            trials the chief holds.
+        best_hyperparameters: The best trial's values, ``{name: value}``.
+        best_epoch: The epoch (from 1) of the best trial's score.
+        objective: The objective's name.
+    """
+
+    tuner: Any = None
+    results: list[dict] = dataclasses.field(default_factory=list)
+    best_hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    best_epoch: int | None = None
+    objective: str = ""
+
+    @property
+    def scored_epoch(self) -> int:
+        return self.best_epoch if self.best_epoch is not None else self.epochs
+
+    def _score_note(self) -> str:
+        if self.best_epoch is None:
+            return ""
+        trial = next((r["trial"] for r in self.results if r.get("score") is not None
+                      and self.metrics.get(self.objective) == r["score"]), "?")
+        return f"the best trial ({trial}) at its epoch {self.best_epoch}"
+
+
+def _tune_result(kt_tuner, directory: pathlib.Path, rows: list[dict], model, seconds: float):
+    """The `TuneResult` of a finished search (the best completed trial's)."""
+    objective = kt_tuner.oracle.objective.name
+    best = [t for t in kt_tuner.oracle.get_best_trials(len(kt_tuner.oracle.trials))
+            if t.status == "COMPLETED"] if rows else []
+    if not best:
+        return TuneResult(model=model, seconds=seconds, out=directory, tuner=kt_tuner,
+                          results=rows, objective=objective)
+    trial = best[0]
+    history: dict[str, list[float]] = {}
+    path = pathlib.Path(kt_tuner.get_trial_dir(trial.trial_id)) / run_folder.TRIAL_HISTORY_FILE
+    if path.is_file():
+        history = json.loads(path.read_text()).get("history", {})
+    step = trial.best_step
+    return TuneResult(model=model, history=history, metrics={objective: trial.score},
+                      seconds=seconds, out=directory, tuner=kt_tuner, results=rows,
+                      best_hyperparameters=_values(trial),
+                      best_epoch=None if step is None else int(step) + 1, objective=objective)
+
+
+def _values(trial) -> dict:
+    return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+
+
+def results_table(kt_tuner) -> list[dict]:
+    """One row per trial (sorted by id): status, score, best epoch and knob values."""
+    rows = []
+    trials = sorted(kt_tuner.oracle.trials.values(),
+                    key=lambda t: (len(t.trial_id), t.trial_id))
+    for t in trials:
+        values = _values(t)
+        backbone = values.get("backbone")
+        unfreeze = values.get(f"{backbone}/unfreeze")
+        row = {"trial": t.trial_id, "status": t.status, "score": t.score,
+               "best_epoch": t.best_step, "backbone": backbone, "unfreeze": unfreeze}
+        process = os.path.join(kt_tuner.project_dir, f"trial_{t.trial_id}",
+                               run_folder.TRIAL_PROCESS_FILE)
+        if os.path.exists(process):
+            with open(process) as f:
+                rss = json.load(f).get("rss_mib")
+            row["rss_mib"] = None if rss is None else round(rss)
+        row.update({k: v for k, v in values.items()
+                    if k != "backbone" and not k.endswith("/unfreeze")})
+        rows.append(row)
+    return rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.4f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def format_results(rows: list[dict], objective: str, direction: str = "max") -> str:
+    """The trials as a text table, best first (``direction``: ``"max"`` or ``"min"``)."""
+    if not rows:
+        return "No trials."
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = [k for k in keys if k != "score"]
+    keys.insert(2, "score")
+
+    def order(r):
+        s = r["score"]
+        missing = s is None or (isinstance(s, float) and math.isnan(s))
+        return (missing, 0.0 if missing else (s if direction == "min" else -s))
+
+    ranked = sorted(rows, key=order)
+    cells = [[k if k != "score" else objective for k in keys]]
+    cells += [[_fmt(r.get(k)) for k in keys] for r in ranked]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
+                  class_names=None) -> dict:
+    """Write results.csv, best_config.json, best_model.keras and trials.png to ``directory``.
+
+    Returns ``{"results": path, "best_config": path, "best_model": path, "plot":
+    path, "model": the best model}`` (those that were written).
+
+    ``class_names`` go into ``best_config.json``, where ``kertransfer export`` finds them.
+    The names are `kertransfer.training.run_folder`'s (``RESULTS_FILE``,
+    ``SEARCH_CONFIG_FILE``, ``SEARCH_MODEL_FILE``, ``TRIALS_FILE``).
+    """
+    directory = pathlib.Path(directory)
+    rows = results_table(kt_tuner)
+    objective = kt_tuner.oracle.objective.name
+    table = format_results(rows, objective, kt_tuner.oracle.objective.direction)
+    if verbose:
+        print_msg(f"\nSearch results ({len(rows)} trials, objective {objective}):\n{table}")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(directory / run_folder.RESULTS_FILE, buf.getvalue())
+    written = {"results": directory / run_folder.RESULTS_FILE}
+    best = [t for t in kt_tuner.oracle.get_best_trials(len(kt_tuner.oracle.trials))
+            if t.status == "COMPLETED"]
+    if best:
+        trial = best[0]
+        hm = kt_tuner.hypermodel
+        values = _values(trial)
+        config = {
+            "objective": objective, "score": trial.score, "trial": trial.trial_id,
+            "best_epoch": trial.best_step, "values": values,
+            "hypermodel": {"backbones": hm.backbones, "num_classes": hm.num_classes,
+                           "activation": getattr(hm, "activation", "softmax"),
+                           "input_shape": list(hm.input_shape),
+                           "weights": hm.weights if isinstance(hm.weights, (str, dict))
+                           or hm.weights is None else str(hm.weights),
+                           "optimizer": hm.optimizer},
+        }
+        if isinstance(class_names, dict):
+            config["class_names"] = {k: [str(c) for c in v] for k, v in class_names.items()}
+        elif class_names is not None:
+            config["class_names"] = [str(c) for c in class_names]
+        _atomic_write(directory / run_folder.SEARCH_CONFIG_FILE,
+                      json.dumps(config, indent=2, default=str))
+        written["best_config"] = directory / run_folder.SEARCH_CONFIG_FILE
+        with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = kt_tuner.get_best_models(1)[0]  # built in the strategy's scope, if any
+        if model.optimizer is not None and not model.optimizer.built:
+            with getattr(hm, "_scope", contextlib.nullcontext)():
+                model.optimizer.build(model.trainable_variables)  # loads without a warning
+        with atomic_file(directory / run_folder.SEARCH_MODEL_FILE, suffix=".keras") as tmp:
+            model.save(tmp)
+        written["best_model"] = directory / run_folder.SEARCH_MODEL_FILE
+        written["model"] = model
+        if verbose:
+            print_msg(f"Best: trial {trial.trial_id}, {objective} {trial.score:.4f}: "
+                  + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+    plot_trials(rows, directory / run_folder.TRIALS_FILE, objective)
+    written["plot"] = directory / run_folder.TRIALS_FILE
+    if verbose:
+        print_msg("Wrote " + ", ".join(str(p) for key, p in written.items() if key != "model"))
+    return written
+
+
+def plot_trials(rows: list[dict], path, objective: str) -> None:
+    """Objective against unfreeze depth and fine-tuning rate, one colour per backbone."""
+
+    plt = pyplot()
+    done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    backbones = sorted({str(r["backbone"]) for r in done})
+    for b in backbones:
+        rs = [r for r in done if str(r["backbone"]) == b]
+        axes[0].scatter([r["unfreeze"] for r in rs], [r["score"] for r in rs], label=b)
+        axes[1].scatter([r.get("fine_tune_lr") for r in rs], [r["score"] for r in rs], label=b)
+    axes[0].set_xlabel("unfreeze (blocks trainable from the top)")
+    axes[1].set_xlabel("fine_tune_lr")
+    axes[1].set_xscale("log")
+    axes[0].set_ylabel(objective)
+    if backbones:
+        axes[1].legend(fontsize=8)
+    fig.suptitle(f"{len(done)} completed trials")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100, tight=False)
