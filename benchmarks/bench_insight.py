@@ -180,7 +180,7 @@ def run_ranking(seed, tmp, args):
     from scipy.stats import kendalltau
     from sklearn.decomposition import PCA
 
-    from kertransfer.insight.ranking import h_score, logme
+    from kertransfer.insight.scores import h_score, logme
     from kertransfer.methods.fewshot import extract_features
     from kertransfer.training import train
 

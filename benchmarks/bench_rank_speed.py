@@ -1,6 +1,6 @@
 """Transferability scoring speed at real dimensions: kertransfer against its former scorer.
 
-`kertransfer.insight.ranking` scores features wider than they are long (raw
+`kertransfer.insight.scores` scores features wider than they are long (raw
 pixels, flattened maps) from one ``N x N`` Gram matrix, read in float64
 blocks. Its former scorer (kept below as the baseline, as it was) copied the
 features to float64 whole, took LogME's SVD of the ``[N, D]`` matrix, and
@@ -42,13 +42,13 @@ import numpy as np  # noqa: E402
 from _common import append_row, machine  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
-from kertransfer.insight.ranking import h_score, logme  # noqa: E402
+from kertransfer.insight.scores import h_score, logme  # noqa: E402
 
 # -- the former scorer, as it was (the baseline) ------------------------------------------------
 
 
 def _reference_logme(features, labels) -> float:
-    from kertransfer.insight.ranking import _logme_column
+    from kertransfer.insight.scores import _logme_column
 
     f = np.asarray(features, dtype="float64")
     y = np.asarray(labels)
@@ -117,7 +117,7 @@ def _timed(fn, *args):
 def _score(features, y, scorer: str) -> tuple[dict, float]:
     if scorer == "kertransfer":
         start = time.perf_counter()
-        from kertransfer.insight.ranking import _check, _Features, _h_score, _logme
+        from kertransfer.insight.scores import _check, _Features, _h_score, _logme
 
         feats = _Features(_check(features, y)[0])  # as rank_backbones scores: one Gram matrix
         out = {"logme": _logme(feats, y), "hscore": _h_score(feats, y)}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kertransfer.errors import DataError, LabelError
-from kertransfer.insight.ranking import h_score, leep, logme, logme_evidence
+from kertransfer.insight.scores import h_score, leep, logme, logme_evidence
 
 agnostic = pytest.mark.backend_agnostic
 
@@ -88,7 +88,7 @@ def test_h_score_of_label_features_is_the_number_of_classes_minus_one():
 
 @agnostic
 def test_wide_features_score_from_their_gram_matrix_as_from_the_matrix_itself(monkeypatch):
-    from kertransfer.insight import ranking as transferability
+    from kertransfer.insight import scores as transferability
 
     # Pixel-like float32 features (0-255, far from centred), wider than long, read in
     # 48-column blocks: 4 blocks and a remainder.

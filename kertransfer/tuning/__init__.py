@@ -4,7 +4,8 @@ See the tuning guide in the docs for the space, the tuners, resuming and
 distributed search.
 """
 
-from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
+from kertransfer.tuning.features import SharedFeatures
+from kertransfer.tuning.hypermodel import TransferHyperModel
 from kertransfer.tuning.results import (
     TuneResult,
     format_results,

@@ -47,7 +47,8 @@ from kertransfer.errors import (
     suggest,
 )
 from kertransfer.tuning.children import _check_children, _env_for, _environ, _run_children
-from kertransfer.tuning.hypermodel import SharedFeatures, TransferHyperModel
+from kertransfer.tuning.features import SharedFeatures
+from kertransfer.tuning.hypermodel import TransferHyperModel
 from kertransfer.tuning.results import _tune_result, results_table, write_results
 from kertransfer.tuning.resume import check_resume, search_record
 from kertransfer.tuning.tuners import TUNERS, _atomic_write, _make_tuner
