@@ -191,3 +191,28 @@ def test_trainable_summary_reads_what_is_frozen_from_the_layers(tiny_backbone_na
         layer.trainable = not layer.name.startswith("block1")
     assert model.freeze_config["class_name"] == "FreezeAll"
     assert text() == "frozen: block1"
+
+
+def test_no_gradient_is_computed_for_frozen_variables(tiny_backbone_name, tiny_data,
+                                                      monkeypatch):
+    import tensorflow as tf
+
+    x, y = tiny_data
+    model = _model(tiny_backbone_name, freeze=2, bn="frozen")
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  run_eagerly=True)
+    asked = []
+    gradient = tf.GradientTape.gradient
+
+    def spy(self, target, sources, *args, **kwargs):
+        asked.append([v.path for v in tf.nest.flatten(sources)])
+        return gradient(self, target, sources, *args, **kwargs)
+
+    monkeypatch.setattr(tf.GradientTape, "gradient", spy)
+    model.fit(x[:32], y[:32], epochs=1, batch_size=32, verbose=0)
+    frozen = {v.path for layer, off in zip(kt.freezing.block_context(model).layers,
+                                           kt.freezing.block_context(model).block_of)
+              if off < 2 for v in layer.weights}
+    bn = {v.path for v in model.backbone.weights if "_bn" in v.path}
+    assert frozen and asked == [[v.path for v in model.trainable_variables]]
+    assert not (set(asked[0]) & (frozen | bn))

@@ -43,3 +43,22 @@ def test_lr_find_rejects_bad_arguments(tiny_backbone_name):
         lr_find(model, [], method="best")
     with pytest.raises(InvalidArgumentError, match="no batch"):
         lr_find(model, [], plot=None, verbose=0)
+
+
+def test_suggestions_on_a_known_curve():
+    from kertransfer.training.lr_find import _suggest
+
+    lrs = np.logspace(-6, 0, 121)  # 0.05 decades a step
+    x = np.log10(lrs)
+    # Flat up to 1e-4, then a tanh drop steepest at 1e-3, then a rise past 1e-1.
+    loss = np.where(x <= -4, 2.0, 1.5 - 0.5 * np.tanh(2 * (x + 3)))
+    loss = loss + np.where(x > -1, 5 * (x + 1) ** 2, 0.0)
+    got = _suggest(lrs, loss)
+    best = int(np.argmin(loss))
+    assert x[best] == pytest.approx(-1, abs=0.051)
+    assert np.log10(got["steep"]) == pytest.approx(-3, abs=0.051)  # the steepest descent
+    assert got["minimum"] == pytest.approx(lrs[best] / 10)
+    # fastai's valley: 2/3 down the longest decreasing run (from 1e-4 to the minimum).
+    start = int(np.flatnonzero(x <= -4)[-1])
+    assert got["valley"] == pytest.approx(lrs[start + (best - start) * 2 // 3])
+    assert 1e-3 < got["valley"] < lrs[best]
