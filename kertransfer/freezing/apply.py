@@ -6,6 +6,11 @@ import warnings
 from typing import Any
 
 from kertransfer.errors import InvalidArgumentError, format_message, suggest
+from kertransfer.freezing.compiled import (
+    compiled_by_kertransfer,
+    mark_compiled_by_kertransfer,
+    record_step_variables,
+)
 from kertransfer.freezing.inference import sync_inference_mode
 from kertransfer.freezing.policies import policy_to_config, resolve_policy
 from kertransfer.freezing.protocol import all_batchnorm, block_context, require_transfer_model
@@ -109,21 +114,6 @@ def freeze(model, freeze: Any = "all", *, bn: str | None = None, recompile: bool
     return model
 
 
-def mark_compiled_by_kertransfer(model) -> None:
-    """Record that kertransfer chose ``model``'s compile settings (loss, optimizer).
-
-    `kertransfer.train` compiles such a model again on its next call (with the
-    rate it is given); a model its user compiled keeps the user's settings.
-    """
-    model.__dict__["_kt_compiled_optimizer"] = getattr(model, "optimizer", None)
-
-
-def compiled_by_kertransfer(model) -> bool:
-    """Whether ``model``'s current optimizer is one kertransfer compiled it with."""
-    optimizer = getattr(model, "optimizer", None)
-    return optimizer is not None and model.__dict__.get("_kt_compiled_optimizer") is optimizer
-
-
 def _after_change(model, recompile: bool) -> None:
     optimizer = getattr(model, "optimizer", None)
     has_state = bool(optimizer is not None and getattr(optimizer, "built", False))
@@ -171,5 +161,4 @@ def reset_step_functions(model) -> None:
         model.make_train_function(force=True)
     if hasattr(model, "_jax_state_synced"):
         model._jax_state_synced = True
-    # The steps retrace with this trainable set (kt.lint checks against it).
-    model.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in model.trainable_variables)
+    record_step_variables(model)  # the steps retrace with this trainable set

@@ -35,6 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kertransfer.freezing.compiled import step_variables
 from kertransfer.freezing.protocol import block_context, is_transfer_model
 
 __all__ = ["Finding", "LintReport", "RULES", "lint"]
@@ -133,7 +134,7 @@ def _preprocessing(model, batch: np.ndarray) -> list[Finding]:
 
 
 def _changed_after_compile(model) -> list[Finding]:
-    snapshot = getattr(model, "_kt_compiled_trainable", None)
+    snapshot = step_variables(model)
     current = [v.path for v in model.trainable_variables]
     optimizer = getattr(model, "optimizer", None)
     if snapshot is None and optimizer is not None and getattr(optimizer, "built", False):

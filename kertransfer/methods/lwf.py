@@ -28,7 +28,7 @@ from keras import ops
 from kertransfer.data.adapter import as_arrays
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing import freeze
-from kertransfer.freezing.apply import mark_compiled_by_kertransfer
+from kertransfer.freezing.compiled import mark_compiled_by_kertransfer
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, _single, with_regularizers
 from kertransfer.models.transfer_model import SharedBackboneModel

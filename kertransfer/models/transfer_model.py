@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.freezing.compiled import record_step_variables
 from kertransfer.freezing.inference import sync_inference_mode
 from kertransfer.models.layers import Preprocess
 
@@ -62,8 +63,7 @@ class _TransferCompile:
         bind = getattr(opt, "bind_model", None)
         if callable(bind):
             bind(self)
-        # What compile saw as trainable: kt.lint compares it with the model's now.
-        self.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in self.trainable_variables)
+        record_step_variables(self)  # kt.lint compares it with the model's trainable set now
 
     # Keras restores the compile state of a saved model only when a model that
     # overrides compile() also overrides these two.

@@ -34,6 +34,7 @@ from typing import Any
 import keras
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.freezing.compiled import record_step_variables
 
 OPTIMIZERS = {
     "adam": lambda lr: keras.optimizers.Adam(lr),
@@ -277,8 +278,7 @@ def rebuild_optimizer(model, trainable_variables=None) -> keras.optimizers.Optim
     variables = list(model.trainable_variables if trainable_variables is None
                      else trainable_variables)
     build_optimizer(model.optimizer, variables, model)
-    # The new trainable set is compiled in now (kt.lint checks against it).
-    model.__dict__["_kt_compiled_trainable"] = tuple(v.path for v in variables)
+    record_step_variables(model, variables)  # the new trainable set is compiled in now
     return model.optimizer
 
 

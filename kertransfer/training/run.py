@@ -11,7 +11,7 @@ import keras
 from kertransfer._log import fit_verbose, print_msg
 from kertransfer.data.adapter import as_training_data, unaugmented_train
 from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.freezing.apply import compiled_by_kertransfer, mark_compiled_by_kertransfer
+from kertransfer.freezing.compiled import compiled_by_kertransfer, mark_compiled_by_kertransfer
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.results import TrainResult
