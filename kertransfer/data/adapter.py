@@ -47,6 +47,7 @@ import numpy as np
 from kertransfer.data.bundle import DataBundle
 from kertransfer.data.memory import ArrayData, from_arrays
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.validation import check_int
 
 __all__ = ["FORMS", "Splits", "as_arrays", "as_batches", "as_training_data",
            "as_validation_data", "example_shape", "form_of", "gather", "iterate",
@@ -301,10 +302,7 @@ def as_batches(data: Any, argument: str = "data", *, batch_size: int | None = No
         DataError: If its content does not fit (empty, mismatched labels,
             batches without labels when labels are needed).
     """
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
-            batch_size, (int, np.integer)) or batch_size < 1):
-        raise InvalidArgumentError(format_message("batch_size must be a positive integer.",
-                                                  received={"batch_size": batch_size}))
+    batch_size = check_int(batch_size, "batch_size", minimum=1, allow_none=True)
     form = form_of(data, argument)
     if labels and form == "images":
         _refuse(argument, data, expected=LABELLED_FORMS,

@@ -21,6 +21,7 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
+from kertransfer.validation import is_number
 
 __all__ = [
     "AUGMENTATION_KEYS",
@@ -44,7 +45,7 @@ _SPEC = (
 
 
 def _check_factor(key: str, value: Any, spec: Any) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = is_number(value)
     if not ok or not 0 <= value < 1:
         raise InvalidArgumentError(
             format_message(

@@ -25,6 +25,7 @@ from kertransfer.errors import (
     LabelError,
     format_message,
 )
+from kertransfer.validation import check_int, is_number
 
 __all__ = ["ArrayData", "from_arrays"]
 
@@ -136,7 +137,7 @@ class ArrayData:
 
 
 def _fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not is_number(value) or not 0 <= value < 1:
         raise InvalidArgumentError(format_message(
             f"{name} must be a fraction in [0, 1).", received={name: value}))
     return float(value)
@@ -203,9 +204,7 @@ def from_arrays(x: Any, y: Any, *, validation_split: float = 0.0, test_split: fl
         raise InvalidArgumentError(format_message(
             "validation_split + test_split must leave examples to train on.",
             received={"validation_split": validation_split, "test_split": test_split}))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(format_message("batch_size must be a positive integer.",
-                                                  received={"batch_size": batch_size}))
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     num_classes = int(y.max()) + 1
     if class_names is None:
         class_names = [str(k) for k in range(num_classes)]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.validation import check_int, is_int
 
 SHAPES = ("square", "cross", "frame")
 
@@ -50,10 +51,8 @@ def quadrant_shapes(n_per_class: int = 100, *, size: int = 32, seed: int = 0):
     Returns:
         ``(x, y, quadrant, class_names)``.
     """
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
-        raise InvalidArgumentError(format_message("n_per_class must be a positive integer.",
-                                                  received={"n_per_class": n_per_class}))
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size % 2:
+    n_per_class = check_int(n_per_class, "n_per_class", minimum=1)
+    if not is_int(size) or size < 16 or size % 2:
         raise InvalidArgumentError(format_message("size must be an even integer >= 16.",
                                                   received={"size": size}))
     rng = np.random.default_rng(seed)

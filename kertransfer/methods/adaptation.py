@@ -40,6 +40,7 @@ from kertransfer.training import recalibrate_batchnorm
 from kertransfer.training.batchnorm import batchnorm_layers
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.results import RunResult
+from kertransfer.validation import check_int
 
 METHODS = ADAPTATION_METHODS
 
@@ -284,10 +285,7 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
         raise InvalidArgumentError(
             format_message(f"Unknown adaptation method.{suggest(str(method), METHODS)}",
                            expected=f"one of {', '.join(METHODS)}", received={"method": method}))
-    for arg, value in (("epochs", epochs),):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(format_message(f"{arg} must be a positive integer.",
-                                                      received={arg: value}))
+    epochs = check_int(epochs, "epochs", minimum=1)
     start = time.perf_counter()
     if method == "adabn":
         adabn(model, target)

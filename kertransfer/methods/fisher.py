@@ -19,6 +19,7 @@ from kertransfer.data.adapter import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, parameters, snapshot
+from kertransfer.validation import is_number
 
 
 def _images(data, samples: int | None) -> np.ndarray:
@@ -214,7 +215,7 @@ class EWC(Term):
 
     def __init__(self, lam: float = 100.0, data=None, *, fisher=None, variables=None,
                  output=None, samples: int | None = 512, seed: int = 0):
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
+        if not is_number(lam) or lam < 0:
             raise InvalidArgumentError(format_message("EWC lam must be a number >= 0.",
                                                       received={"lam": lam}))
         if data is None and fisher is None:

@@ -26,13 +26,14 @@ import keras
 from keras import ops
 
 from kertransfer.data.adapter import as_arrays
-from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.errors import InvalidTypeError, format_message
 from kertransfer.freezing import freeze
 from kertransfer.freezing.compiled import mark_compiled_by_kertransfer
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, _single, with_regularizers
 from kertransfer.models.transfer_model import SharedBackboneModel
 from kertransfer.training.recipe import continue_training, phase_optimizer
+from kertransfer.validation import check_int, check_number
 
 OLD, NEW = "old", "new"
 
@@ -54,9 +55,7 @@ def add_head(model, num_classes: int, *, name: str = NEW, old_name: str = OLD,
     if not isinstance(model, keras.Model):
         raise InvalidTypeError(format_message("add_head needs a Keras model.",
                                               received={"model": type(model).__name__}))
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise InvalidArgumentError(format_message("num_classes must be an integer >= 2.",
-                                                  received={"num_classes": num_classes}))
+    num_classes = check_int(num_classes, "num_classes", minimum=2)
     last = model.layers[-1]
     features = last.input
     rate = getattr(model, "dropout", 0.0) if dropout is None else dropout
@@ -93,10 +92,7 @@ class LwF(Term):
     name = "lwf"
 
     def __init__(self, temperature: float = 2.0, weight: float = 1.0, old: str = OLD):
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or temperature <= 0:
-            raise InvalidArgumentError(format_message("temperature must be a number > 0.",
-                                                      received={"temperature": temperature}))
+        temperature = check_number(temperature, "temperature", minimum=0, exclusive_minimum=True)
         self.temperature, self.weight, self.old = float(temperature), float(weight), old
         self.teacher = None
 

@@ -50,6 +50,7 @@ from kertransfer.training import recalibrate_batchnorm
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.results import RunResult
 from kertransfer.training.run_folder import BACKBONE_FILE, save_run
+from kertransfer.validation import check_int, check_number
 
 TASKS = PRETEXT_TASKS
 
@@ -231,13 +232,9 @@ def _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
             expected=f"one of {', '.join(TASKS)}", received={"task": task}))
     for arg, value in (("epochs", epochs), ("batch_size", batch_size),
                        ("projection_dim", projection_dim)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidArgumentError(format_message(f"{arg} must be a positive integer.",
-                                                      received={arg: value}))
+        check_int(value, arg, minimum=1)
     for arg, value in (("learning_rate", learning_rate), ("temperature", temperature)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise InvalidArgumentError(format_message(f"{arg} must be a number > 0.",
-                                                      received={arg: value}))
+        check_number(value, arg, minimum=0, exclusive_minimum=True)
 
 
 def _dataset(data, task, input_shape, batch_size, seed):

@@ -34,6 +34,7 @@ from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.protocol import is_transfer_model
+from kertransfer.validation import is_number
 
 TERMS_ATTR = "_kertransfer_terms"
 TRACKERS_ATTR = "_kertransfer_term_trackers"
@@ -117,7 +118,7 @@ class L2SP(Term):
 
     def __init__(self, alpha: float = 0.01, beta: float = 0.01, pretrained=None):
         for arg, value in (("alpha", alpha), ("beta", beta)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if not is_number(value) or value < 0:
                 raise InvalidArgumentError(
                     format_message(f"L2SP {arg} must be a number >= 0.",
                                    received={arg: value}))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.validation import is_number
 
 __all__ = ["DECISIONS", "DEFAULT_THRESHOLD", "check_threshold", "decide", "decided",
            "decision_rule", "head_activation", "head_rule", "name_count"]
@@ -70,8 +71,7 @@ def check_threshold(value, arg: str = "threshold") -> float:
     Raises:
         InvalidArgumentError: It is not.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
-            or not 0 < value < 1:
+    if not is_number(value) or not 0 < value < 1:
         raise InvalidArgumentError(
             format_message(f"{arg} must be a probability strictly between 0 and 1: a sigmoid "
                            "head's class is given when its probability is above it.",

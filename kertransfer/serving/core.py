@@ -95,6 +95,7 @@ from kertransfer.serving.runtime import (
     output_key,
 )
 from kertransfer.serving.sources import load_keras_source
+from kertransfer.validation import is_int, is_number
 from kertransfer.version import __version__
 
 TOLERANCES = {"saved_model": 1e-5, "keras": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
@@ -263,8 +264,7 @@ def _check_samples(plan: Plan, samples) -> np.ndarray:
 
 
 def _check_version(version) -> None:
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
-                                or version < 1):
+    if version is not None and (not is_int(version) or version < 1):
         raise InvalidArgumentError(
             format_message("version must be a positive integer (or None for the next free one).",
                            received={"version": version})
@@ -274,7 +274,7 @@ def _check_version(version) -> None:
 def _check_tolerance(tolerance, fmt) -> float:
     if tolerance is None:
         return TOLERANCES[fmt]
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+    if not is_number(tolerance) or tolerance < 0:
         raise InvalidArgumentError(
             format_message("tolerance must be a number >= 0 (the largest absolute difference "
                            "allowed between the export's outputs and the model's).",

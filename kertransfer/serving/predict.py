@@ -47,6 +47,7 @@ from kertransfer.serving.runtime import (
     open_export,
 )
 from kertransfer.serving.sources import load_keras_source
+from kertransfer.validation import check_int, is_number
 
 
 def _latest_version(folder: pathlib.Path) -> pathlib.Path | None:
@@ -175,8 +176,7 @@ def _threshold(runner: Runner, head: str | None, given) -> float:
 def _check_threshold(threshold) -> None:
     values = threshold.values() if isinstance(threshold, dict) else [threshold]
     for value in values:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 < value < 1):
+        if value is not None and (not is_number(value) or not 0 < value < 1):
             raise InvalidArgumentError(
                 format_message("threshold must be a probability strictly between 0 and 1 (or "
                                "None for the export's, 0.5 by default).",
@@ -224,10 +224,7 @@ def predict(source, images, *, top_k: int = 3, batch_size: int = 32,
         "probability"}, ...]}``; for several heads ``"predictions"`` maps each
         head to such a list.
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise InvalidArgumentError(
-            format_message("top_k must be a positive integer.", received={"top_k": top_k})
-        )
+    top_k = check_int(top_k, "top_k", minimum=1)
     _check_threshold(threshold)
     runner = source if isinstance(source, Runner) else load_predictor(source)
     size = runner.input_size

@@ -22,7 +22,6 @@ Phase 2 lasts ``epochs`` epochs; by default (None) 10 epochs and at least
 
 from __future__ import annotations
 
-import numbers
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -41,20 +40,12 @@ from kertransfer.training.results import FineTuneResult
 from kertransfer.training.run import build_training_state, compile_for_transfer, evaluate_splits
 from kertransfer.training.unfreezing import StagedUnfreezing
 from kertransfer.training.validation import RecalibratedValidation
+from kertransfer.validation import check_int, is_number
 
 HEAD_FITS = ("auto", "probe", "epochs")
 #: Phase 2's least number of optimizer steps when ``epochs`` is None.
 MIN_STEPS = 300
 DEFAULT_EPOCHS = 10
-
-
-def _count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidArgumentError(
-            format_message(f"{name} must be an integer of at least {minimum}.",
-                           received={name: value})
-        )
-    return int(value)
 
 
 def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
@@ -72,7 +63,7 @@ def phase2_epochs(epochs, train_ds) -> int:
     """Phase 2's epochs: ``epochs`` checked, or for None ``DEFAULT_EPOCHS`` and at least
     ``MIN_STEPS`` steps of ``train_ds`` when its length is known."""
     if epochs is not None:
-        return _count(epochs, "epochs", 1)
+        return check_int(epochs, "epochs", minimum=1)
     try:
         steps = len(train_ds)
     except TypeError:  # unknown length: epochs as given
@@ -169,8 +160,8 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
         the scores come from.
     """
     start = time.perf_counter()
-    freeze_epochs = _count(freeze_epochs, "freeze_epochs", 0)
-    if isinstance(lr_mult, bool) or not isinstance(lr_mult, numbers.Real) or lr_mult <= 0:
+    freeze_epochs = check_int(freeze_epochs, "freeze_epochs", minimum=0)
+    if not is_number(lr_mult) or lr_mult <= 0:
         raise InvalidArgumentError(
             format_message("lr_mult must be a positive number.", received={"lr_mult": lr_mult})
         )

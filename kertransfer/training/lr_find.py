@@ -24,6 +24,7 @@ from kertransfer.data.adapter import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.run import loss_for
+from kertransfer.validation import is_int
 
 SUGGESTIONS = ("steep", "valley", "minimum")
 
@@ -152,7 +153,7 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
             format_message("lr_find needs 0 < start_lr < end_lr.",
                            received={"start_lr": start_lr, "end_lr": end_lr})
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 5:
+    if not is_int(steps) or steps < 5:
         raise InvalidArgumentError(
             format_message("steps must be an integer of at least 5.", received={"steps": steps})
         )

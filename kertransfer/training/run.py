@@ -17,6 +17,7 @@ from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.results import TrainResult
 from kertransfer.training.run_folder import data_class_names, save_run
 from kertransfer.training.validation import RecalibratedValidation
+from kertransfer.validation import check_int
 
 
 def _loss_for_activation(activation: str) -> keras.losses.Loss:
@@ -168,10 +169,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     Returns:
         A `TrainResult`.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise InvalidArgumentError(
-            format_message("epochs must be a positive integer.", received={"epochs": epochs})
-        )
+    epochs = check_int(epochs, "epochs", minimum=1)
     data = as_training_data(data)
     if compile not in (True, False, "auto"):
         raise InvalidArgumentError(format_message(

@@ -19,11 +19,11 @@ import keras
 from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.validation import is_int, is_number
 
 
 def _positive(value, name: str, integer: bool = False):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    if not (is_int(value) if integer else is_number(value)) or value <= 0:
         raise InvalidArgumentError(
             format_message(f"{name} must be a positive {'integer' if integer else 'number'}.",
                            received={name: value})

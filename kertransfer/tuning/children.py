@@ -25,6 +25,7 @@ from kertransfer.errors import (
 from kertransfer.training import run_folder
 from kertransfer.tuning.hypermodel import TransferHyperModel
 from kertransfer.tuning.tuners import _atomic_write
+from kertransfer.validation import is_int
 
 
 def _env_for(distributed: str | None, oracle_address: str | None, tuner_id: str | None) -> dict:
@@ -96,8 +97,7 @@ def labels_from(arrays, name: str):
 
 def _check_children(hypermodel, data, distributed, trials_per_process) -> None:
     problem = None
-    if isinstance(trials_per_process, bool) or not isinstance(trials_per_process, int) \
-            or trials_per_process < 1:
+    if not is_int(trials_per_process) or trials_per_process < 1:
         problem = "trials_per_process must be a positive integer."
     elif distributed is not None:
         problem = ("trials_per_process runs the search in child processes; it cannot be "

@@ -57,6 +57,7 @@ from kertransfer.training.run import build_training_state, compile_for_transfer
 from kertransfer.training.run_folder import TRIAL_HISTORY_FILE
 from kertransfer.tuning.features import SharedFeatures, _Split
 from kertransfer.tuning.space import KNOBS, declare, parse_space
+from kertransfer.validation import check_int, is_int
 
 
 class _Relay(keras.callbacks.Callback):
@@ -142,13 +143,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
         num_classes, _ = check_heads(num_classes, activation)
         if loss_weights:
             _check_loss_weights(num_classes, loss_weights)
-        for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(
-                    format_message(f"{arg} must be a positive integer.", received={arg: value})
-                )
-        if isinstance(partial_cache_mb, bool) or not isinstance(partial_cache_mb, int) \
-                or partial_cache_mb < 0:
+        epochs = check_int(epochs, "epochs", minimum=1)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        if not is_int(partial_cache_mb) or partial_cache_mb < 0:
             raise InvalidArgumentError(
                 format_message("partial_cache_mb must be an integer >= 0 (MiB).",
                                received={"partial_cache_mb": partial_cache_mb})

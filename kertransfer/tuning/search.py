@@ -52,6 +52,7 @@ from kertransfer.tuning.hypermodel import TransferHyperModel
 from kertransfer.tuning.results import _tune_result, results_table, write_results
 from kertransfer.tuning.resume import check_resume, search_record
 from kertransfer.tuning.tuners import TUNERS, _atomic_write, _make_tuner
+from kertransfer.validation import check_int
 
 
 def _check_objective(hypermodel, objective: str) -> None:
@@ -189,10 +190,7 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         )
     for name, value in (("max_trials", max_trials), ("max_crashes", max_crashes),
                         ("factor", factor), ("hyperband_iterations", hyperband_iterations)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(
-                format_message(f"{name} must be a positive integer.", received={name: value})
-            )
+        check_int(value, name, minimum=1)
     epochs = int(epochs or hypermodel.epochs)
     _check_objective(hypermodel, objective)
     _check_data(data, objective, validation_data)

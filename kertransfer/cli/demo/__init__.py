@@ -43,7 +43,8 @@ def run_demo(out: str = "runs/demo", seeds: Sequence[int] = (0,), labels_per_cla
         labels_per_class: Labelled target examples per class.
         backbone: A registry name (default: ``mobilenet`` for ``"fashion"``,
             ``mobilenet_v3_small`` for ``"digits"``).
-        quick: Fewer epochs, for a smoke run.
+        quick: Fewer epochs (and, for ``fashion``, 300 test images instead of
+            1,000), for a smoke run.
         task: ``"fashion"`` (ImageNet weights to Fashion-MNIST) or
             ``"digits"`` (digits to digits_m).
         verbose: 0 silent, 1 steps, 2 also per-epoch lines.

@@ -45,13 +45,15 @@ def prepare_weights(backbone: str, verbose: int = 1) -> None:
     say(f"ImageNet weights of {backbone}: {report['status']} ({report['path']})", verbose)
 
 
-def load_target(seed: int, labels_per_class: int = 10, image_size=IMAGE_SIZE):
+def load_target(seed: int, labels_per_class: int = 10, image_size=IMAGE_SIZE,
+                test_split: float = 0.2):
     """``labels_per_class`` labelled training images per class, and a test split (20% of
-    the subset) that is never trained on."""
+    the subset, 1,000 images; a smoke run takes fewer) that is never trained on."""
     from kertransfer.data import load
 
     return load(DATASET, image_size=image_size, batch_size=32, validation_split=0.0,
-                test_split=0.2, samples_per_class=labels_per_class, seed=seed, verbose=0)
+                test_split=test_split, samples_per_class=labels_per_class, seed=seed,
+                verbose=0)
 
 
 def run_seed(seed: int, *, backbone: str = BACKBONE, labels_per_class: int = 10,
@@ -64,7 +66,7 @@ def run_seed(seed: int, *, backbone: str = BACKBONE, labels_per_class: int = 10,
     from kertransfer.training import evaluate_splits, fine_tune, train
 
     keras.utils.set_random_seed(seed)
-    target = load_target(seed, labels_per_class)
+    target = load_target(seed, labels_per_class, test_split=0.06 if quick else 0.2)
     shape = (*IMAGE_SIZE, 3)
     fit_verbose = 2 if verbose >= 2 else 0
     budget = {"epochs": 1, "freeze_epochs": 1} if quick else {}

@@ -33,6 +33,7 @@ from kertransfer.data.adapter import as_batches, form_of, iterate
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.methods.fewshot.classifiers import evaluate_episodes
 from kertransfer.training.optimizers import make_optimizer
+from kertransfer.validation import check_int, check_number
 
 __all__ = ["EpisodeLogits", "MetaTrainResult", "meta_train"]
 
@@ -219,13 +220,6 @@ class _Validation(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
-def _int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidArgumentError(format_message(f"{name} must be an integer >= {minimum}.",
-                                                  received={name: value}))
-    return int(value)
-
-
 def _features_of(model) -> keras.Model:
     if not isinstance(model, keras.Model):
         raise InvalidTypeError(format_message(
@@ -297,16 +291,15 @@ def meta_train(model, data, labels=None, *, ways: int = 5, shots: int = 5, queri
     Returns:
         A `MetaTrainResult`.
     """
-    ways, shots, queries = _int("ways", ways, 2), _int("shots", shots), _int("queries", queries)
-    episodes = _int("episodes", episodes)
-    per_epoch = min(_int("episodes_per_epoch", episodes_per_epoch), episodes)
-    validation_episodes = _int("validation_episodes", validation_episodes)
-    pool_per_class = _int("pool_per_class", pool_per_class, shots + queries)
+    ways = check_int(ways, "ways", minimum=2)
+    shots = check_int(shots, "shots", minimum=1)
+    queries = check_int(queries, "queries", minimum=1)
+    episodes = check_int(episodes, "episodes", minimum=1)
+    per_epoch = min(check_int(episodes_per_epoch, "episodes_per_epoch", minimum=1), episodes)
+    validation_episodes = check_int(validation_episodes, "validation_episodes", minimum=1)
+    pool_per_class = check_int(pool_per_class, "pool_per_class", minimum=shots + queries)
     for name, value in (("learning_rate", learning_rate), ("scale", scale)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
-                or value <= 0:
-            raise InvalidArgumentError(format_message(f"{name} must be a number > 0.",
-                                                      received={name: value}))
+        check_number(value, name, minimum=0, exclusive_minimum=True)
     features = _features_of(model)
     rng = np.random.default_rng(seed)
     need = shots + queries
