@@ -62,3 +62,13 @@ def test_suggestions_on_a_known_curve():
     start = int(np.flatnonzero(x <= -4)[-1])
     assert got["valley"] == pytest.approx(lrs[start + (best - start) * 2 // 3])
     assert 1e-3 < got["valley"] < lrs[best]
+
+
+def test_lr_find_writes_no_file_unless_asked(tmp_path, monkeypatch, tiny_backbone_name,
+                                             tiny_data):
+    x, y = tiny_data
+    monkeypatch.chdir(tmp_path)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    result = lr_find(model, [(x[:25], y[:25])], steps=5, verbose=0)
+    assert result.plot is None and list(tmp_path.iterdir()) == []

@@ -116,7 +116,7 @@ def _suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
 
 def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
             steps: int = 100, method: str = "valley", smoothing: float = 0.98,
-            diverge: float = 4.0, plot: str | os.PathLike | None = "lr_find.png",
+            diverge: float = 4.0, plot: str | os.PathLike | None = None,
             batch_size: int = 32, verbose: int = 1) -> LRFindResult:
     """Run an exponential learning-rate range test and suggest a rate.
 
@@ -136,7 +136,8 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
             ``"steep"`` or ``"minimum"``.
         smoothing: EMA factor of the loss (0 turns smoothing off).
         diverge: Stop when the smoothed loss exceeds this many times its best.
-        plot: Where to write the loss-against-rate plot (None: no plot).
+        plot: Where to write the loss-against-rate plot, e.g. ``"lr_find.png"``
+            (None, the default: no file is written).
         batch_size: Batch size for ``(x, y)`` arrays.
         verbose: Print the suggestions.
 
