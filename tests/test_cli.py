@@ -67,6 +67,8 @@ def test_train_then_info(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "[3/3] Training 1 epochs" in out and "val_accuracy" in out
+    assert "mobilenet_v3_small  all blocks frozen  bn=" in out  # read from the layers
+    assert "(scores of the weights after epoch 1)" in out and "No test split" in out
     assert (run / "model.keras").is_file() and (run / "learning_curve.png").is_file()
     config = json.loads((run / "config.json").read_text())
     assert config["backbone"] == "mobilenet_v3_small" and config["counts"]["train"] == 50
