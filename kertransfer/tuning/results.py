@@ -44,6 +44,7 @@ class TuneResult(RunResult):
             trials the chief holds.
         best_hyperparameters: The best trial's values, ``{name: value}``.
         best_epoch: The epoch (from 1) of the best trial's score.
+        best_trial: The best trial's id.
         objective: The objective's name.
     """
 
@@ -51,6 +52,7 @@ class TuneResult(RunResult):
     results: list[dict] = dataclasses.field(default_factory=list)
     best_hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
     best_epoch: int | None = None
+    best_trial: str | None = None
     objective: str = ""
 
     @property
@@ -60,9 +62,7 @@ class TuneResult(RunResult):
     def _score_note(self) -> str:
         if self.best_epoch is None:
             return ""
-        trial = next((r["trial"] for r in self.results if r.get("score") is not None
-                      and self.metrics.get(self.objective) == r["score"]), "?")
-        return f"the best trial ({trial}) at its epoch {self.best_epoch}"
+        return f"the best trial ({self.best_trial}) at its epoch {self.best_epoch}"
 
 
 def _tune_result(kt_tuner, directory: pathlib.Path, rows: list[dict], model, seconds: float):
@@ -82,7 +82,8 @@ def _tune_result(kt_tuner, directory: pathlib.Path, rows: list[dict], model, sec
     return TuneResult(model=model, history=history, metrics={objective: trial.score},
                       seconds=seconds, out=directory, tuner=kt_tuner, results=rows,
                       best_hyperparameters=_values(trial),
-                      best_epoch=None if step is None else int(step) + 1, objective=objective)
+                      best_epoch=None if step is None else int(step) + 1,
+                      best_trial=trial.trial_id, objective=objective)
 
 
 def _values(trial) -> dict:
