@@ -193,7 +193,8 @@ def run_forgetting(seed, tmp, args):
         methods.fit_two_heads(two, (xt, yt), warmup_epochs=args.warmup_epochs,
                               epochs=args.target_epochs, terms=terms(two),
                               learning_rate=1e-3 if args.optimizer == "adam" else 1e-2,
-                              fine_tune_lr=args.fine_tune_lr, optimizer=args.optimizer)
+                              fine_tune_learning_rate=args.fine_tune_learning_rate,
+                              optimizer=args.optimizer)
         out[f"{name}: source"] = _acc(two, xs_test, ys_test, "old")
         out[f"{name}: target"] = _acc(two, xt_test, yt_test, "new")
         keras.backend.clear_session()

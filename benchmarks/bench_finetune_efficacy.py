@@ -87,7 +87,8 @@ def full_fine_tune(weights, target, epochs, lr):
 def two_phase(weights, target, epochs, lr, freeze_epochs=5, lr_mult=0.3):
     model = _build(weights)
     kt.fine_tune(model, target, epochs=epochs - freeze_epochs, freeze_epochs=freeze_epochs,
-                 head_fit="epochs", base_lr=lr, lr_mult=lr_mult, patience=None, verbose=0)
+                 head_fit="epochs", learning_rate=lr, learning_rate_multiplier=lr_mult,
+                 patience=None, verbose=0)
     return _test_accuracy(model, target)
 
 

@@ -128,14 +128,16 @@ def arm_frozen_train(backbone, data, seed):
 
 def arm_lp_ft(backbone, data, seed, ft_lr=3e-5, epochs=10):
     model = _model(backbone)
-    kt.fine_tune(model, data, freeze_epochs=300, head_fit="epochs", base_lr=1e-3,
-                 lr_mult=ft_lr / 1e-3, epochs=epochs, patience=None, seed=seed, verbose=0)
+    kt.fine_tune(model, data, freeze_epochs=300, head_fit="epochs", learning_rate=1e-3,
+                 learning_rate_multiplier=ft_lr / 1e-3, epochs=epochs, patience=None, seed=seed,
+                 verbose=0)
     return _test_accuracy(model, data)
 
 
 def arm_one_stage(backbone, data, seed, lr=1e-4, epochs=10):
     model = _model(backbone)
-    kt.fine_tune(model, data, freeze_epochs=0, base_lr=lr, lr_mult=1.0, epochs=epochs,
+    kt.fine_tune(model, data, freeze_epochs=0, learning_rate=lr,
+                 learning_rate_multiplier=1.0, epochs=epochs,
                  patience=None, seed=seed, verbose=0)
     return _test_accuracy(model, data)
 

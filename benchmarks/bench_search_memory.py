@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         for mode, per_process in (("one process", None), (child_mode, args.per_process)):
             hm = kt.TransferHyperModel("mobilenet_v3_small", num_classes=10,
                                        input_shape=(32, 32, 3), weights=weights, epochs=3,
-                                       space={"head_epochs": 2, "unfreeze": (0, 4)})
+                                       space={"head_epochs": 2, "unfreeze_top": (0, 4)})
             tuner = kt.tune(hm, data, max_trials=args.trials, epochs=3, verbose=0,
                             directory=os.path.join(tmp, mode.split("=")[0].replace(" ", "_")),
                             trials_per_process=per_process, save_best=False)

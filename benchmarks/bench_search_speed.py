@@ -2,9 +2,9 @@
 
 Both searches run the same two-phase recipe on the same data, weights and
 seed: ``head_epochs`` epochs of the head on the frozen backbone, then the top
-``unfreeze`` blocks trainable (BatchNorm in inference mode) for the remaining
-epochs at ``fine_tune_lr``; searched: ``unfreeze`` (0-13 blocks of
-mobilenet_v3_small), ``head_lr``, ``fine_tune_lr`` and ``dropout``.
+``unfreeze_top`` blocks trainable (BatchNorm in inference mode) for the remaining
+epochs at ``fine_tune_learning_rate``; searched: ``unfreeze_top`` (0-13 blocks of
+mobilenet_v3_small), ``head_learning_rate``, ``fine_tune_learning_rate`` and ``dropout``.
 
 - baseline: ``keras_tuner.RandomSearch`` over a hand-written
   ``keras_tuner.HyperModel`` in the style of the Keras transfer-learning guide
@@ -66,9 +66,9 @@ class HandWritten(keras_tuner.HyperModel):
     def build(self, hp):
         hp.Fixed("backbone", BACKBONE)
         with hp.conditional_scope("backbone", [BACKBONE]):
-            hp.Int(f"{BACKBONE}/unfreeze", 0, len(self.block_starts))
-        head_lr = hp.Float("head_lr", 1e-4, 1e-2, sampling="log")
-        hp.Float("fine_tune_lr", 1e-5, 1e-3, sampling="log")
+            hp.Int(f"{BACKBONE}/unfreeze_top", 0, len(self.block_starts))
+        head_learning_rate = hp.Float("head_learning_rate", 1e-4, 1e-2, sampling="log")
+        hp.Float("fine_tune_learning_rate", 1e-5, 1e-3, sampling="log")
         dropout = hp.Float("dropout", 0.0, 0.5, step=0.1)
         # kertransfer declares its fixed knobs too; each takes a seed from the oracle.
         for name, value in (("bn", "frozen"), ("head_units", 0),
@@ -84,14 +84,14 @@ class HandWritten(keras_tuner.HyperModel):
         x = keras.layers.Dropout(dropout)(x)
         outputs = keras.layers.Dense(10, activation="softmax", dtype="float32")(x)
         model = keras.Model(inputs, outputs)
-        model.compile(keras.optimizers.Adam(head_lr), "sparse_categorical_crossentropy",
+        model.compile(keras.optimizers.Adam(head_learning_rate), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model
 
     def fit(self, hp, model, data, callbacks=None, epochs=6, verbose=0, **kwargs):
         h1 = model.fit(data.train, validation_data=data.val, epochs=self.head_epochs,
                        callbacks=callbacks, verbose=verbose)
-        k = hp.get(f"{BACKBONE}/unfreeze")
+        k = hp.get(f"{BACKBONE}/unfreeze_top")
         history = dict(h1.history)
         if k > 0:
             base = model.layers[1]
@@ -104,7 +104,7 @@ class HandWritten(keras_tuner.HyperModel):
                 for layer in base.layers:
                     if isinstance(layer, keras.layers.BatchNormalization):
                         layer.trainable = False
-            model.compile(keras.optimizers.Adam(hp.get("fine_tune_lr")),
+            model.compile(keras.optimizers.Adam(hp.get("fine_tune_learning_rate")),
                           "sparse_categorical_crossentropy", metrics=["accuracy"])
         h2 = model.fit(data.train, validation_data=data.val, epochs=epochs,
                        initial_epoch=self.head_epochs, callbacks=callbacks, verbose=verbose)
@@ -172,7 +172,8 @@ def main(argv=None) -> int:
         best_kt = tuner.tuner.oracle.get_best_trials(1)[0].score
         print(f"kertransfer:      {t_kt:.0f}s, best val_accuracy {best_kt:.4f} "
               f"({hm.features.passes} feature passes)", flush=True)
-        searched = [f"{BACKBONE}/unfreeze", "head_lr", "fine_tune_lr", "dropout"]
+        searched = [f"{BACKBONE}/unfreeze_top", "head_learning_rate", "fine_tune_learning_rate",
+                    "dropout"]
         same = [
             all(t.hyperparameters.values[k] == u.hyperparameters.values[k] for k in searched)
             for t, u in zip(sorted(tuner.tuner.oracle.trials.values(), key=lambda t: t.trial_id),

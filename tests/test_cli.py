@@ -84,7 +84,7 @@ def test_train_two_phases_with_lr_find(tiny_backbone_name, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--data", "digits", "--backbone", tiny_backbone_name,
                  "--weights", "none", "--image-size", "16", "--samples-per-class", "5",
-                 "--freeze-epochs", "1", "--head-fit", "epochs", "--epochs", "1", "--unfreeze",
+                 "--freeze-epochs", "1", "--head-fit", "epochs", "--epochs", "1", "--unfreeze-top",
                  "2", "--lr-find",
                  "--out", str(run), "--verbose", "0"])
     assert code == 0
@@ -92,7 +92,7 @@ def test_train_two_phases_with_lr_find(tiny_backbone_name, tmp_path, capsys):
     assert "[3/4] Learning-rate range test" in out and "suggestions" in out
     config = json.loads((run / "config.json").read_text())
     assert [s[0] for s in config["stages"]] == [0, 1]
-    assert config["learning_rate"] != 1e-3 and config["unfreeze"] == 2
+    assert config["learning_rate"] != 1e-3 and config["unfreeze_top"] == 2
     history = json.loads((run / "history.json").read_text())
     assert len(history["loss"]) == 2
     # The report gathers the run: its curves with the stages, the range test, and the

@@ -375,7 +375,7 @@ def test_conversion_parity_and_imagenet_loading(tmp_path, monkeypatch):
                         verbose=0)
     model = kt.build_transfer_model("efficientnet_lite0", data.num_classes,
                                     input_shape=(96, 96, 3))
-    out = kt.fine_tune(model, data, epochs=1, base_lr=3e-3, unfreeze=2, patience=None,
+    out = kt.fine_tune(model, data, epochs=1, learning_rate=3e-3, unfreeze_top=2, patience=None,
                        verbose=0)
     assert out.probe is not None and out.probe.examples == 80
     test = kt.training.evaluate_splits(model, data, ("test",))["test_accuracy"]

@@ -26,9 +26,9 @@ def test_two_phases_in_one_fit(tmp_path, tiny_backbone_name, bundle):
             seen.append(np.array_equal(
                 self.model.backbone.get_layer("stem_conv").get_weights()[0], stem))
 
-    out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, base_lr=1e-2, lr_mult=0.1,
-                    decay=2.0, patience=None, callbacks=[Watch()], cache_features=False,
-                    head_fit="epochs", verbose=0)
+    out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, learning_rate=1e-2,
+                    learning_rate_multiplier=0.1, decay=2.0, patience=None, callbacks=[Watch()],
+                    cache_features=False, head_fit="epochs", verbose=0)
     assert out.cached_features is False
     assert seen == [True, True, False, False]  # frozen in phase 1, trained in phase 2
     assert [e for e, _ in out.stages] == [0, 2]
@@ -45,7 +45,7 @@ def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, bn="frozen")
     stem = model.backbone.get_layer("stem_conv").get_weights()[0].copy()
-    out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, base_lr=1e-2, patience=None,
+    out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, learning_rate=1e-2, patience=None,
                     head_fit="epochs", verbose=0)
     assert out.cached_features is True
     assert len(out.history["loss"]) == 4 and len(out.history["val_loss"]) == 4
@@ -64,8 +64,8 @@ def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
 def test_early_stopping_restores_best(tiny_backbone_name, bundle):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, bn="frozen")
-    out = fine_tune(model, bundle, epochs=6, freeze_epochs=1, base_lr=5.0, lr_mult=1.0,
-                    patience=1, head_fit="epochs", verbose=0)
+    out = fine_tune(model, bundle, epochs=6, freeze_epochs=1, learning_rate=5.0,
+                    learning_rate_multiplier=1.0, patience=1, head_fit="epochs", verbose=0)
     # A huge rate makes val_loss worse at once; training stops early.
     losses = out.history["val_loss"]
     assert len(losses) < 7 and out.stopped_epoch > 0
@@ -83,8 +83,8 @@ def test_bad_arguments(tiny_backbone_name, bundle):
                                     weights=None)
     with pytest.raises(InvalidArgumentError, match="Received: epochs=0"):
         fine_tune(model, bundle, epochs=0)
-    with pytest.raises(InvalidArgumentError, match="Received: lr_mult=-1"):
-        fine_tune(model, bundle, lr_mult=-1)
+    with pytest.raises(InvalidArgumentError, match="Received: learning_rate_multiplier=-1"):
+        fine_tune(model, bundle, learning_rate_multiplier=-1)
 
 
 def _random_states():
@@ -135,7 +135,7 @@ def test_recalibration_leaves_frozen_blocks_alone(tiny_backbone_name, tiny_data)
             layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, "float32"))
     frozen = _bn_state(model, ["stem_bn"])
     trained = _bn_state(model, ["block1_bn", "block2_bn"])
-    fine_tune(model, data, epochs=1, freeze_epochs=1, unfreeze=2, patience=None, verbose=0)
+    fine_tune(model, data, epochs=1, freeze_epochs=1, unfreeze_top=2, patience=None, verbose=0)
     after = _bn_state(model, ["stem_bn"])
     for name, weights in frozen.items():
         assert all(np.array_equal(a, b) for a, b in zip(weights, after[name])), name
@@ -147,7 +147,7 @@ def test_recalibration_leaves_frozen_blocks_alone(tiny_backbone_name, tiny_data)
 def test_per_epoch_validation_uses_recalibrated_statistics(tiny_backbone_name, bundle):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, bn="trainable")
-    out = fine_tune(model, bundle, epochs=2, freeze_epochs=1, base_lr=1e-2, patience=None,
+    out = fine_tune(model, bundle, epochs=2, freeze_epochs=1, learning_rate=1e-2, patience=None,
                     verbose=0)
     # The last epoch's validation saw the statistics the finished model has.
     final = model.evaluate(bundle.val, verbose=0, return_dict=True)

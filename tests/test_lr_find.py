@@ -20,7 +20,7 @@ def test_lr_find_suggests_a_sane_rate_and_leaves_the_model_alone(tmp_path, tiny_
     model.fit(x, y, epochs=1, batch_size=50, verbose=0)  # the optimizer has state now
     weights = [w.copy() for w in model.get_weights()]
     opt_state = [np.array(keras.ops.convert_to_numpy(v)) for v in model.optimizer.variables]
-    result = lr_find(model, batches, steps=60, end_lr=1e4, plot=tmp_path / "lr.png",
+    result = lr_find(model, batches, steps=60, end_learning_rate=1e4, plot=tmp_path / "lr.png",
                      verbose=0)
     assert (tmp_path / "lr.png").stat().st_size > 0
     assert 1e-6 < result.suggestion < 1.0
@@ -37,8 +37,9 @@ def test_lr_find_suggests_a_sane_rate_and_leaves_the_model_alone(tmp_path, tiny_
 def test_lr_find_rejects_bad_arguments(tiny_backbone_name):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None)
-    with pytest.raises(InvalidArgumentError, match="Received: start_lr=1.0, end_lr=0.1"):
-        lr_find(model, [], start_lr=1.0, end_lr=0.1)
+    with pytest.raises(InvalidArgumentError,
+                       match="Received: start_learning_rate=1.0, end_learning_rate=0.1"):
+        lr_find(model, [], start_learning_rate=1.0, end_learning_rate=0.1)
     with pytest.raises(InvalidArgumentError, match="Received: method='best'"):
         lr_find(model, [], method="best")
     with pytest.raises(InvalidArgumentError, match="no batch"):

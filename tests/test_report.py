@@ -62,8 +62,8 @@ def test_a_run_report_gathers_curves_stages_matrix_and_trials(tiny_backbone_name
     search.mkdir()
     from kertransfer.tuning.results import plot_trials
 
-    rows = [{"status": "COMPLETED", "score": 0.5, "backbone": "b", "unfreeze": 1,
-             "fine_tune_lr": 1e-4}]
+    rows = [{"status": "COMPLETED", "score": 0.5, "backbone": "b", "unfreeze_top": 1,
+             "fine_tune_learning_rate": 1e-4}]
     plot_trials(rows, search / "trials.png", "val_accuracy")
     (search / "results.csv").write_text("trial,score\n0,0.5\n")
     (search / "best_config.json").write_text(json.dumps({"objective": "val_accuracy",

@@ -30,7 +30,7 @@ def test_slanted_triangular_matches_ulmfit_equation():
 
 
 def test_warmup_cosine_shape():
-    s = WarmupCosine(1e-3, total_steps=110, warmup_steps=10, min_lr=1e-5)
+    s = WarmupCosine(1e-3, total_steps=110, warmup_steps=10, min_learning_rate=1e-5)
     v = _values(s, range(0, 130))
     np.testing.assert_allclose(v[:11], np.linspace(0, 1e-3, 11), rtol=1e-5, atol=1e-9)
     assert np.all(np.diff(v[10:111]) <= 1e-9)  # non-increasing after warmup
@@ -60,12 +60,25 @@ def test_serializable_and_usable_by_optimizers(schedule, tmp_path):
 
 
 @pytest.mark.parametrize("make, pattern", [
-    (lambda: WarmupCosine(0, 10), "Received: base_lr=0"),
+    (lambda: WarmupCosine(0, 10), "Received: learning_rate=0"),
     (lambda: WarmupCosine(1e-3, 10, warmup_steps=10), "Received: warmup_steps=10"),
-    (lambda: WarmupCosine(1e-3, 10, min_lr=1.0), "Received: min_lr=1.0"),
+    (lambda: WarmupCosine(1e-3, 10, min_learning_rate=1.0), "Received: min_learning_rate=1.0"),
     (lambda: OneCycle(1e-3, 10, pct_start=1.5), "Received: pct_start=1.5"),
     (lambda: SlantedTriangular(1e-3, 0), "Received: total_steps=0"),
 ])
 def test_bad_arguments(make, pattern):
     with pytest.raises(InvalidArgumentError, match=pattern):
         make()
+
+
+@pytest.mark.parametrize("cls, legacy", [
+    (WarmupCosine, {"base_lr": 1e-3, "total_steps": 50, "warmup_steps": 5, "min_lr": 1e-5}),
+    (OneCycle, {"max_lr": 1e-3, "total_steps": 50}),
+    (SlantedTriangular, {"max_lr": 1e-3, "total_steps": 50}),
+])
+def test_configs_saved_under_former_argument_names_still_load(cls, legacy):
+    loaded = cls.from_config(legacy)
+    assert loaded.get_config()["learning_rate"] == 1e-3
+    assert "base_lr" not in loaded.get_config() and "max_lr" not in loaded.get_config()
+    if cls is WarmupCosine:
+        assert loaded.get_config()["min_learning_rate"] == 1e-5

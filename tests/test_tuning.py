@@ -40,30 +40,31 @@ def _hm(name, weights, **kw):
 
 def test_space_defaults_overrides_and_errors(tiny_backbone_name):
     hm = _hm(tiny_backbone_name, None, space=None)
-    assert sorted(hm.searched()) == ["dropout", "fine_tune_lr", "head_lr",
-                                     f"{tiny_backbone_name}/unfreeze"]
+    assert sorted(hm.searched()) == ["dropout", "fine_tune_learning_rate", "head_learning_rate",
+                                     f"{tiny_backbone_name}/unfreeze_top"]
     hp = keras_tuner.HyperParameters()
     hm.declare(hp)
-    unfreeze = hp._hps[f"{tiny_backbone_name}/unfreeze"][0]
+    unfreeze = hp._hps[f"{tiny_backbone_name}/unfreeze_top"][0]
     assert (unfreeze.min_value, unfreeze.max_value) == (0, 3)  # the tiny CNN has 3 blocks
 
     hm = _hm(tiny_backbone_name, None, space={"dropout": 0.3, "bn": ["frozen", "trainable"],
-                                              "head_lr": (1e-3, 1e-3), "unfreeze": (1, 9)})
+                                              "head_learning_rate": (1e-3, 1e-3),
+                                              "unfreeze_top": (1, 9)})
     hp = keras_tuner.HyperParameters()
     values = hm.declare(hp)
-    assert values["dropout"] == 0.3 and values["head_lr"] == 1e-3
+    assert values["dropout"] == 0.3 and values["head_learning_rate"] == 1e-3
     assert "bn" in hm.searched() and "dropout" not in hm.searched()
-    unfreeze = hp._hps[f"{tiny_backbone_name}/unfreeze"][0]
+    unfreeze = hp._hps[f"{tiny_backbone_name}/unfreeze_top"][0]
     assert (unfreeze.min_value, unfreeze.max_value) == (1, 3)  # clipped to the block count
 
     with pytest.raises(InvalidArgumentError, match="Unknown search space knob 'dropuot'.*"
                                                    "Did you mean 'dropout'.*Received"):
         _hm(tiny_backbone_name, None, space={"dropuot": 0.1})
-    with pytest.raises(InvalidArgumentError, match="unfreeze asks for 5 blocks.*Received"):
-        _hm(tiny_backbone_name, None, space={"unfreeze": 5})
-    with pytest.raises(InvalidArgumentError, match="Bad search space entry for 'head_lr'.*"
-                                                   "positive.*Received"):
-        _hm(tiny_backbone_name, None, space={"head_lr": (0.0, 1e-2)})
+    with pytest.raises(InvalidArgumentError, match="unfreeze_top asks for 5 blocks.*Received"):
+        _hm(tiny_backbone_name, None, space={"unfreeze_top": 5})
+    with pytest.raises(InvalidArgumentError,
+                       match="Bad search space entry for 'head_learning_rate'.*positive.*Received"):
+        _hm(tiny_backbone_name, None, space={"head_learning_rate": (0.0, 1e-2)})
     with pytest.raises(InvalidArgumentError, match="'dropout'.*Received"):
         _hm(tiny_backbone_name, None, space={"dropout": (0.2, 0.1)})
     with pytest.raises(UnknownBackboneError):
@@ -76,10 +77,10 @@ def test_per_backbone_unfreeze_knobs_are_conditional(tiny_backbone_name):
     hp = keras_tuner.HyperParameters()
     hm.declare(hp)
     names = {p.name: p for p in hp.space}
-    assert names["mobilenet_v3_small/unfreeze"].max_value == 13
-    assert names[f"{tiny_backbone_name}/unfreeze"].max_value == 3
+    assert names["mobilenet_v3_small/unfreeze_top"].max_value == 13
+    assert names[f"{tiny_backbone_name}/unfreeze_top"].max_value == 3
     hp.values["backbone"] = "mobilenet_v3_small"
-    assert not hp.is_active(names[f"{tiny_backbone_name}/unfreeze"])
+    assert not hp.is_active(names[f"{tiny_backbone_name}/unfreeze_top"])
 
 
 def _fixed_hp(hm, **values):
@@ -92,8 +93,8 @@ def _fixed_hp(hm, **values):
 
 def test_two_phase_trial_freezes_then_unfreezes(tiny_backbone_name, tiny_weights, tiny_bundle):
     hm = _hm(tiny_backbone_name, tiny_weights)
-    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 1, "head_lr": 1e-2,
-                          "fine_tune_lr": 1e-3})
+    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze_top": 1, "head_learning_rate": 1e-2,
+                          "fine_tune_learning_rate": 1e-3})
     model = hm.build(hp)
     stem_before = model.backbone.get_layer("stem_conv").get_weights()[0].copy()
     top_before = model.backbone.get_layer("block2_conv").get_weights()[0].copy()
@@ -111,8 +112,8 @@ def test_two_phase_trial_freezes_then_unfreezes(tiny_backbone_name, tiny_weights
     assert "block2_conv" in trainable and "stem_conv" not in trainable
 
     # Same backbone, weights and data: the next trial reads the same features.
-    model2 = hm.build(_fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 0}))
-    hm.fit(_fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 0}), model2, tiny_bundle,
+    model2 = hm.build(_fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze_top": 0}))
+    hm.fit(_fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze_top": 0}), model2, tiny_bundle,
            verbose=0)
     assert hm.features.passes == 2 and hm.features.hits >= 2
     # Phase 2 trained the top block on the frozen stem's outputs, computed once.
@@ -152,8 +153,8 @@ def test_split_at_block_reproduces_the_model(tiny_backbone_name, tiny_data):
 
 def test_phase_two_on_cached_bottom_equals_the_whole_model(tiny_backbone_name, tiny_weights,
                                                            tiny_data):
-    values = {f"{tiny_backbone_name}/unfreeze": 1, "head_lr": 1e-2, "fine_tune_lr": 1e-2,
-              "dropout": 0.0}
+    values = {f"{tiny_backbone_name}/unfreeze_top": 1, "head_learning_rate": 1e-2,
+              "fine_tune_learning_rate": 1e-2, "dropout": 0.0}
     data = (tiny_data[0][:150], tiny_data[1][:150])
     val = (tiny_data[0][150:], tiny_data[1][150:])
     weights, histories = [], []
@@ -174,7 +175,7 @@ def test_phase_two_on_cached_bottom_equals_the_whole_model(tiny_backbone_name, t
 
 def test_hyperband_continuation_skips_phase_one(tiny_backbone_name, tiny_weights, tiny_bundle):
     hm = _hm(tiny_backbone_name, tiny_weights)
-    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 2})
+    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze_top": 2})
     model = hm.build(hp)
     history = hm.fit(hp, model, tiny_bundle, epochs=4, initial_epoch=2, verbose=0)
     assert len(history.history["loss"]) == 2
@@ -240,7 +241,7 @@ def test_tune_errors(tiny_backbone_name, tiny_weights, tiny_data, tmp_path):
 def test_mixed_precision_models_keep_float32_outputs(tiny_backbone_name, tiny_weights,
                                                      tiny_bundle):
     hm = _hm(tiny_backbone_name, tiny_weights, mixed_precision=True)
-    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze": 1})
+    hp = _fixed_hp(hm, **{f"{tiny_backbone_name}/unfreeze_top": 1})
     model = hm.build(hp)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     assert model.backbone.get_layer("stem_conv").compute_dtype == "float16"

@@ -126,7 +126,7 @@ def test_gradual_unfreezing_adds_blocks_from_the_top(tiny_backbone_name, tiny_da
     ([], "non-empty list.*Received: schedule=\\[\\]"),
     ([(1, "head"), (0, 2)], "increasing order.*Received: schedule="),
     ([(0, "top")], "Received: blocks='top'"),
-    ([(0, 2, 0)], "Received: lr_factor=0"),
+    ([(0, 2, 0)], "Received: learning_rate_multiplier=0"),
     ([(0,)], "Received: entry=\\(0,\\)"),
 ])
 def test_bad_schedules(schedule, pattern):

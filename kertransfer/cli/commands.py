@@ -139,7 +139,7 @@ def run_train(args) -> int:
         freeze=args.freeze, bn=args.bn, dropout=args.dropout, head_units=tuple(args.head_units),
     )
     trainable_summary(model)
-    lr = args.lr
+    lr = args.learning_rate
     if args.lr_find:
         print(f"[3/{steps_total}] Learning-rate range test")
         found = lr_find(model, data, plot=None, verbose=1)
@@ -151,7 +151,8 @@ def run_train(args) -> int:
         "dropout": args.dropout, "head_units": args.head_units, "optimizer": args.optimizer,
         "learning_rate": lr, "schedule": args.schedule, "freeze_epochs": args.freeze_epochs,
         "head_fit": args.head_fit,
-        "unfreeze": args.unfreeze, "lr_mult": args.lr_mult, "seed": args.seed,
+        "unfreeze_top": args.unfreeze_top,
+        "learning_rate_multiplier": args.learning_rate_multiplier, "seed": args.seed,
         "validation_split": args.validation_split, "test_split": args.test_split,
         "samples_per_class": args.samples_per_class,
         "class_names": data.class_names, "counts": data.counts,
@@ -170,7 +171,9 @@ def run_train(args) -> int:
         print(f"[{steps_total}/{steps_total}] {head}, then fine-tuning {epochs} epochs")
         result = fine_tune(model, data, epochs=epochs, freeze_epochs=args.freeze_epochs,
                            head_fit=args.head_fit,
-                           base_lr=lr, lr_mult=args.lr_mult, unfreeze=args.unfreeze,
+                           learning_rate=lr,
+                           learning_rate_multiplier=args.learning_rate_multiplier,
+                           unfreeze_top=args.unfreeze_top,
                            optimizer=args.optimizer, seed=args.seed, verbose=args.verbose)
         config.update(metrics=result.metrics, stages=result.stages,
                       scored_epoch=result.scored_epoch)
@@ -249,14 +252,14 @@ def run_adapt(args) -> int:
         print(f"[2/3] Target test accuracy before: {before:.4f}; adapting with "
               f"{args.method} ({args.epochs} epochs)")
     adapted = adapt(model, source=source, target=target, method=args.method,
-                    epochs=args.epochs, learning_rate=args.lr, weight=args.weight,
+                    epochs=args.epochs, learning_rate=args.learning_rate, weight=args.weight,
                     seed=args.seed, verbose=args.verbose)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     metrics = evaluate_splits(model, scored, splits=("test",))
     if "test_accuracy" in metrics:
         print(f"[3/3] Target test accuracy after: {metrics['test_accuracy']:.4f}")
     config = {"adapted_from": str(args.model), "source": args.source, "target": args.target,
-              "method": args.method, "epochs": args.epochs, "learning_rate": args.lr,
+              "method": args.method, "epochs": args.epochs, "learning_rate": args.learning_rate,
               "weight": args.weight, "seed": args.seed, "metrics": metrics,
               "target_test_accuracy_before": before,
               "class_names": info.get("class_names", source.class_names)}
@@ -275,7 +278,8 @@ def run_pretrain(args) -> int:
           f"{args.image_size}x{args.image_size})")
     result = pretrain(args.backbone, args.data, task=args.task,
                       input_shape=(args.image_size, args.image_size, 3), weights=args.weights,
-                      epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                      epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.learning_rate,
                       temperature=args.temperature, projection_dim=args.projection_dim,
                       out=args.out, seed=args.seed, verbose=args.verbose)
     keras.backend.clear_session()

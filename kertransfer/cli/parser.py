@@ -104,21 +104,23 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of fine-tuning (default: 10, and at least 300 steps, as "
                    "kt.fine_tune); with --freeze-epochs 0, epochs of the one phase (default 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, default=1e-3,
+                   help="learning rate (of the head with --head-fit epochs; fine-tuning "
+                   "runs at learning rate x --learning-rate-multiplier)")
     p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
                    help="optimizer")
     p.add_argument("--freeze-epochs", type=int, default=1,
                    help="kt.fine_tune's two phases: fit the head on the frozen backbone "
-                   "(see --head-fit), then fine-tune (--unfreeze) for --epochs; 0: one phase "
+                   "(see --head-fit), then fine-tune (--unfreeze-top) for --epochs; 0: one phase "
                    "that trains what --freeze leaves trainable")
     p.add_argument("--head-fit", default="auto", choices=["auto", "epochs", "probe"],
                    help="how the head is fitted first: probe, a logistic-regression probe "
                    "solved on the frozen features; epochs, --freeze-epochs epochs of "
                    "gradient steps; auto, the probe when the head is one dense layer")
-    p.add_argument("--unfreeze", type=_freeze_arg, default="all",
+    p.add_argument("--unfreeze-top", type=_freeze_arg, default="all",
                    help="blocks to fine-tune, counted from the top (all or N)")
-    p.add_argument("--lr-mult", type=float, default=0.1,
-                   help="fine-tuning rate = lr * lr-mult (two phases)")
+    p.add_argument("--learning-rate-multiplier", type=float, default=0.1,
+                   help="fine-tuning rate = learning rate x this (two phases)")
     p.add_argument("--schedule", default="constant",
                    choices=["constant", "cosine", "onecycle", "slanted"],
                    help="learning-rate schedule over the run (with --freeze-epochs 0)")
@@ -159,9 +161,10 @@ def _add_tune(sub) -> None:
                    help="epochs per trial, both phases (hyperband: the most per trial)")
     p.add_argument("--space", type=_space_arg, nargs="*", default=[],
                    metavar="KNOB=SPEC",
-                   help="change the space: dropout=0.3 (fixed), head_lr=1e-4:1e-2 (range), "
-                   "bn=frozen,trainable (choices); knobs: unfreeze, head_lr, fine_tune_lr, "
-                   "dropout, bn, head_units, head_epochs, decay")
+                   help="change the space: dropout=0.3 (fixed), head_learning_rate=1e-4:1e-2 "
+                   "(range), bn=frozen,trainable (choices); knobs: unfreeze_top, "
+                   "head_learning_rate, fine_tune_learning_rate, dropout, bn, head_units, "
+                   "head_epochs, decay")
     p.add_argument("--objective", default="val_accuracy", help="metric to optimize")
     p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
                    help="optimizer")
@@ -224,7 +227,8 @@ def _add_adapt(sub) -> None:
     p.add_argument("--target", required=True, help="target images (labels ignored)")
     p.add_argument("--method", default="dann", choices=ADAPTATION_METHODS, help="adaptation method")
     p.add_argument("--epochs", type=int, default=20, help="passes over the source data")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (DANN anneals it)")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, default=1e-3,
+                   help="learning rate (DANN anneals it)")
     p.add_argument("--weight", type=float, default=1.0,
                    help="weight of the domain term (CORAL's lambda, DANN's domain loss)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of each domain")
@@ -254,7 +258,8 @@ def _add_pretrain(sub) -> None:
                    help="starting weights: none, imagenet, or a .keras / .weights.h5 file")
     p.add_argument("--epochs", type=int, default=10, help="passes over the data")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, default=1e-3,
+                   help="Adam's learning rate")
     p.add_argument("--temperature", type=float, default=0.5, help="simclr: NT-Xent temperature")
     p.add_argument("--projection-dim", type=int, default=64,
                    help="simclr: width of the projection output")

@@ -16,9 +16,9 @@ from kertransfer.training.run_folder import find_model as find_keras_model
 
 __all__ = ["TRAINING_KEYS", "find_keras_model", "load_keras_source", "run_info"]
 
-TRAINING_KEYS = ("data", "backbone", "weights", "freeze", "bn", "unfreeze", "freeze_epochs",
-                 "lr_mult", "learning_rate", "epochs", "metrics", "stages", "objective",
-                 "score", "values", "counts")
+TRAINING_KEYS = ("data", "backbone", "weights", "freeze", "bn", "unfreeze_top", "freeze_epochs",
+                 "learning_rate_multiplier", "learning_rate", "epochs", "metrics", "stages",
+                 "objective", "score", "values", "counts")
 
 
 def run_info(config_file: pathlib.Path | None) -> dict:

@@ -142,7 +142,8 @@ class FeatureBatches(keras.utils.PyDataset):
 
 
 def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate: float = 1e-3,
-                           optimizer: Any = "adam", batch_size: int = 32, val: Any = None,
+                           optimizer: Any = "adam", batch_size: int = 32,
+                           validation_data: Any = None,
                            cache_dir: str | os.PathLike | None = None, shuffle: bool = True,
                            seed: int | None = None, callbacks=None, verbose: int = 1,
                            loss_weights: dict[str, float] | None = None,
@@ -160,7 +161,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         learning_rate: Learning rate (when ``optimizer`` is a name).
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or an optimizer instance.
         batch_size: Batch size on features.
-        val: Validation data in the same forms (default: the bundle's val split).
+        validation_data: Validation data in the same forms (default: the bundle's val split).
         cache_dir: Keep features on disk there (see `FeatureCache`).
         shuffle: Shuffle the features every epoch.
         seed: Seeds this call's shuffling of the features (None: Keras' own,
@@ -175,8 +176,9 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
         The Keras history dict (and the head model with ``return_head``).
     """
     x, y = as_arrays(data, "data", streams=True)
-    if val is None and getattr(data, "val", None) is not None and hasattr(data, "as_numpy"):
-        val = as_arrays(data, "data", split="val")
+    if validation_data is None and getattr(data, "val", None) is not None \
+            and hasattr(data, "as_numpy"):
+        validation_data = as_arrays(data, "data", split="val")
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     if verbose:
         _log.print_msg(f"Computing backbone features for {len(x)} images (once)")
@@ -187,8 +189,8 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     else:
         feats = compute_features(model, x, verbose=verbose)
     val_data = None
-    if val is not None:
-        vx, vy = as_arrays(val, "val", split="val", streams=True)
+    if validation_data is not None:
+        vx, vy = as_arrays(validation_data, "validation_data", split="val", streams=True)
         val_data = (compute_features(model, vx, verbose=0), task_labels(data, vy))
     y = task_labels(data, y)
     head = head_on_features(model, feats.shape[1:])

@@ -7,8 +7,9 @@ strength chosen by cross-validation (`kertransfer.training.probe`), written
 into the model's classification layer. Otherwise (``head_fit="epochs"``, or a
 head with hidden layers or several tasks) the head trains for
 ``freeze_epochs`` epochs of gradient steps. Phase 2 unfreezes the backbone
-(all of it, or the top ``unfreeze`` blocks) and trains at ``base_lr *
-lr_mult`` (optionally with discriminative rates per block), through
+(all of it, or the top ``unfreeze_top`` blocks) and trains at
+``learning_rate * learning_rate_multiplier`` (optionally with discriminative rates per
+block), through
 `StagedUnfreezing`, so a trained head's optimizer state carries over and
 newly unfrozen variables start with a fresh optimizer's first steps. With
 validation data, early stopping watches phase 2 and restores the best
@@ -40,7 +41,7 @@ from kertransfer.training.results import FineTuneResult
 from kertransfer.training.run import build_training_state, compile_for_transfer, evaluate_splits
 from kertransfer.training.unfreezing import StagedUnfreezing
 from kertransfer.training.validation import RecalibratedValidation
-from kertransfer.validation import check_int, is_number
+from kertransfer.validation import check_int, check_number
 
 HEAD_FITS = ("auto", "probe", "epochs")
 #: Phase 2's least number of optimizer steps when ``epochs`` is None.
@@ -89,9 +90,10 @@ def use_probe_head(head_fit: str, model, freeze_epochs: int,
     return not why, why
 
 
-def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
+def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | None = None,
               freeze_epochs: int = 1, head_fit: str = "auto",
-              base_lr: float = 1e-3, lr_mult: float = 0.1, unfreeze: int | str = "all",
+              learning_rate: float = 1e-3, learning_rate_multiplier: float = 0.1,
+              unfreeze_top: int | str = "all",
               decay: float | None = None, optimizer: Any = "adam", patience: int | None = 3,
               recalibrate_bn: bool | str = "auto", cache_features: bool = True,
               callbacks=None, loss_weights: dict[str, float] | None = None,
@@ -100,9 +102,9 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
 
     Args:
         model: A model from ``build_transfer_model`` (its freeze state is replaced).
-        train: A ``kertransfer.data.DataBundle``, a ``kertransfer.data.ArrayData``,
+        data: A ``kertransfer.data.DataBundle``, a ``kertransfer.data.ArrayData``,
             ``(x, y)`` arrays, or a dataset of ``(inputs, labels)`` batches.
-        val: Validation data (default: the bundle's ``val`` split).
+        validation_data: Validation data (default: the bundle's ``val`` split).
         epochs: Epochs of phase 2 (fine-tuning). None: 10, or more to make
             at least ``MIN_STEPS`` (300) steps when the length of an epoch is
             known. With a head trained by epochs the run lasts ``freeze_epochs
@@ -114,17 +116,19 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
             by 5-fold cross-validation, written into the classification layer
             (`kertransfer.training.probe.probe_head`); the backbone runs once.
             ``"epochs"``: ``freeze_epochs`` epochs of gradient steps at
-            ``base_lr`` (on cached features when ``cache_features`` allows).
+            ``learning_rate`` (on cached features when ``cache_features`` allows).
             ``"auto"``: the probe when the head is one dense layer over pooled
             features of one task, else epochs.
-        base_lr: Learning rate of phase 1 (head trained by epochs); phase 2
-            runs at ``base_lr * lr_mult`` either way.
-        lr_mult: Phase 2 runs at ``base_lr * lr_mult``.
-        unfreeze: ``"all"`` or the number of top blocks to unfreeze in phase 2.
+        learning_rate: Learning rate of phase 1 (head trained by epochs); phase 2
+            runs at ``learning_rate * learning_rate_multiplier`` either way.
+        learning_rate_multiplier: Phase 2 runs at ``learning_rate *
+            learning_rate_multiplier`` (0.1: 1e-4 by default).
+        unfreeze_top: ``"all"`` or the number of blocks to unfreeze in phase 2,
+            counted from the top (``unfreeze_top=2``: the last two blocks train).
         decay: If given, discriminative rates in phase 2: each block down trains
             ``decay`` times slower than the one above.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a Keras optimizer
-            instance (its settings are kept, its rate set to ``base_lr``; it
+            instance (its settings are kept, its rate set to ``learning_rate``; it
             becomes ``model.optimizer`` unless ``decay`` wraps it).
         patience: Early-stopping patience (epochs of phase 2 without a better
             ``val_loss``; best weights restored). None turns it off.
@@ -161,16 +165,16 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
     """
     start = time.perf_counter()
     freeze_epochs = check_int(freeze_epochs, "freeze_epochs", minimum=0)
-    if not is_number(lr_mult) or lr_mult <= 0:
-        raise InvalidArgumentError(
-            format_message("lr_mult must be a positive number.", received={"lr_mult": lr_mult})
-        )
+    learning_rate_multiplier = check_number(learning_rate_multiplier,
+                                            "learning_rate_multiplier", minimum=0,
+                                            exclusive_minimum=True)
     use_probe, no_probe = use_probe_head(head_fit, model, freeze_epochs, loss_weights)
-    train = as_training_data(train, "train")
+    train = as_training_data(data, "data")
     train_ds = train.train
     epochs = phase2_epochs(epochs, train_ds)
-    val = train.val if val is None else as_validation_data(val, "val")
-    opt = phase_optimizer(optimizer, base_lr, decay=decay)
+    val = (train.val if validation_data is None
+           else as_validation_data(validation_data, "validation_data"))
+    opt = phase_optimizer(optimizer, learning_rate, decay=decay)
     if use_probe:
         use_cache, freeze_epochs = False, 0
     else:
@@ -191,23 +195,24 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
         apply_policy(model, "all", model.bn_mode)
         probe = probe_head(model, train if hasattr(train, "as_numpy") else train_ds,
                            seed=seed, verbose=verbose)
-        compile_for_transfer(model, base_lr, opt, loss_weights=loss_weights)
-        schedule = [(0, unfreeze, float(lr_mult))]
+        compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
+        schedule = [(0, unfreeze_top, learning_rate_multiplier)]
     elif use_cache:
         apply_policy(model, "all", model.bn_mode)
         phase1, head = train_head_on_features(
-            model, train, epochs=freeze_epochs, learning_rate=base_lr,
-            optimizer=phase_optimizer(opt, base_lr, model=model, copy=True),
-            batch_size=getattr(train, "batch_size", 32), val=val, verbose=verbose,
+            model, train, epochs=freeze_epochs, learning_rate=learning_rate,
+            optimizer=phase_optimizer(opt, learning_rate, model=model, copy=True),
+            batch_size=getattr(train, "batch_size", 32), validation_data=val, verbose=verbose,
             loss_weights=loss_weights, seed=seed, return_head=True)
-        compile_for_transfer(model, base_lr, opt, loss_weights=loss_weights)
+        compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
         adopt_head_state(model, head)  # the head's moments and step counts go on
-        schedule = [(freeze_epochs, unfreeze, float(lr_mult))]
+        schedule = [(freeze_epochs, unfreeze_top, learning_rate_multiplier)]
         initial_epoch = freeze_epochs
     else:
-        compile_for_transfer(model, base_lr, opt, loss_weights=loss_weights)
-        schedule = [(0, "head"), (freeze_epochs, unfreeze, float(lr_mult))] if freeze_epochs \
-            else [(0, unfreeze, float(lr_mult))]
+        compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
+        schedule = [(0, unfreeze_top, learning_rate_multiplier)]
+        if freeze_epochs:
+            schedule = [(0, "head"), (freeze_epochs, unfreeze_top, learning_rate_multiplier)]
     stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
     cbs.insert(0, stages)
     clean = unaugmented_train(train)
@@ -224,7 +229,7 @@ def fine_tune(model, train: Any, val: Any = None, *, epochs: int | None = None,
     trained_bn = batchnorm_layers(model, "trainable")
     if recalibrate_bn is True or (recalibrate_bn == "auto" and trained_bn):
         recalibrate_batchnorm(model, clean, layers="trainable")
-    label = f"fine-tune ({unfreeze} blocks, lr x{lr_mult:g})"
+    label = f"fine-tune ({unfreeze_top} blocks, lr x{learning_rate_multiplier:g})"
     marks = [(0, "head (backbone frozen)")] if freeze_epochs else []
     if probe is not None:
         marks = [(0, f"head: linear probe (C={probe.C:g})")]

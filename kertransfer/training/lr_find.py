@@ -1,6 +1,6 @@
 """`lr_find`: the learning-rate range test (Smith 2017; fastai's ``lr_find``).
 
-The rate grows exponentially from ``start_lr`` to ``end_lr`` over ``steps``
+The rate grows exponentially from ``start_learning_rate`` to ``end_learning_rate`` over ``steps``
 training steps while the loss of each batch is recorded; the test stops early
 when the smoothed loss diverges. It runs on a copy of the model with a fresh
 optimizer of the same kind, so the model's weights and its optimizer state
@@ -77,18 +77,18 @@ def _cycle(data, batch_size: int):
             end()  # reshuffles arrays and kertransfer's own batches
 
 
-def _copy_for_search(model, start_lr: float):
+def _copy_for_search(model, start_learning_rate: float):
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     optimizer = getattr(model, "optimizer", None) if getattr(model, "compiled", False) else None
     if optimizer is not None:
         config = optimizer.get_config()
-        config["learning_rate"] = start_lr
+        config["learning_rate"] = start_learning_rate
         new_optimizer = type(optimizer).from_config(config)
         loss = model.loss
     else:
 
-        new_optimizer = make_optimizer("adam", start_lr)
+        new_optimizer = make_optimizer("adam", start_learning_rate)
         loss = loss_for(model)
     clone.compile(optimizer=new_optimizer, loss=loss)
     return clone
@@ -114,7 +114,7 @@ def _suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
     return {"steep": steep, "valley": valley, "minimum": float(lrs[best]) / 10.0}
 
 
-def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
+def lr_find(model, data: Any, *, start_learning_rate: float = 1e-7, end_learning_rate: float = 10.0,
             steps: int = 100, method: str = "valley", smoothing: float = 0.98,
             diverge: float = 4.0, plot: str | os.PathLike | None = None,
             batch_size: int = 32, verbose: int = 1) -> LRFindResult:
@@ -129,8 +129,8 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
             ``keras.utils.PyDataset`` of ``(x, y)`` batches, a list of them, or a
             `DataBundle`/`ArrayData` (its ``train`` split, as training sees it).
             It is cycled as needed.
-        start_lr: First rate.
-        end_lr: Last rate.
+        start_learning_rate: First rate.
+        end_learning_rate: Last rate.
         steps: Number of steps (a few hundred at most is plenty).
         method: Which suggestion to return: ``"valley"`` (fastai's default),
             ``"steep"`` or ``"minimum"``.
@@ -148,11 +148,13 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
         InvalidArgumentError: Bad rates, steps, method, or empty data.
         InvalidTypeError: ``data`` is not labelled data kertransfer reads.
     """
-    if not (isinstance(start_lr, numbers.Real) and isinstance(end_lr, numbers.Real)
-            and 0 < start_lr < end_lr):
+    if not (isinstance(start_learning_rate, numbers.Real)
+            and isinstance(end_learning_rate, numbers.Real)
+            and 0 < start_learning_rate < end_learning_rate):
         raise InvalidArgumentError(
-            format_message("lr_find needs 0 < start_lr < end_lr.",
-                           received={"start_lr": start_lr, "end_lr": end_lr})
+            format_message("lr_find needs 0 < start_learning_rate < end_learning_rate.",
+                           received={"start_learning_rate": start_learning_rate,
+                                     "end_learning_rate": end_learning_rate})
         )
     if not is_int(steps) or steps < 5:
         raise InvalidArgumentError(
@@ -165,13 +167,13 @@ def lr_find(model, data: Any, *, start_lr: float = 1e-7, end_lr: float = 10.0,
         )
     batches = _cycle(data, batch_size)
     first = next(batches)  # refuses bad data before the copy is made
-    clone = _copy_for_search(model, start_lr)
-    factor = (end_lr / start_lr) ** (1.0 / (steps - 1))
+    clone = _copy_for_search(model, start_learning_rate)
+    factor = (end_learning_rate / start_learning_rate) ** (1.0 / (steps - 1))
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
     progbar = keras.utils.Progbar(steps, verbose=1 if verbose else 0, unit_name="step")
     for i in range(steps):
-        lr = start_lr * factor**i
+        lr = start_learning_rate * factor**i
         clone.optimizer.learning_rate = lr
         batch = first if i == 0 else next(batches, None)
         if batch is None:

@@ -42,20 +42,35 @@ def _fraction(value, name: str, low_open: bool = True):
     return float(value)
 
 
+#: Argument names of kertransfer 0.x before one learning-rate vocabulary; configs saved
+#: with them (inside ``.keras`` files) still load.
+_RENAMED = {"base_lr": "learning_rate", "max_lr": "learning_rate",
+            "min_lr": "min_learning_rate"}
+
+
+class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Loads configs saved under the former argument names."""
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{_RENAMED.get(k, k): v for k, v in config.items()})
+
+
 def _cosine(start, end, fraction):
     """Cosine interpolation from ``start`` (fraction 0) to ``end`` (fraction 1)."""
     return end + (start - end) * 0.5 * (1.0 + ops.cos(math.pi * fraction))
 
 
 @keras.saving.register_keras_serializable(package="kertransfer")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to ``base_lr``, then cosine decay to ``min_lr``.
+class WarmupCosine(_Schedule):
+    """Linear warmup from 0 to ``learning_rate``, then cosine decay to a floor.
 
     Args:
-        base_lr: Peak learning rate, reached at the end of the warmup.
-        total_steps: Steps of the whole schedule; past it the rate stays at ``min_lr``.
+        learning_rate: Peak learning rate, reached at the end of the warmup.
+        total_steps: Steps of the whole schedule; past it the rate stays at
+            ``min_learning_rate``.
         warmup_steps: Steps of linear warmup (0 for none).
-        min_lr: Final learning rate.
+        min_learning_rate: Final learning rate.
 
     Examples:
         >>> s = WarmupCosine(1e-3, total_steps=100, warmup_steps=10)
@@ -63,9 +78,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         [0.0, 0.0005, 0.001, 0.0]
     """
 
-    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0,
-                 min_lr: float = 0.0):
-        self.base_lr = float(_positive(base_lr, "base_lr"))
+    def __init__(self, learning_rate: float, total_steps: int, warmup_steps: int = 0,
+                 min_learning_rate: float = 0.0):
+        self.learning_rate = float(_positive(learning_rate, "learning_rate"))
         self.total_steps = int(_positive(total_steps, "total_steps", integer=True))
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) or \
                 not 0 <= warmup_steps < total_steps:
@@ -75,48 +90,49 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                                          "total_steps": total_steps})
             )
         self.warmup_steps = int(warmup_steps)
-        if not 0 <= min_lr <= base_lr:
+        if not 0 <= min_learning_rate <= learning_rate:
             raise InvalidArgumentError(
-                format_message("min_lr must lie in [0, base_lr].",
-                               received={"min_lr": min_lr, "base_lr": base_lr})
+                format_message("min_learning_rate must lie in [0, learning_rate].",
+                               received={"min_learning_rate": min_learning_rate,
+                                         "learning_rate": learning_rate})
             )
-        self.min_lr = float(min_lr)
+        self.min_learning_rate = float(min_learning_rate)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warm = float(max(self.warmup_steps, 1))
-        warmup = self.base_lr * step / warm
+        warmup = self.learning_rate * step / warm
         decay_len = float(self.total_steps - self.warmup_steps)
         frac = ops.clip((step - self.warmup_steps) / decay_len, 0.0, 1.0)
-        decay = _cosine(self.base_lr, self.min_lr, frac)
+        decay = _cosine(self.learning_rate, self.min_learning_rate, frac)
         if self.warmup_steps == 0:
             return decay
         return ops.where(step < self.warmup_steps, warmup, decay)
 
     def get_config(self):
-        return {"base_lr": self.base_lr, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps, "min_lr": self.min_lr}
+        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "min_learning_rate": self.min_learning_rate}
 
 
 @keras.saving.register_keras_serializable(package="kertransfer")
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+class OneCycle(_Schedule):
     """One-cycle policy (Smith 2018), cosine annealing, as fastai and PyTorch.
 
-    The rate rises from ``max_lr / div_factor`` to ``max_lr`` over the first
+    The rate rises from ``learning_rate / div_factor`` to ``learning_rate`` over the first
     ``pct_start`` of the steps, then falls to
-    ``max_lr / (div_factor * final_div_factor)``.
+    ``learning_rate / (div_factor * final_div_factor)``.
 
     Args:
-        max_lr: Peak learning rate.
+        learning_rate: Peak learning rate.
         total_steps: Steps of the cycle.
         pct_start: Fraction of the steps spent rising.
-        div_factor: ``max_lr / initial rate``.
+        div_factor: ``learning_rate / initial rate``.
         final_div_factor: ``initial rate / final rate``.
     """
 
-    def __init__(self, max_lr: float, total_steps: int, pct_start: float = 0.25,
+    def __init__(self, learning_rate: float, total_steps: int, pct_start: float = 0.25,
                  div_factor: float = 25.0, final_div_factor: float = 1e4):
-        self.max_lr = float(_positive(max_lr, "max_lr"))
+        self.learning_rate = float(_positive(learning_rate, "learning_rate"))
         self.total_steps = int(_positive(total_steps, "total_steps", integer=True))
         self.pct_start = _fraction(pct_start, "pct_start")
         self.div_factor = float(_positive(div_factor, "div_factor"))
@@ -124,33 +140,33 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        initial = self.max_lr / self.div_factor
+        initial = self.learning_rate / self.div_factor
         final = initial / self.final_div_factor
         up_len = max(self.pct_start * self.total_steps, 1.0)
         down_len = max(self.total_steps - up_len, 1.0)
-        up = _cosine(initial, self.max_lr, ops.clip(step / up_len, 0.0, 1.0))
-        down = _cosine(self.max_lr, final, ops.clip((step - up_len) / down_len, 0.0, 1.0))
+        up = _cosine(initial, self.learning_rate, ops.clip(step / up_len, 0.0, 1.0))
+        down = _cosine(self.learning_rate, final, ops.clip((step - up_len) / down_len, 0.0, 1.0))
         return ops.where(step < up_len, up, down)
 
     def get_config(self):
-        return {"max_lr": self.max_lr, "total_steps": self.total_steps,
+        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps,
                 "pct_start": self.pct_start, "div_factor": self.div_factor,
                 "final_div_factor": self.final_div_factor}
 
 
 @keras.saving.register_keras_serializable(package="kertransfer")
-class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
+class SlantedTriangular(_Schedule):
     """ULMFiT's slanted triangular learning rate (Howard & Ruder 2018, eq. 3).
 
     ``cut = floor(T * cut_frac)``; ``p = t / cut`` while ``t < cut``, else
     ``1 - (t - cut) / (cut * (1 / cut_frac - 1))``;
-    ``lr = max_lr * (1 + p * (ratio - 1)) / ratio``.
+    ``lr = learning_rate * (1 + p * (ratio - 1)) / ratio``.
 
     Args:
-        max_lr: Peak learning rate (the paper's eta_max).
+        learning_rate: Peak learning rate (the paper's eta_max).
         total_steps: Training steps ``T``.
         cut_frac: Fraction of the steps spent increasing.
-        ratio: How much smaller the lowest rate is than ``max_lr``.
+        ratio: How much smaller the lowest rate is than ``learning_rate``.
 
     Examples:
         >>> s = SlantedTriangular(0.01, total_steps=100, cut_frac=0.1, ratio=32)
@@ -158,9 +174,9 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
         [0.0003125, 0.01, 0.0003125]
     """
 
-    def __init__(self, max_lr: float, total_steps: int, cut_frac: float = 0.1,
+    def __init__(self, learning_rate: float, total_steps: int, cut_frac: float = 0.1,
                  ratio: float = 32.0):
-        self.max_lr = float(_positive(max_lr, "max_lr"))
+        self.learning_rate = float(_positive(learning_rate, "learning_rate"))
         self.total_steps = int(_positive(total_steps, "total_steps", integer=True))
         self.cut_frac = _fraction(cut_frac, "cut_frac")
         self.ratio = float(_positive(ratio, "ratio"))
@@ -171,8 +187,8 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
         rising = t / cut
         falling = 1.0 - (t - cut) / (cut * (1.0 / self.cut_frac - 1.0))
         p = ops.clip(ops.where(t < cut, rising, falling), 0.0, 1.0)
-        return self.max_lr * (1.0 + p * (self.ratio - 1.0)) / self.ratio
+        return self.learning_rate * (1.0 + p * (self.ratio - 1.0)) / self.ratio
 
     def get_config(self):
-        return {"max_lr": self.max_lr, "total_steps": self.total_steps,
+        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps,
                 "cut_frac": self.cut_frac, "ratio": self.ratio}

@@ -42,7 +42,8 @@ def _check_schedule(schedule) -> list[tuple[int, Any, float | None]]:
         if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
             raise InvalidArgumentError(
                 format_message("Each schedule entry is (epoch, blocks) or "
-                               "(epoch, blocks, lr_factor).", received={"entry": entry})
+                               "(epoch, blocks, learning_rate_multiplier).",
+                               received={"entry": entry})
             )
         epoch, blocks = entry[0], entry[1]
         factor = entry[2] if len(entry) == 3 else None
@@ -65,7 +66,7 @@ def _check_schedule(schedule) -> list[tuple[int, Any, float | None]]:
                                    or not isinstance(factor, numbers.Real) or factor <= 0):
             raise InvalidArgumentError(
                 format_message("A stage's learning-rate factor must be a positive number.",
-                               received={"lr_factor": factor})
+                               received={"learning_rate_multiplier": factor})
             )
         out.append((int(epoch), blocks, None if factor is None else float(factor)))
         last = epoch
@@ -76,11 +77,11 @@ class StagedUnfreezing(keras.callbacks.Callback):
     """Unfreeze the backbone from the top in stages, inside one ``fit()``.
 
     Args:
-        schedule: ``[(epoch, blocks), ...]`` or ``[(epoch, blocks, lr_factor), ...]``
+        schedule: ``[(epoch, blocks), ...]`` or ``[(epoch, blocks, learning_rate_multiplier), ...]``
             in increasing epoch order. ``blocks`` is how many backbone blocks
             are trainable counted from the top: ``"head"`` (0, the backbone
             frozen), a number, or ``"all"``. Before the first listed epoch the
-            model's own freeze state is used. ``lr_factor`` multiplies the
+            model's own freeze state is used. ``learning_rate_multiplier`` multiplies the
             learning rate the optimizer had when training began (needs a
             float learning rate, not a schedule).
         verbose: Print a line at each stage boundary.
@@ -102,7 +103,7 @@ class StagedUnfreezing(keras.callbacks.Callback):
         self.verbose = verbose
         self.current: Any = None
         self.stage_epochs: list[int] = []
-        self._base_lr: float | None = None
+        self._learning_rate: float | None = None
 
     def _stages(self, num_blocks: int):
         return self.schedule
@@ -136,9 +137,10 @@ class StagedUnfreezing(keras.callbacks.Callback):
                         received={"learning_rate": type(lr).__name__},
                     )
                 )
-            self._base_lr = None
-        elif self._base_lr is None:
-            self._base_lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self._learning_rate = None
+        elif self._learning_rate is None:
+            rate = self.model.optimizer.learning_rate
+            self._learning_rate = float(keras.ops.convert_to_numpy(rate))
 
     def stage_at(self, epoch: int):
         """The schedule entry in force at ``epoch`` (None before the first)."""
@@ -160,8 +162,8 @@ class StagedUnfreezing(keras.callbacks.Callback):
         after = {id(v) for v in self.model.trainable_variables}
         if after != before or self.current is None:
             continue_training(self.model)  # the same optimizer, rebuilt in place
-        if self._base_lr is not None:
-            self.model.optimizer.learning_rate = self._base_lr * (factor or 1.0)
+        if self._learning_rate is not None:
+            self.model.optimizer.learning_rate = self._learning_rate * (factor or 1.0)
         self.current = active
         self.stage_epochs.append(epoch)
         if self.verbose:

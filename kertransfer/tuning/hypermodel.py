@@ -9,10 +9,10 @@ A trial builds a model with `build_transfer_model` (backbone frozen), then
    every trial on the same backbone, weights, input size and data reuses the
    same features (`SharedFeatures`): a search computes each backbone's
    features once, not once per trial.
-2. epochs ``[head_epochs, epochs)``: the top ``unfreeze`` blocks become
+2. epochs ``[head_epochs, epochs)``: the top ``unfreeze_top`` blocks become
    trainable (with the trial's BatchNorm mode) and training goes on at
-   ``fine_tune_lr`` (optionally with discriminative rates), the head's
-   optimizer state carried over. ``unfreeze=0`` keeps training the head on
+   ``fine_tune_learning_rate`` (optionally with discriminative rates), the head's
+   optimizer state carried over. ``unfreeze_top=0`` keeps training the head on
    cached features. When the data has no augmentation, the blocks below the
    cut are frozen and in inference mode, so their output is the same every
    epoch: phase 2 trains the top blocks and the head on that output, computed
@@ -95,8 +95,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
             ``{backbone: weights}``.
         space: Changes to the search space, ``{knob: spec}``; see
             `kertransfer.tuning.space` (fixed value, ``(low, high)``, list, None).
-            Knobs: ``unfreeze``, ``head_lr``, ``fine_tune_lr``, ``dropout``, and
-            the optional ``bn``, ``head_units``, ``head_epochs``, ``decay``.
+            Knobs: ``unfreeze_top``, ``head_learning_rate``, ``fine_tune_learning_rate``,
+            ``dropout``, and the optional ``bn``, ``head_units``, ``head_epochs``, ``decay``.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a Keras optimizer instance (each
             trial trains with a copy of it, its rates set by the trial).
         epochs: Epochs per trial (phase 1 and 2 together) when the tuner does
@@ -119,7 +119,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         ...                            input_shape=(32, 32, 3), weights=None,
         ...                            space={"dropout": 0.3, "bn": ["frozen", "trainable"]})
         >>> sorted(hm.searched())
-        ['bn', 'fine_tune_lr', 'head_lr', 'mobilenet_v3_small/unfreeze']
+        ['bn', 'fine_tune_learning_rate', 'head_learning_rate', 'mobilenet_v3_small/unfreeze_top']
     """
 
     def __init__(self, backbones: str | Sequence[str], num_classes: int | dict[str, int], *,
@@ -185,21 +185,21 @@ class TransferHyperModel(keras_tuner.HyperModel):
         return len(self.specs[backbone].blocks)
 
     def _check_unfreeze(self) -> None:
-        d = self.decls["unfreeze"]
+        d = self.decls["unfreeze_top"]
         values = [d.value] if d.kind == "fixed" else list(d.values) if d.kind == "choice" else []
         for b, n in self._num_blocks.items():
             too_deep = [v for v in values if v > n]
             if too_deep:
                 raise InvalidArgumentError(
-                    format_message(f"unfreeze asks for {too_deep[0]} blocks but {b} has {n}.",
+                    format_message(f"unfreeze_top asks for {too_deep[0]} blocks but {b} has {n}.",
                                    expected=f"0 to {n} for {b}",
-                                   received={"space['unfreeze']": self.space_spec.get(
-                                       "unfreeze", d.value)})
+                                   received={"space['unfreeze_top']": self.space_spec.get(
+                                       "unfreeze_top", d.value)})
                 )
 
     def unfreeze_name(self, backbone: str) -> str:
         """The name of ``backbone``'s unfreeze-depth knob (one per backbone)."""
-        return f"{backbone}/unfreeze"
+        return f"{backbone}/unfreeze_top"
 
     def declare(self, hp) -> dict[str, Any]:
         """Declare every knob on ``hp`` and return the trial's values, by knob name."""
@@ -208,12 +208,12 @@ class TransferHyperModel(keras_tuner.HyperModel):
                               else hp.Choice("backbone", self.backbones))
         for b in self.backbones:
             with hp.conditional_scope("backbone", [b]):
-                v = declare(hp, self.unfreeze_name(b), self.decls["unfreeze"],
+                v = declare(hp, self.unfreeze_name(b), self.decls["unfreeze_top"],
                             high=self._num_blocks[b])
                 if b == values["backbone"]:
-                    values["unfreeze"] = v
+                    values["unfreeze_top"] = v
         for name in KNOBS:
-            if name != "unfreeze":
+            if name != "unfreeze_top":
                 values[name] = declare(hp, name, self.decls[name])
         return values
 
@@ -292,7 +292,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
             )
         finally:
             keras.config.set_dtype_policy(previous)
-        self._compile(model, float(v["head_lr"]), self._optimizer(v, float(v["head_lr"])))
+        rate = float(v["head_learning_rate"])
+        self._compile(model, rate, self._optimizer(v, rate))
         return model
 
     def _optimizer(self, v, learning_rate: float, model=None):
@@ -324,7 +325,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         head = None
         use_cache = self.cache_features and not augmented
         fit_data = train_args[0][0] if len(train_args[0]) == 1 else (train.x, train.labels)
-        phase1_end = epochs if (use_cache and int(v["unfreeze"]) == 0) else head_epochs
+        phase1_end = epochs if (use_cache and int(v["unfreeze_top"]) == 0) else head_epochs
 
         if initial_epoch < phase1_end:
             if use_cache:
@@ -333,8 +334,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
             else:
                 apply_policy(model, "all", v["bn"])
                 with self._scope():
-                    self._compile(model, float(v["head_lr"]),
-                                  self._optimizer(v, float(v["head_lr"])))
+                    self._compile(model, float(v["head_learning_rate"]),
+                                  self._optimizer(v, float(v["head_learning_rate"])))
                     build_training_state(model, fit_data)
                 h = model.fit(*train_args[0], **train_args[1], validation_data=val_data,
                               epochs=phase1_end, initial_epoch=initial_epoch,
@@ -430,8 +431,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
             val_data = (self.features.get(model, val.x, val.key), val.labels) \
                 if val is not None else None
             head = head_on_features(model, feats.shape[1:])
-            compile_head(head, feats, train.labels, self.batch_size, float(v["head_lr"]),
-                         self._optimizer(v, float(v["head_lr"]), model=model), self.loss_weights)
+            rate = float(v["head_learning_rate"])
+            compile_head(head, feats, train.labels, self.batch_size, rate,
+                         self._optimizer(v, rate, model=model), self.loss_weights)
         # The tuner's checkpoint must see the full model, whose head is this head.
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
         hist = head.fit(feats, train.labels, batch_size=self.batch_size, epochs=end,
@@ -443,11 +445,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
         """Phase 2 through the whole model: the compiled optimizer goes on, rebuilt in place."""
         if head is not None:
             adopt_head_state(model, head)  # phase 1 trained the head as its own model
-        unfreeze_top(model, int(v["unfreeze"]), v["bn"], float(v["fine_tune_lr"]))
+        unfreeze_top(model, int(v["unfreeze_top"]), v["bn"], float(v["fine_tune_learning_rate"]))
 
     def _fit_top(self, model, v, head, train, val, callbacks, start, epochs, verbose):
         """Phase 2 on the cached output of the frozen bottom blocks; None when it cannot."""
-        k = int(v["unfreeze"])
+        k = int(v["unfreeze_top"])
         num_blocks = len(block_context(model).block_names)
         if self.partial_cache_mb == 0 or not 0 < k < num_blocks:
             return None
@@ -469,7 +471,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         val_data = (self.features.get_partial(*args, val.x, val.key, budget), val.labels) \
             if val is not None else None
         with self._scope():
-            lr = float(v["fine_tune_lr"])
+            lr = float(v["fine_tune_learning_rate"])
             # The blocks of the whole model bind a discriminative optimizer, whichever part trains.
             self._compile(top, lr, self._optimizer(v, lr, model=model))
             adopt_head_state(top, head, lr)

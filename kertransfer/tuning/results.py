@@ -98,9 +98,9 @@ def results_table(kt_tuner) -> list[dict]:
     for t in trials:
         values = _values(t)
         backbone = values.get("backbone")
-        unfreeze = values.get(f"{backbone}/unfreeze")
+        unfreeze = values.get(f"{backbone}/unfreeze_top")
         row = {"trial": t.trial_id, "status": t.status, "score": t.score,
-               "best_epoch": t.best_step, "backbone": backbone, "unfreeze": unfreeze}
+               "best_epoch": t.best_step, "backbone": backbone, "unfreeze_top": unfreeze}
         process = os.path.join(kt_tuner.project_dir, f"trial_{t.trial_id}",
                                run_folder.TRIAL_PROCESS_FILE)
         if os.path.exists(process):
@@ -108,7 +108,7 @@ def results_table(kt_tuner) -> list[dict]:
                 rss = json.load(f).get("rss_mib")
             row["rss_mib"] = None if rss is None else round(rss)
         row.update({k: v for k, v in values.items()
-                    if k != "backbone" and not k.endswith("/unfreeze")})
+                    if k != "backbone" and not k.endswith("/unfreeze_top")})
         rows.append(row)
     return rows
 
@@ -221,10 +221,11 @@ def plot_trials(rows: list[dict], path, objective: str) -> None:
     backbones = sorted({str(r["backbone"]) for r in done})
     for b in backbones:
         rs = [r for r in done if str(r["backbone"]) == b]
-        axes[0].scatter([r["unfreeze"] for r in rs], [r["score"] for r in rs], label=b)
-        axes[1].scatter([r.get("fine_tune_lr") for r in rs], [r["score"] for r in rs], label=b)
-    axes[0].set_xlabel("unfreeze (blocks trainable from the top)")
-    axes[1].set_xlabel("fine_tune_lr")
+        axes[0].scatter([r["unfreeze_top"] for r in rs], [r["score"] for r in rs], label=b)
+        axes[1].scatter([r.get("fine_tune_learning_rate") for r in rs], [r["score"] for r in rs],
+                        label=b)
+    axes[0].set_xlabel("unfreeze_top (blocks trainable from the top)")
+    axes[1].set_xlabel("fine_tune_learning_rate")
     axes[1].set_xscale("log")
     axes[0].set_ylabel(objective)
     if backbones:

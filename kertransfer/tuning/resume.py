@@ -87,7 +87,8 @@ def _optimizer(optimizer: Any) -> Any:
         config = dict(optimizer.get_config())
     except Exception:  # noqa: BLE001 - not a Keras optimizer: its type is all we know
         return type(optimizer).__name__
-    config.pop("learning_rate", None)  # the search sets it (head_lr, fine_tune_lr)
+    # The search sets it (head_learning_rate, fine_tune_learning_rate).
+    config.pop("learning_rate", None)
     config.pop("name", None)
     config = json.loads(json.dumps(config, sort_keys=True, default=str))
     return {"class": type(optimizer).__name__, "config": config}

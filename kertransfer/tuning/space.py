@@ -4,15 +4,15 @@ Each knob has a kind (int, float, choice) and a default range. A user changes
 the space with a plain mapping, ``{knob: spec}``, where a spec is:
 
 - a scalar: the knob is fixed to it (``"dropout": 0.3``);
-- a ``(low, high)`` tuple: searched in that range (``"head_lr": (1e-4, 1e-2)``;
-  learning rates and ``lr_mult`` are sampled on a log scale);
+- a ``(low, high)`` tuple: searched in that range (``"head_learning_rate": (1e-4, 1e-2)``;
+  learning rates are sampled on a log scale);
 - a list: searched among those values (``"bn": ["frozen", "trainable"]``);
 - ``None``: fixed to its default.
 
 Optional knobs (``bn``, ``head_units``, ``head_epochs``, ``decay``) are fixed to
-their default unless the mapping gives them a range or list. ``unfreeze`` is
+their default unless the mapping gives them a range or list. ``unfreeze_top`` is
 counted in blocks from the top of the backbone, so its range is per backbone
-(declared as ``"<backbone>/unfreeze"`` inside a conditional scope, because
+(declared as ``"<backbone>/unfreeze_top"`` inside a conditional scope, because
 block counts differ); its default range is every depth, 0 (head only) to all
 blocks, and a range given by the user is clipped to each backbone's count.
 kertransfer declares every knob itself, so fixing, narrowing or widening one
@@ -54,11 +54,11 @@ class Knob:
 
 
 KNOBS: dict[str, Knob] = {k.name: k for k in (
-    Knob("unfreeze", "int", 2, None,
+    Knob("unfreeze_top", "int", 2, None,
          help="blocks trainable from the top in phase 2 (0: head only); per backbone"),
-    Knob("head_lr", "float", 1e-3, (1e-4, 1e-2), log=True,
+    Knob("head_learning_rate", "float", 1e-3, (1e-4, 1e-2), log=True,
          help="learning rate of phase 1 (head on the frozen backbone)"),
-    Knob("fine_tune_lr", "float", 1e-4, (1e-5, 1e-3), log=True,
+    Knob("fine_tune_learning_rate", "float", 1e-4, (1e-5, 1e-3), log=True,
          help="learning rate of phase 2 (the unfrozen blocks and the head)"),
     Knob("dropout", "float", 0.2, (0.0, 0.5), step=0.1,
          help="dropout before the classifier"),
@@ -165,13 +165,13 @@ def _check_values(name: str, decl: Decl) -> None:
     values = [decl.value] if decl.kind == "fixed" else (
         list(decl.values) if decl.kind == "choice" else [decl.low, decl.high])
     values = [v for v in values if v is not None]
-    if name in ("unfreeze", "head_units", "head_epochs") and any(
+    if name in ("unfreeze_top", "head_units", "head_epochs") and any(
             not _is_number(v) or int(v) != v or v < 0 for v in values):
         raise _bad(name, decl.value if decl.kind == "fixed" else values,
                    "whole numbers >= 0")
     if name == "head_epochs" and any(v < 1 for v in values):
         raise _bad(name, values, "at least 1 epoch of head training")
-    if name in ("head_lr", "fine_tune_lr") and any(v <= 0 for v in values):
+    if name in ("head_learning_rate", "fine_tune_learning_rate") and any(v <= 0 for v in values):
         raise _bad(name, values, "positive learning rates")
     if name == "dropout" and any(not 0 <= v < 1 for v in values):
         raise _bad(name, values, "rates in [0, 1)")

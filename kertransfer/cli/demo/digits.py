@@ -119,7 +119,8 @@ def run_seed(seed: int, workdir: pathlib.Path, *, backbone: str = "mobilenet_v3_
     # the labelled set and would leak labels into model selection.
     tr = fine_tune(transfer, dataclasses.replace(target, val=None),
                    epochs=target_epochs - head_epochs, freeze_epochs=head_epochs, head_fit="epochs",
-                   base_lr=1e-3, lr_mult=LR_MULT, patience=None, verbose=fit_verbose)
+                   learning_rate=1e-3, learning_rate_multiplier=LR_MULT, patience=None,
+                   verbose=fit_verbose)
     tr_metrics = evaluate_splits(transfer, target)
     results["transfer (pretrained on digits)"] = tr_metrics["test_accuracy"]
     times["transfer"] = time.perf_counter() - t0
