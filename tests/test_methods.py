@@ -115,6 +115,79 @@ def test_bad_terms_are_named(model):
         EWC(10.0)
 
 
+@agnostic
+def test_terms_live_in_the_transfer_models_loss_not_on_the_instance(model, tiny_data, tmp_path):
+    x, y = tiny_data
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    own_metrics = list(model._metrics)
+    assert with_regularizers(model, [L2SP(0.1, 0.0), L2SP(0.0, 0.01)]) is model
+    # No compute_loss set on the instance and no tracker in Keras' private list: the
+    # class's compute_loss and metrics read the terms registered on the model.
+    assert "compute_loss" not in model.__dict__ and model._metrics == own_metrics
+    assert [m.name for m in model.metrics][-2:] == ["l2sp", "l2sp_2"]
+    history = model.fit(x, y, epochs=1, batch_size=50, verbose=0,
+                        validation_data=(x[:50], y[:50])).history
+    assert {"l2sp", "l2sp_2", "val_l2sp", "val_l2sp_2", "accuracy"} <= set(history)
+    # Saved with its terms, the model loads as before: the weights, and no terms.
+    path = tmp_path / "m.keras"
+    model.save(path)
+    back = keras.saving.load_model(path)
+    assert regularizer_terms(back) == [] and "l2sp" not in [m.name for m in back.metrics]
+    np.testing.assert_allclose(_np(back(x[:4])), _np(model(x[:4])), rtol=1e-5, atol=1e-6)
+    assert len(back.weights) == len(model.weights)
+    remove_regularizers(model)
+    assert regularizer_terms(model) == [] and "l2sp" not in [m.name for m in model.metrics]
+    assert "l2sp" not in model.fit(x, y, epochs=1, batch_size=50, verbose=0).history
+
+
+def _plain_classifier():
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(hidden))
+
+
+@agnostic
+def test_a_plain_keras_model_is_trained_through_a_wrapper_that_calls_it(tmp_path):
+    from kertransfer.methods.terms import RegularizedModel
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(60, 6)).astype("float32"), rng.integers(0, 3, 60)
+    plain = _plain_classifier()
+    plain.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    plain_loss = plain.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    start = {v.path: _np(v.value) for v in plain.trainable_variables}
+    term = L2SP(alpha=1.0, beta=0.0, pretrained=plain.trainable_variables)
+    reg = with_regularizers(plain, [term])
+    assert isinstance(reg, RegularizedModel) and reg.wrapped is plain
+    assert reg.optimizer is plain.optimizer and regularizer_terms(reg) == [term]
+    assert "compute_loss" not in plain.__dict__ and regularizer_terms(plain) == []
+    # Evaluation: the plain model's loss, the term measured beside it (0 at the start).
+    first = reg.evaluate(x, y, verbose=0, return_dict=True)
+    assert first["loss"] == pytest.approx(plain_loss, rel=1e-6)
+    assert first["l2sp"] == pytest.approx(0.0, abs=1e-9) and "accuracy" in first
+    history = reg.fit(x, y, epochs=2, batch_size=20, verbose=0).history
+    assert 0 < history["l2sp"][0] < history["l2sp"][1]
+    # Training the wrapper trained the plain model's own weights.
+    assert any(not np.allclose(start[v.path], _np(v.value)) for v in plain.trainable_variables)
+    np.testing.assert_allclose(_np(reg(x[:4])), _np(plain(x[:4])), rtol=1e-6)
+    assert term.value(plain) == pytest.approx(term.value(reg), rel=1e-6)
+    path = tmp_path / "reg.keras"
+    reg.save(path)
+    back = keras.saving.load_model(path)
+    assert isinstance(back, RegularizedModel) and regularizer_terms(back) == []
+    np.testing.assert_allclose(_np(back(x[:4])), _np(plain(x[:4])), rtol=1e-5, atol=1e-6)
+    assert int(_np(back.optimizer.iterations)) == int(_np(plain.optimizer.iterations)) == 6
+    plain.save(tmp_path / "plain.keras")  # the plain model saves as it did
+    again = keras.saving.load_model(tmp_path / "plain.keras")
+    assert int(_np(again.optimizer.iterations)) == 6
+    np.testing.assert_allclose(_np(again(x[:4])), _np(plain(x[:4])), rtol=1e-5, atol=1e-6)
+    assert remove_regularizers(reg) is reg and regularizer_terms(reg) == []
+    assert reg.evaluate(x, y, verbose=0, return_dict=True).keys() == {"loss", "accuracy"}
+
+
 def _softmax_regression():
     keras.utils.set_random_seed(3)
     return keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])

@@ -1,16 +1,21 @@
-"""Transfer-specific loss terms added to any model's training loss.
+"""Transfer-specific loss terms added to a model's training loss.
 
-``with_regularizers(model, [L2SP(0.01, 0.01)])`` wraps the model's
-``compute_loss``: every training step adds each term's value to the loss the
-model was compiled with. The model stays the same object, so ``fit``,
-callbacks, staged unfreezing (`kertransfer.callbacks`), `kertransfer.fine_tune`
-and saving all work unchanged, under TensorFlow and JAX (Keras runs
-``compute_loss`` in a scope where variables read their current values, so the
-terms see the weights being trained). Evaluation reports the plain loss: the
-terms are added only in training. Each term's value is also logged under its
-name (``l2sp``, ``ewc``, ``lwf``; ``val_l2sp`` on validation data, where it is
-measured but not added), so the History and the run's learning curves show
-how much each term weighs against the task loss.
+``with_regularizers(model, [L2SP(0.01, 0.01)])`` registers terms on a transfer
+model (`kertransfer.build_transfer_model`, `add_head`'s two-head model of one):
+every transfer model overrides Keras' public ``compute_loss`` and ``metrics``
+(`kertransfer.models.transfer_model.TermsLoss`), so each training step adds
+each registered term's value to the loss the model was compiled with. The
+model stays the same object, so ``fit``, callbacks, staged unfreezing
+(`kertransfer.callbacks`), `kertransfer.fine_tune` and saving all work
+unchanged, under TensorFlow and JAX (Keras runs ``compute_loss`` in a scope
+where variables read their current values, so the terms see the weights being
+trained). Any other Keras model is wrapped in a `RegularizedModel` that calls
+it, and ``with_regularizers`` returns that wrapper to train. Evaluation
+reports the plain loss: the terms are added only in training. Each term's
+value is also logged under its name (``l2sp``, ``ewc``, ``lwf``;
+``val_l2sp`` on validation data, where it is measured but not added), so the
+History and the run's learning curves show how much each term weighs against
+the task loss. The terms are not saved with the model.
 
 A new term is a small class::
 
@@ -34,10 +39,8 @@ from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.protocol import is_transfer_model
+from kertransfer.models.transfer_model import TERMS_ATTR, LossTerms, TermsLoss, loss_terms
 from kertransfer.validation import is_number
-
-TERMS_ATTR = "_kertransfer_terms"
-TRACKERS_ATTR = "_kertransfer_term_trackers"
 
 
 def parameters(layer) -> list:
@@ -142,17 +145,96 @@ class L2SP(Term):
         return 0.5 * self.alpha * near + 0.5 * self.beta * new
 
 
+@keras.saving.register_keras_serializable(package="kertransfer")
+class RegularizedModel(TermsLoss, keras.Model):
+    """A Keras model that calls ``model`` and takes loss terms.
+
+    `with_regularizers` returns one for a model that is not a transfer model.
+    It holds no weights of its own: training it trains ``model``'s (``.wrapped``).
+    It is compiled as ``model`` was (the same optimizer object), if ``model``
+    was compiled. It saves and loads as a ``.keras`` file like other models,
+    without its terms.
+
+    Args:
+        model: The Keras model to call.
+        **kwargs: ``name`` and other ``keras.Model`` arguments.
+    """
+
+    def __init__(self, model: keras.Model, **kwargs):
+        kwargs.setdefault("name", f"{model.name}_regularized")
+        super().__init__(**kwargs)
+        self.wrapped = model
+        if getattr(model, "output_names", None):
+            self.output_names = list(model.output_names)  # dict losses name the outputs
+        if model.built:
+            self.built = True
+
+    def call(self, inputs, training=None):
+        return self.wrapped(inputs, training=training)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "model": keras.saving.serialize_keras_object(self.wrapped)}
+
+    def compile_from_config(self, config):
+        # Compiled as saved: the wrapped model too, sharing the optimizer, whose
+        # state the file holds under the wrapped model.
+        if not getattr(self.wrapped, "compiled", False):
+            self.wrapped.compile_from_config(config)
+        if getattr(self.wrapped, "compiled", False):
+            _compile_like(self, self.wrapped)
+        else:
+            super().compile_from_config(config)
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> RegularizedModel:
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(
+            config["model"], custom_objects=custom_objects)
+        return cls(**config)
+
+
+def _compile_like(wrapper: RegularizedModel, model: keras.Model) -> None:
+    """Compile ``wrapper`` as ``model`` is, with the same optimizer object."""
+    config = dict(model.get_compile_config() or {})
+    config.pop("optimizer", None)  # the same optimizer object, not a copy
+    try:
+        config = keras.saving.deserialize_keras_object(config)
+    except Exception as e:  # a lambda loss, an unregistered custom object...
+        raise InvalidArgumentError(format_message(
+            "with_regularizers could not copy the model's compile settings to the "
+            "model it returns.",
+            fix="Call with_regularizers before compile() and compile the model it returns.",
+            received={"model": model.name, "loss": getattr(model, "loss", None)})) from e
+    wrapper.compile(optimizer=model.optimizer, **config)
+
+
+def _wrapper(model: keras.Model) -> RegularizedModel:
+    """A `RegularizedModel` over ``model``, compiled as ``model`` is."""
+    wrapper = RegularizedModel(model)
+    if getattr(model, "compiled", False):
+        _compile_like(wrapper, model)
+    return wrapper
+
+
 def with_regularizers(model, terms: Sequence[Term]):
-    """Add transfer-specific loss terms to ``model``'s training loss; return ``model``.
+    """Add transfer-specific loss terms to ``model``'s training loss; return the model to train.
+
+    A transfer model (`kertransfer.build_transfer_model`, `add_head`'s two-head
+    model of one) takes the terms itself: the same object is returned, so
+    ``with_regularizers(model, terms)`` alone is enough. Any other Keras model
+    is wrapped in a `RegularizedModel` that calls it (compiled as it was):
+    train the model returned, which trains ``model``'s weights.
 
     Args:
         model: A Keras model (compiled or not; compile it before ``fit``).
         terms: `Term` objects, e.g. ``[L2SP(0.01, 0.01)]``. Each is attached
-            now (snapshots are taken of the weights as they are).
+            now to ``model`` (snapshots are taken of the weights as they are).
 
     Returns:
-        The same model; ``model.regularizer_terms`` lists its terms. Calling
-        again adds more terms; `remove_regularizers` takes them all off.
+        The model whose training loss has the terms: ``model`` itself for a
+        transfer model, else its `RegularizedModel`. `regularizer_terms`
+        lists its terms. Calling again on it adds more terms;
+        `remove_regularizers` takes them all off.
     """
     if not isinstance(model, keras.Model):
         raise InvalidTypeError(
@@ -167,62 +249,38 @@ def with_regularizers(model, terms: Sequence[Term]):
                            received={"terms": bad or terms}))
     for term in terms:
         term.attach(model)
-    current = model.__dict__.get(TERMS_ATTR)
-    if current is None:
-        current, trackers = [], []
-        original = model.compute_loss
-
-        def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            loss = original(x, y, y_pred, sample_weight, training=training)
-            pairs = zip(model.__dict__.get(TERMS_ATTR, ()),
-                        model.__dict__.get(TRACKERS_ATTR, ()))
-            for term, tracker in pairs:
-                value = ops.cast(term(model, x, y, y_pred), loss.dtype)
-                tracker.update_state(value)
-                if training:
-                    loss = loss + value
-            return loss
-
-        # Plain attributes, out of Keras' tracking: the terms hold snapshot
-        # variables that must not become part of the model's weights.
-        object.__setattr__(model, TERMS_ATTR, current)
-        object.__setattr__(model, TRACKERS_ATTR, trackers)
-        object.__setattr__(model, "_kertransfer_plain_compute_loss", original)
-        object.__setattr__(model, "compute_loss", compute_loss)
-    trackers = model.__dict__[TRACKERS_ATTR]
+    if not isinstance(model, TermsLoss):
+        model = _wrapper(model)
+    registry = loss_terms(model)
+    if registry is None:
+        registry = LossTerms()
+        setattr(model, TERMS_ATTR, registry)
     taken = {m.name for m in model.metrics} | {"loss"}
     for term in terms:
         name, k = term.name, 2
         while name in taken:
             name, k = f"{term.name}_{k}", k + 1
         taken.add(name)
-        # A Mean per term in the model's own metric list: logged by fit and
-        # evaluate, reset each epoch, carried as metric state under JAX, and
+        # A Mean per term, listed by the model's metrics property: logged by fit
+        # and evaluate, reset each epoch, carried as metric state under JAX, and
         # not saved with the model.
-        tracker = keras.metrics.Mean(name=name)
-        trackers.append(tracker)
-        model._metrics.append(tracker)
-    current.extend(terms)
+        registry.add(term, keras.metrics.Mean(name=name))
     _retrace(model)
     return model
 
 
 def remove_regularizers(model):
     """Take every term off ``model``; return it."""
-    original = model.__dict__.get("_kertransfer_plain_compute_loss")
-    if original is not None:
-        trackers = {id(t) for t in model.__dict__[TRACKERS_ATTR]}
-        model._metrics[:] = [m for m in model._metrics if id(m) not in trackers]
-        for attr in (TERMS_ATTR, TRACKERS_ATTR, "_kertransfer_plain_compute_loss",
-                     "compute_loss"):
-            object.__delattr__(model, attr)
+    if loss_terms(model) is not None:
+        delattr(model, TERMS_ATTR)
         _retrace(model)
     return model
 
 
 def regularizer_terms(model) -> list[Term]:
     """The terms `with_regularizers` added to ``model`` (a copy of the list)."""
-    return list(model.__dict__.get(TERMS_ATTR, ()))
+    registry = loss_terms(model)
+    return list(registry.terms) if registry is not None else []
 
 
 def _retrace(model) -> None:

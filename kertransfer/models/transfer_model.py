@@ -1,4 +1,10 @@
-"""`TransferModel`: a functional Keras model made of a backbone and a head."""
+"""`TransferModel`: a functional Keras model made of a backbone and a head.
+
+Every transfer model takes loss terms (`kertransfer.methods.with_regularizers`)
+through Keras' public override points: `TermsLoss` adds the terms registered
+on the model (a `LossTerms`) to its ``compute_loss`` and lists their metrics
+in its ``metrics``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
+from keras import ops
 
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.compiled import record_step_variables
@@ -48,6 +55,75 @@ def _head(x, num_classes: int, activation: str, dropout: float, head_units, pref
                               dtype="float32")(x)
 
 
+# The model attribute that holds its LossTerms: set with setattr, which Keras'
+# tracking leaves alone (a LossTerms is neither a list nor a layer, metric or
+# variable), so neither the terms' snapshot variables nor their metrics become
+# model weights, and saving skips them. kertransfer.training.run_folder reads it
+# for the learning curves.
+TERMS_ATTR = "_kertransfer_term_trackers"
+
+
+class LossTerms:
+    """The loss terms registered on a model, each with the metric that logs its value.
+
+    `kertransfer.methods.with_regularizers` fills it. A term is a callable
+    ``term(model, x, y, y_pred)`` returning a scalar; its tracker is a
+    ``keras.metrics.Mean``. Iterating gives the trackers.
+    """
+
+    def __init__(self):
+        self.terms: list = []
+        self.trackers: list = []
+
+    def add(self, term, tracker) -> None:
+        self.terms.append(term)
+        self.trackers.append(tracker)
+
+    def __iter__(self):
+        return iter(self.trackers)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def add_to(self, model, loss, x, y, y_pred, training: bool):
+        """``loss`` plus each term when ``training``; each term's value is tracked either way."""
+        for term, tracker in zip(self.terms, self.trackers):
+            value = ops.cast(term(model, x, y, y_pred), loss.dtype)
+            tracker.update_state(value)
+            if training:
+                loss = loss + value
+        return loss
+
+
+def loss_terms(model) -> LossTerms | None:
+    """The `LossTerms` registered on ``model``, or None."""
+    return model.__dict__.get(TERMS_ATTR)
+
+
+class TermsLoss:
+    """A model mixin: registered loss terms join the training loss and the metrics.
+
+    ``compute_loss`` is the compiled loss plus, in training, each term of the
+    model's `LossTerms` (evaluation reports the compiled loss; each term's
+    value is measured in both); ``metrics`` lists the terms' trackers after
+    Keras' own, so ``fit`` and ``evaluate`` log them, reset them each epoch and
+    carry their state under JAX.
+    """
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        terms = loss_terms(self)
+        if not terms:
+            return loss
+        return terms.add_to(self, loss, x, y, y_pred, training)
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        terms = loss_terms(self)
+        return [*metrics, *terms.trackers] if terms else metrics
+
+
 class _TransferCompile:
     """The compile step every transfer model shares."""
 
@@ -78,7 +154,7 @@ class _TransferCompile:
 
 
 @keras.saving.register_keras_serializable(package="kertransfer")
-class TransferModel(_TransferCompile, keras.Model):
+class TransferModel(_TransferCompile, TermsLoss, keras.Model):
     """A backbone with a classification head, built with the functional API.
 
     The graph is ``image (raw 0-255) -> Preprocess -> backbone -> pooling ->
@@ -198,7 +274,7 @@ class TransferModel(_TransferCompile, keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="kertransfer")
-class SharedBackboneModel(_TransferCompile, keras.Model):
+class SharedBackboneModel(_TransferCompile, TermsLoss, keras.Model):
     """A functional model on a transfer model's layers that keeps its backbone and blocks.
 
     For graphs built from a `TransferModel`'s tensors: a second head
