@@ -8,12 +8,13 @@ import pytest
 from keras import ops
 
 import kertransfer as kt
-from kertransfer.errors import InvalidArgumentError
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError
 from kertransfer.methods import (
     EWC,
     L2SP,
     GradientReversal,
     LwF,
+    RegularizedModel,
     adabn,
     adapt,
     add_head,
@@ -150,8 +151,6 @@ def _plain_classifier():
 
 @agnostic
 def test_a_plain_keras_model_is_trained_through_a_wrapper_that_calls_it(tmp_path):
-    from kertransfer.methods.terms import RegularizedModel
-
     rng = np.random.default_rng(6)
     x, y = rng.normal(size=(60, 6)).astype("float32"), rng.integers(0, 3, 60)
     plain = _plain_classifier()
@@ -160,7 +159,9 @@ def test_a_plain_keras_model_is_trained_through_a_wrapper_that_calls_it(tmp_path
     plain_loss = plain.evaluate(x, y, verbose=0, return_dict=True)["loss"]
     start = {v.path: _np(v.value) for v in plain.trainable_variables}
     term = L2SP(alpha=1.0, beta=0.0, pretrained=plain.trainable_variables)
-    reg = with_regularizers(plain, [term])
+    with pytest.raises(InvalidTypeError, match="RegularizedModel.*Received: model='Functional'"):
+        with_regularizers(plain, [term])  # training plain would leave the terms out
+    reg = with_regularizers(RegularizedModel(plain), [term])
     assert isinstance(reg, RegularizedModel) and reg.wrapped is plain
     assert reg.optimizer is plain.optimizer and regularizer_terms(reg) == [term]
     assert "compute_loss" not in plain.__dict__ and regularizer_terms(plain) == []
@@ -222,7 +223,7 @@ def test_ewc_penalty_matches_its_formula_on_a_frozen_fisher():
     reg = _softmax_regression()
     x = np.random.default_rng(2).normal(size=(30, 5)).astype("float32")
     term = EWC(lam=4.0, data=x, variables=kt.methods.parameters(reg), samples=None)
-    with_regularizers(reg, [term])
+    with_regularizers(RegularizedModel(reg), [term])
     star = {p: _np(v.value) for p, v in term.star.items()}
     deltas = _shift(reg.trainable_variables, np.random.default_rng(3))
     expected = 2.0 * sum(float(np.sum(term.fisher[p] * deltas[p].astype("float64") ** 2))

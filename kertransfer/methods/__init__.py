@@ -39,6 +39,7 @@ from kertransfer.methods.pretext import (
 )
 from kertransfer.methods.terms import (
     L2SP,
+    RegularizedModel,
     Term,
     parameters,
     regularizer_terms,
@@ -47,10 +48,9 @@ from kertransfer.methods.terms import (
     with_regularizers,
 )
 
-__all__ = ["AdaptResult", "EWC",
-           "EpisodeLogits", "GradientReversal", "L2SP", "LwF", "METHODS", "MetaTrainResult",
-           "PretextModel", "PretrainResult", "TASKS", "Term", "adabn", "adapt", "add_head",
-           "coral_loss", "dann_lambda", "fewshot", "fisher_diagonal", "fit_two_heads",
-           "learn_without_forgetting", "meta_train", "nt_xent", "parameters", "pretrain",
-           "regularizer_terms", "remove_regularizers", "rotate_batch", "simclr_augmentation",
-           "snapshot", "with_regularizers"]
+__all__ = ["AdaptResult", "EWC", "EpisodeLogits", "GradientReversal", "L2SP", "LwF", "METHODS",
+           "MetaTrainResult", "PretextModel", "PretrainResult", "RegularizedModel", "TASKS",
+           "Term", "adabn", "adapt", "add_head", "coral_loss", "dann_lambda", "fewshot",
+           "fisher_diagonal", "fit_two_heads", "learn_without_forgetting", "meta_train",
+           "nt_xent", "parameters", "pretrain", "regularizer_terms", "remove_regularizers",
+           "rotate_batch", "simclr_augmentation", "snapshot", "with_regularizers"]

@@ -161,6 +161,9 @@ class RegularizedModel(TermsLoss, keras.Model):
     """
 
     def __init__(self, model: keras.Model, **kwargs):
+        if not isinstance(model, keras.Model):
+            raise InvalidTypeError(format_message(
+                "RegularizedModel wraps a Keras model.", received={"model": type(model).__name__}))
         kwargs.setdefault("name", f"{model.name}_regularized")
         super().__init__(**kwargs)
         self.wrapped = model
@@ -168,6 +171,8 @@ class RegularizedModel(TermsLoss, keras.Model):
             self.output_names = list(model.output_names)  # dict losses name the outputs
         if model.built:
             self.built = True
+        if getattr(model, "compiled", False):
+            _compile_like(self, model)
 
     def call(self, inputs, training=None):
         return self.wrapped(inputs, training=training)
@@ -208,22 +213,16 @@ def _compile_like(wrapper: RegularizedModel, model: keras.Model) -> None:
     wrapper.compile(optimizer=model.optimizer, **config)
 
 
-def _wrapper(model: keras.Model) -> RegularizedModel:
-    """A `RegularizedModel` over ``model``, compiled as ``model`` is."""
-    wrapper = RegularizedModel(model)
-    if getattr(model, "compiled", False):
-        _compile_like(wrapper, model)
-    return wrapper
-
-
 def with_regularizers(model, terms: Sequence[Term]):
     """Add transfer-specific loss terms to ``model``'s training loss; return the model to train.
 
     A transfer model (`kertransfer.build_transfer_model`, `add_head`'s two-head
     model of one) takes the terms itself: the same object is returned, so
     ``with_regularizers(model, terms)`` alone is enough. Any other Keras model
-    is wrapped in a `RegularizedModel` that calls it (compiled as it was):
-    train the model returned, which trains ``model``'s weights.
+    is wrapped first, so that the wrapper is what trains:
+    ``reg = with_regularizers(RegularizedModel(model), terms)``; training
+    ``reg`` trains ``model``'s weights. A plain model passed directly is
+    refused, since training it afterwards would silently leave the terms out.
 
     Args:
         model: A Keras model (compiled or not; compile it before ``fit``).
@@ -231,8 +230,7 @@ def with_regularizers(model, terms: Sequence[Term]):
             now to ``model`` (snapshots are taken of the weights as they are).
 
     Returns:
-        The model whose training loss has the terms: ``model`` itself for a
-        transfer model, else its `RegularizedModel`. `regularizer_terms`
+        ``model``, whose training loss now has the terms. `regularizer_terms`
         lists its terms. Calling again on it adds more terms;
         `remove_regularizers` takes them all off.
     """
@@ -247,10 +245,15 @@ def with_regularizers(model, terms: Sequence[Term]):
             format_message("terms must be a non-empty list of kertransfer.methods terms.",
                            expected="e.g. [kt.methods.L2SP(alpha=0.01, beta=0.01)]",
                            received={"terms": bad or terms}))
+    if not isinstance(model, TermsLoss):
+        raise InvalidTypeError(format_message(
+            "with_regularizers adds terms to a transfer model in place; a plain Keras model "
+            "cannot take them, and training it would leave them out.",
+            fix="Wrap it and train the wrapper: reg = kt.methods.with_regularizers("
+                "kt.methods.RegularizedModel(model), terms); reg.fit(...).",
+            received={"model": type(model).__name__}))
     for term in terms:
         term.attach(model)
-    if not isinstance(model, TermsLoss):
-        model = _wrapper(model)
     registry = loss_terms(model)
     if registry is None:
         registry = LossTerms()

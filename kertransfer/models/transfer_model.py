@@ -60,7 +60,7 @@ def _head(x, num_classes: int, activation: str, dropout: float, head_units, pref
 # variable), so neither the terms' snapshot variables nor their metrics become
 # model weights, and saving skips them. kertransfer.training.run_folder reads it
 # for the learning curves.
-TERMS_ATTR = "_kertransfer_term_trackers"
+TERMS_ATTR = "_kertransfer_loss_terms"
 
 
 class LossTerms:

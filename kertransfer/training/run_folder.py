@@ -45,6 +45,7 @@ from typing import Any
 from kertransfer._fs import usual_mode
 from kertransfer._plot import pyplot, save_figure
 from kertransfer.errors import DataError, InvalidArgumentError, format_message
+from kertransfer.models.transfer_model import loss_terms
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -89,8 +90,8 @@ def save_run(model, out: str | os.PathLike, config: dict, history: dict,
         model.save(tmp / model_file)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         (tmp / HISTORY_FILE).write_text(json.dumps(history, indent=2))
-        # Loss terms that kertransfer.methods.with_regularizers logs (a layer above).
-        terms = [t.name for t in model.__dict__.get("_kertransfer_term_trackers", ())]
+        # Loss terms that kertransfer.methods.with_regularizers logs.
+        terms = [t.name for t in (loss_terms(model) or ())]
         plot_history(history, tmp / CURVE_FILE, stages=stages, terms=terms)
         if out.exists():
             backup = out.with_name(f".{out.name}.old")
