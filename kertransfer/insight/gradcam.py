@@ -31,7 +31,8 @@ import keras
 import numpy as np
 
 from kertransfer._plot import pyplot, save_figure
-from kertransfer.data.adapter import as_batches, form_of, iterate
+from kertransfer.data.batches import as_batches, iterate
+from kertransfer.data.forms import form_of
 from kertransfer.errors import DataError, InvalidArgumentError, format_message, suggest
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.models.decisions import head_rule

@@ -19,7 +19,8 @@ import numpy as np
 from kertransfer._fs import atomic_file
 from kertransfer._log import print_msg
 from kertransfer.backbones import get_backbone_spec, list_backbones
-from kertransfer.data.adapter import as_arrays, example_shape, form_of, gather
+from kertransfer.data.forms import form_of
+from kertransfer.data.gathering import as_arrays, example_shape, gather
 from kertransfer.errors import (
     InvalidArgumentError,
     InvalidTypeError,

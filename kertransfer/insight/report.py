@@ -31,7 +31,7 @@ import numpy as np
 
 from kertransfer._fs import atomic_file
 from kertransfer._plot import pyplot, save_figure
-from kertransfer.data.adapter import split_arrays
+from kertransfer.data.gathering import split_arrays
 from kertransfer.errors import DataError, InvalidArgumentError, LabelError, format_message
 from kertransfer.models.decisions import DEFAULT_THRESHOLD, check_threshold, decided, head_rule
 from kertransfer.training import run_folder

@@ -33,7 +33,7 @@ from keras import ops
 
 from kertransfer._choices import ADAPTATION_METHODS
 from kertransfer._log import fit_verbose
-from kertransfer.data.adapter import as_batches, iterate, num_batches
+from kertransfer.data.batches import as_batches, iterate, num_batches
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
 from kertransfer.methods.terms import _single
 from kertransfer.training import recalibrate_batchnorm

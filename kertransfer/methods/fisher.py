@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from kertransfer.data.adapter import as_batches, iterate
+from kertransfer.data.batches import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, parameters, snapshot

@@ -25,7 +25,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from kertransfer.data.adapter import as_arrays
+from kertransfer.data.gathering import as_arrays
 from kertransfer.errors import InvalidTypeError, format_message
 from kertransfer.freezing import freeze
 from kertransfer.freezing.compiled import mark_compiled_by_kertransfer

@@ -37,7 +37,9 @@ from kertransfer._choices import PRETEXT_TASKS
 from kertransfer._log import fit_verbose, print_msg
 from kertransfer._seeds import seeded
 from kertransfer.data import load
-from kertransfer.data.adapter import as_arrays, as_batches, example_shape, form_of, gather
+from kertransfer.data.batches import as_batches
+from kertransfer.data.forms import form_of
+from kertransfer.data.gathering import as_arrays, example_shape, gather
 from kertransfer.errors import (
     DataError,
     InvalidArgumentError,

@@ -6,8 +6,9 @@ or ``.keras`` version folder, checked in a fresh process before it appears;
 files.
 """
 
-from kertransfer.serving.core import TOLERANCES, check_parity, export
+from kertransfer.serving.core import check_parity, export
 from kertransfer.serving.formats import FORMATS, SIGNATURES
+from kertransfer.serving.plan import TOLERANCES
 from kertransfer.serving.predict import format_predictions, load_predictor, predict
 
 __all__ = ["FORMATS", "SIGNATURES", "TOLERANCES", "check_parity", "export",

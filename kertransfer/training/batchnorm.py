@@ -16,7 +16,7 @@ from keras import ops
 
 from kertransfer._log import print_msg
 from kertransfer.backbones.blocks import is_batchnorm
-from kertransfer.data.adapter import as_batches, iterate
+from kertransfer.data.batches import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.inference import inference_except
 

@@ -28,7 +28,7 @@ import numpy as np
 from kertransfer import _log
 from kertransfer._fs import usual_mode
 from kertransfer._log import fit_verbose
-from kertransfer.data.adapter import as_arrays
+from kertransfer.data.gathering import as_arrays
 from kertransfer.models.surgery import compute_features, head_on_features
 from kertransfer.training.run import build_training_state, compile_for_transfer
 

@@ -30,7 +30,7 @@ from typing import Any
 import keras
 
 from kertransfer import _log
-from kertransfer.data.adapter import as_training_data, as_validation_data, unaugmented_train
+from kertransfer.data.training_data import as_training_data, as_validation_data, unaugmented_train
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.apply import apply_policy
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm

@@ -20,7 +20,7 @@ import numpy as np
 
 from kertransfer._log import print_msg
 from kertransfer._plot import pyplot, save_figure
-from kertransfer.data.adapter import as_batches, iterate
+from kertransfer.data.batches import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.run import loss_for

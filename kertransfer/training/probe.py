@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from kertransfer import _log
-from kertransfer.data.adapter import as_arrays
+from kertransfer.data.gathering import as_arrays
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.models.surgery import compute_features, head_layers
 

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 
 from kertransfer._log import fit_verbose, print_msg
-from kertransfer.data.adapter import as_training_data, unaugmented_train
+from kertransfer.data.training_data import as_training_data, unaugmented_train
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.compiled import compiled_by_kertransfer, mark_compiled_by_kertransfer
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm

@@ -42,7 +42,8 @@ import keras_tuner
 import numpy as np
 
 from kertransfer.backbones import get_backbone_spec
-from kertransfer.data.adapter import as_arrays, form_of
+from kertransfer.data.forms import form_of
+from kertransfer.data.gathering import as_arrays
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.apply import apply_policy
 from kertransfer.freezing.policies import FreezeBlocks

@@ -12,7 +12,9 @@ import math
 import keras
 import numpy as np
 
-from kertransfer.data.adapter import as_batches, form_of, gather
+from kertransfer.data.batches import as_batches
+from kertransfer.data.forms import form_of
+from kertransfer.data.gathering import gather
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
 
 __all__ = ["EpisodeResult", "LogisticClassifier", "PrototypeClassifier", "evaluate_episodes",

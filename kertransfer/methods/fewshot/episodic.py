@@ -29,7 +29,8 @@ from keras import ops
 
 from kertransfer._log import fit_verbose, print_msg
 from kertransfer._seeds import seeded
-from kertransfer.data.adapter import as_batches, form_of, iterate
+from kertransfer.data.batches import as_batches, iterate
+from kertransfer.data.forms import form_of
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.methods.fewshot.classifiers import evaluate_episodes
 from kertransfer.training.optimizers import make_optimizer
