@@ -11,6 +11,7 @@ import importlib
 MODULES = (
     "kertransfer.backbones.sequence",
     "kertransfer.methods.adaptation",
+    "kertransfer.methods.terms",
     "kertransfer.models.layers",
     "kertransfer.models.transfer_model",
     "kertransfer.training.discriminative",

@@ -108,7 +108,7 @@ def test_train_two_phases_with_lr_find(tiny_backbone_name, tmp_path, capsys):
 
 
 def test_schedule_flag(capsys):
-    from kertransfer.cli.commands import _schedule
+    from kertransfer.cli.training import _schedule
     from kertransfer.training import OneCycle, SlantedTriangular, WarmupCosine
 
     assert isinstance(_schedule("cosine", 1e-3, 100), WarmupCosine)

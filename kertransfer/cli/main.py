@@ -1,5 +1,5 @@
-"""The ``kertransfer`` command: parse (``parser.py``), import the backend, dispatch
-to the commands (``commands.py``)."""
+"""The ``kertransfer`` command: parse (``parser.py``, ``training_parser.py``), import
+the backend, dispatch to the commands (``commands.py``, ``training.py``)."""
 
 from __future__ import annotations
 
@@ -53,11 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kertransfer import _serializables
 
     _serializables.register()
-    from kertransfer.cli import commands
+    from kertransfer.cli import commands, training
     from kertransfer.errors import KertransferError
 
+    name = f"run_{args.command}"
+    run = getattr(training, name, None) or getattr(commands, name)
     try:
-        return getattr(commands, f"run_{args.command}")(args)
+        return run(args)
     except KertransferError as exc:
         print(f"kertransfer {args.command}: error: {exc}", file=sys.stderr)
         return 2
