@@ -367,7 +367,7 @@ def make_parser() -> argparse.ArgumentParser:
                         help="uda_imagenet: AdaBN after DANN/CORAL")
     parser.add_argument("--warmup-epochs", type=int, default=3)
     parser.add_argument("--target-epochs", type=int, default=15)
-    parser.add_argument("--fine-tune-lr", type=float, default=1e-3,
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=1e-3,
                         help="forgetting: rate of joint training (the warm-up's; at 1e-4 plain "
                         "fine-tuning forgot only 5.6 points)")
     parser.add_argument("--optimizer", default="adam", choices=["sgd", "adam"],

@@ -120,7 +120,7 @@ class LwF(Term):
 
 
 def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
-                  learning_rate: float = 1e-3, fine_tune_lr: float | None = None,
+                  learning_rate: float = 1e-3, fine_tune_learning_rate: float | None = None,
                   optimizer: Any = "adam", batch_size: int = 32, verbose: int = 0,
                   new: str = NEW, old: str = OLD):
     """Warm up the new head alone, then train jointly with ``terms`` (the LwF procedure).
@@ -163,7 +163,7 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
     two.old_layer.trainable = bool(terms)
     if terms:
         with_regularizers(two, list(terms))
-    continue_training(two, fine_tune_lr or learning_rate)
+    continue_training(two, fine_tune_learning_rate or learning_rate)
     with warnings.catch_warnings():  # a term that leaves the old head alone (EWC) is fine
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
         h = two.fit(x, targets, epochs=epochs, batch_size=batch_size, verbose=verbose)
@@ -173,7 +173,8 @@ def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
 
 def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: int = 5,
                              epochs: int = 20, temperature: float = 2.0, weight: float = 1.0,
-                             learning_rate: float = 1e-3, fine_tune_lr: float | None = None,
+                             learning_rate: float = 1e-3,
+                             fine_tune_learning_rate: float | None = None,
                              optimizer: Any = "adam", batch_size: int = 32, verbose: int = 0):
     """LwF: a new head for ``data``'s labels, the old head kept by distillation.
 
@@ -187,8 +188,8 @@ def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: in
         temperature: Distillation temperature (2 in the paper).
         weight: Weight of the old task's distillation loss.
         learning_rate: Rate of the warm-up (and of joint training unless
-            ``fine_tune_lr`` is given).
-        fine_tune_lr: Rate of joint training.
+            ``fine_tune_learning_rate`` is given).
+        fine_tune_learning_rate: Rate of joint training.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a Keras
             optimizer instance.
         batch_size: Batch size.
@@ -203,6 +204,6 @@ def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: in
     # training starts is the model before training.
     fit_two_heads(two, data, warmup_epochs=warmup_epochs, epochs=epochs,
                   terms=[LwF(temperature=temperature, weight=weight)],
-                  learning_rate=learning_rate, fine_tune_lr=fine_tune_lr,
+                  learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
                   optimizer=optimizer, batch_size=batch_size, verbose=verbose)
     return two
