@@ -14,43 +14,51 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from kertransfer.errors import InvalidArgumentError, format_message, suggest
 
-__all__ = ["check_choice", "check_int", "check_number", "is_int", "is_number"]
+__all__ = ["check_choice", "check_int", "check_number", "is_bool", "is_int", "is_number"]
 
 
 def is_int(value: Any) -> bool:
     """An integer, Python or numpy, and not a bool."""
-    return isinstance(value, numbers.Integral) and not _is_bool(value)
+    return isinstance(value, numbers.Integral) and not is_bool(value)
 
 
 def is_number(value: Any) -> bool:
     """A real number (integer or float, Python or numpy), and not a bool."""
-    return isinstance(value, numbers.Real) and not _is_bool(value)
+    return isinstance(value, numbers.Real) and not is_bool(value)
 
 
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's bool
+def is_bool(value: Any) -> bool:
+    """A Python ``bool`` or a numpy ``bool_`` (which is no ``bool`` subclass)."""
+    return isinstance(value, (bool, np.bool_))
 
 
-def _range_text(minimum, maximum, exclusive_minimum: bool) -> str:
+def _range_text(minimum, maximum, exclusive_minimum: bool,
+                exclusive_maximum: bool = False) -> str:
     low = None if minimum is None else f"{'>' if exclusive_minimum else '>='} {minimum:g}"
-    high = None if maximum is None else f"<= {maximum:g}"
+    high = None if maximum is None else f"{'<' if exclusive_maximum else '<='} {maximum:g}"
     return " and ".join(t for t in (low, high) if t)
 
 
-def _refuse(name: str, value: Any, what: str, allow_none: bool, error) -> None:
+def _refuse(name: str, value: Any, what: str, allow_none: bool, error,
+            fix: str | None = None) -> None:
     what += " or None" if allow_none else ""
-    raise error(format_message(f"{name} must be {what}.", received={name: value}))
+    raise error(format_message(f"{name} must be {what}.", fix=fix, received={name: value}))
 
 
 def check_int(value: Any, name: str, *, minimum: int | None = None,
               maximum: int | None = None, allow_none: bool = False,
-              error: type[Exception] = InvalidArgumentError) -> int | None:
+              error: type[Exception] = InvalidArgumentError,
+              fix: str | None = None) -> int | None:
     """``value`` as an ``int``, or raise naming ``name``.
 
     The message says "a positive integer" for ``minimum=1``, "a non-negative
-    integer" for ``minimum=0``, else "an integer >= m" (and "<= M").
+    integer" for ``minimum=0``, else "an integer >= m" (and "<= M"); ``fix``,
+    a sentence on what the argument means or how to mend it, goes before
+    ``Received:``.
     """
     if value is None and allow_none:
         return None
@@ -64,17 +72,20 @@ def check_int(value: Any, name: str, *, minimum: int | None = None,
         else:
             bounds = _range_text(minimum, maximum, False)
             what = "an integer" + (f" {bounds}" if bounds else "")
-        _refuse(name, value, what, allow_none, error)
+        _refuse(name, value, what, allow_none, error, fix)
     return int(value)
 
 
 def check_number(value: Any, name: str, *, minimum: float | None = None,
                  maximum: float | None = None, exclusive_minimum: bool = False,
-                 allow_none: bool = False,
-                 error: type[Exception] = InvalidArgumentError) -> float | None:
+                 exclusive_maximum: bool = False, allow_none: bool = False,
+                 error: type[Exception] = InvalidArgumentError,
+                 fix: str | None = None) -> float | None:
     """``value`` as a ``float``, or raise naming ``name``.
 
-    ``minimum=0, exclusive_minimum=True`` reads "a number > 0".
+    ``minimum=0, exclusive_minimum=True`` reads "a number > 0";
+    ``minimum=0, maximum=1, exclusive_maximum=True`` reads "a number >= 0 and
+    < 1". ``fix`` is as for `check_int`.
     """
     if value is None and allow_none:
         return None
@@ -82,10 +93,11 @@ def check_number(value: Any, name: str, *, minimum: float | None = None,
     if ok and minimum is not None:
         ok = value > minimum if exclusive_minimum else value >= minimum
     if ok and maximum is not None:
-        ok = value <= maximum
+        ok = value < maximum if exclusive_maximum else value <= maximum
     if not ok:
-        bounds = _range_text(minimum, maximum, exclusive_minimum)
-        _refuse(name, value, "a number" + (f" {bounds}" if bounds else ""), allow_none, error)
+        bounds = _range_text(minimum, maximum, exclusive_minimum, exclusive_maximum)
+        _refuse(name, value, "a number" + (f" {bounds}" if bounds else ""), allow_none, error,
+                fix)
     return float(value)
 
 

@@ -17,6 +17,7 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
+from kertransfer.validation import check_int
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
@@ -90,6 +91,8 @@ def register_backbone(
                     received={"blocks": blocks},
                 )
             )
+        default_size = check_int(default_size, "default_size", minimum=1)
+        min_size = check_int(min_size, "min_size", minimum=1)
         try:
             spec = BackboneSpec(
                 name=_normalize(spec),

@@ -10,13 +10,13 @@ freezes. Every policy has ``get_config``; `policy_from_config` revives it.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from kertransfer.backbones.blocks import is_batchnorm
 from kertransfer.errors import FreezeError, InvalidTypeError, format_message, suggest
+from kertransfer.validation import check_int, check_number, is_bool, is_int, is_number
 
 
 @dataclasses.dataclass
@@ -82,14 +82,8 @@ class FreezeBlocks(FreezePolicy):
     """
 
     def __init__(self, n: int):
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-            raise FreezeError(
-                format_message(
-                    "A freeze depth counts blocks and must be a non-negative integer.",
-                    received={"freeze": n},
-                )
-            )
-        self.n = int(n)
+        self.n = check_int(n, "freeze", minimum=0, error=FreezeError,
+                           fix="An integer freeze is a depth: the blocks frozen from the bottom.")
 
     def frozen(self, ctx):
         if self.n > ctx.num_blocks:
@@ -115,14 +109,9 @@ class FreezeFraction(FreezePolicy):
     """
 
     def __init__(self, fraction: float):
-        if isinstance(fraction, bool) or not 0.0 <= float(fraction) <= 1.0:
-            raise FreezeError(
-                format_message(
-                    "A freeze fraction must lie in [0, 1].",
-                    received={"freeze": fraction},
-                )
-            )
-        self.fraction = float(fraction)
+        self.fraction = check_number(fraction, "freeze", minimum=0, maximum=1, error=FreezeError,
+                                     fix="A fractional freeze, in [0, 1], is the share of blocks "
+                                         "frozen from the bottom.")
 
     def frozen(self, ctx):
         n = int(round(self.fraction * ctx.num_blocks))
@@ -257,7 +246,7 @@ def resolve_policy(freeze: Any) -> FreezePolicy:
         return freeze
     if freeze is None:
         return FreezeNone()
-    if isinstance(freeze, bool):
+    if is_bool(freeze):
         raise FreezeError(
             format_message(
                 "A freeze policy cannot be a bool.",
@@ -266,10 +255,10 @@ def resolve_policy(freeze: Any) -> FreezePolicy:
                 received={"freeze": freeze},
             )
         )
-    if isinstance(freeze, numbers.Integral):
-        return FreezeBlocks(int(freeze))
-    if isinstance(freeze, numbers.Real):
-        return FreezeFraction(float(freeze))
+    if is_int(freeze):
+        return FreezeBlocks(freeze)
+    if is_number(freeze):
+        return FreezeFraction(freeze)
     if isinstance(freeze, str):
         key = freeze.strip().lower()
         if key == "all":

@@ -37,6 +37,7 @@ from kertransfer.errors import DataError, InvalidArgumentError, format_message, 
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.models.decisions import head_rule
 from kertransfer.models.surgery import layers_after
+from kertransfer.validation import check_number
 
 __all__ = ["GradCamResult", "grad_cam", "save_overlays"]
 
@@ -257,6 +258,7 @@ def grad_cam(model, images: Any, class_index: int | Sequence[int] | None = None,
         A `GradCamResult`.
     """
 
+    alpha = check_number(alpha, "alpha", minimum=0, maximum=1)
     if form_of(images, "images") == "images" and len(np.shape(images)) == 3:
         images = np.asarray(images)[None]  # one image
     heads = getattr(model, "num_classes", None)
@@ -356,6 +358,7 @@ def save_overlays(images: np.ndarray, result: GradCamResult, out, *, alpha: floa
                   class_names: Sequence[str] | None = None) -> list[pathlib.Path]:
     """Write each image with its heatmap over it as a PNG in ``out``; returns the paths."""
 
+    alpha = check_number(alpha, "alpha", minimum=0, maximum=1)
     plt = pyplot()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)

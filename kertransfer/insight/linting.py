@@ -37,6 +37,7 @@ import numpy as np
 
 from kertransfer.freezing.compiled import step_variables
 from kertransfer.freezing.protocol import block_context, is_transfer_model
+from kertransfer.validation import check_int
 
 __all__ = ["Finding", "LintReport", "RULES", "lint"]
 
@@ -215,6 +216,7 @@ def lint(model, sample_batch: Any = None, *, num_examples: int | None = None,
     Returns:
         A `LintReport`; ``report.ok`` is True when nothing was found.
     """
+    num_examples = check_int(num_examples, "num_examples", minimum=0, allow_none=True)
     findings: list[Finding] = []
     checked: list[str] = []
     skipped: dict[str, str] = {}
@@ -254,11 +256,11 @@ def lint(model, sample_batch: Any = None, *, num_examples: int | None = None,
     if num_examples is not None:
         checked.append("head-too-large")
         params = _head_params(model)
-        if params > 100 * int(num_examples):
+        if params > 100 * num_examples:
             findings.append(Finding(
                 "head-too-large",
-                f"The head has {params:,} trainable parameters for {int(num_examples):,} "
-                f"training examples ({params / max(int(num_examples), 1):.0f} per example): "
+                f"The head has {params:,} trainable parameters for {num_examples:,} "
+                f"training examples ({params / max(num_examples, 1):.0f} per example): "
                 "it can memorise them.",
                 "Use a smaller head (head_units=() is one dense layer), more dropout, or "
                 "more examples."))

@@ -30,6 +30,7 @@ from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.insight.scores import METRICS, _check, _Features, _h_score, _logme, leep
 from kertransfer.methods.fewshot.classifiers import feature_function, flatten_features
 from kertransfer.models import build_transfer_model
+from kertransfer.validation import check_int, is_int
 
 __all__ = ["Ranking", "rank_backbones"]
 
@@ -113,7 +114,7 @@ def _label_of(candidate, index: int) -> str:
 def _source_head(model) -> bool:
     """A single softmax head (its class probabilities feed LEEP)."""
     return getattr(model, "activation", None) == "softmax" and \
-        isinstance(getattr(model, "num_classes", None), int)
+        is_int(getattr(model, "num_classes", None))
 
 
 def _resolve(candidate, input_shape, weights):
@@ -216,6 +217,7 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
     Returns:
         A `Ranking`.
     """
+    max_examples = check_int(max_examples, "max_examples", minimum=1, allow_none=True)
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     unknown = [m for m in metrics if m not in METRICS]
     if not metrics or unknown:

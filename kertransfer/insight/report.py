@@ -36,6 +36,7 @@ from kertransfer.errors import DataError, InvalidArgumentError, LabelError, form
 from kertransfer.models.decisions import DEFAULT_THRESHOLD, check_threshold, decided, head_rule
 from kertransfer.training import run_folder
 from kertransfer.training.run_folder import plot_history
+from kertransfer.validation import check_int
 
 __all__ = ["confusion_matrix", "evaluate_run", "per_class_accuracy", "plot_confusion_matrix",
            "plot_per_class_accuracy", "run_report"]
@@ -43,6 +44,7 @@ __all__ = ["confusion_matrix", "evaluate_run", "per_class_accuracy", "plot_confu
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -> np.ndarray:
     """Counts ``[num_classes, num_classes]``: row = true class, column = predicted class."""
+    num_classes = check_int(num_classes, "num_classes", minimum=1, allow_none=True)
     t, p = np.asarray(y_true), np.asarray(y_pred)
     if t.shape != p.shape or t.ndim != 1 or not len(t):
         raise LabelError(format_message(
@@ -53,7 +55,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -
         raise LabelError(format_message("Labels must be integers from 0.",
                                         received={"y_true": str(t.dtype),
                                                   "y_pred": str(p.dtype)}))
-    n = int(max(t.max(), p.max())) + 1 if num_classes is None else int(num_classes)
+    n = int(max(t.max(), p.max())) + 1 if num_classes is None else num_classes
     if max(t.max(), p.max()) >= n:
         raise LabelError(format_message(f"A label is not below num_classes={n}.",
                                         received={"num_classes": num_classes}))

@@ -40,6 +40,7 @@ from kertransfer.errors import (
     LabelError,
     format_message,
 )
+from kertransfer.validation import check_int, check_number
 
 __all__ = ["METRICS", "h_score", "leep", "logme", "logme_evidence"]
 
@@ -212,6 +213,8 @@ def logme(features: Any, labels: Any, *, max_iter: int = 100, tol: float = 1e-5,
     Returns:
         The mean over classes of the maximised log evidence per example.
     """
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    tol = check_number(tol, "tol", minimum=0, exclusive_minimum=True)
     f, y = _check(features, labels)
     return _logme(_Features(f), y, max_iter, tol, return_details)
 

@@ -34,13 +34,13 @@ from keras import ops
 from kertransfer._choices import ADAPTATION_METHODS
 from kertransfer._log import fit_verbose
 from kertransfer.data.batches import as_batches, iterate, num_batches
-from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message, suggest
+from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.methods.terms import _single
 from kertransfer.training import recalibrate_batchnorm
 from kertransfer.training.batchnorm import batchnorm_layers
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.results import RunResult
-from kertransfer.validation import check_int
+from kertransfer.validation import check_choice, check_int, check_number
 
 METHODS = ADAPTATION_METHODS
 
@@ -281,11 +281,11 @@ def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
     if not isinstance(model, keras.Model):
         raise InvalidTypeError(format_message("adapt needs a Keras model.",
                                               received={"model": type(model).__name__}))
-    if method not in METHODS:
-        raise InvalidArgumentError(
-            format_message(f"Unknown adaptation method.{suggest(str(method), METHODS)}",
-                           expected=f"one of {', '.join(METHODS)}", received={"method": method}))
+    check_choice(method, "method", METHODS, what="adaptation method")
     epochs = check_int(epochs, "epochs", minimum=1)
+    weight = check_number(weight, "weight", minimum=0)
+    gamma = check_number(gamma, "gamma", minimum=0)
+    domain_units = check_int(domain_units, "domain_units", minimum=1)
     start = time.perf_counter()
     if method == "adabn":
         adabn(model, target)

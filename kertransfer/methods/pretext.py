@@ -45,14 +45,13 @@ from kertransfer.errors import (
     InvalidArgumentError,
     InvalidTypeError,
     format_message,
-    suggest,
 )
 from kertransfer.models import build_transfer_model
 from kertransfer.training import recalibrate_batchnorm
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.results import RunResult
 from kertransfer.training.run_folder import BACKBONE_FILE, save_run
-from kertransfer.validation import check_int, check_number
+from kertransfer.validation import check_choice, check_int, check_number
 
 TASKS = PRETEXT_TASKS
 
@@ -228,15 +227,15 @@ class PretrainResult(RunResult):
 
 
 def _check(task, epochs, batch_size, learning_rate, temperature, projection_dim):
-    if task not in TASKS:
-        raise InvalidArgumentError(format_message(
-            f"Unknown pretraining task.{suggest(str(task), TASKS)}",
-            expected=f"one of {', '.join(TASKS)}", received={"task": task}))
-    for arg, value in (("epochs", epochs), ("batch_size", batch_size),
-                       ("projection_dim", projection_dim)):
-        check_int(value, arg, minimum=1)
-    for arg, value in (("learning_rate", learning_rate), ("temperature", temperature)):
-        check_number(value, arg, minimum=0, exclusive_minimum=True)
+    """The arguments as Python numbers (numpy scalars become ``int``/``float``)."""
+    check_choice(task, "task", TASKS, what="pretraining task")
+    epochs, batch_size, projection_dim = (
+        check_int(value, arg, minimum=1) for arg, value in
+        (("epochs", epochs), ("batch_size", batch_size), ("projection_dim", projection_dim)))
+    learning_rate, temperature = (
+        check_number(value, arg, minimum=0, exclusive_minimum=True) for arg, value in
+        (("learning_rate", learning_rate), ("temperature", temperature)))
+    return epochs, batch_size, learning_rate, temperature, projection_dim
 
 
 def _dataset(data, task, input_shape, batch_size, seed):
@@ -360,7 +359,8 @@ def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=
         ``build_transfer_model(..., weights=result.path)``.
     """
 
-    _check(task, epochs, batch_size, learning_rate, temperature, projection_dim)
+    epochs, batch_size, learning_rate, temperature, projection_dim = _check(
+        task, epochs, batch_size, learning_rate, temperature, projection_dim)
     optimizer = make_optimizer("adam" if optimizer is None else optimizer, learning_rate)
     with seeded(seed):  # what this call creates and draws; the caller's state is kept
         train, clean, num_classes, shape = _dataset(data, task, input_shape, batch_size, seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from kertransfer.freezing.apply import apply_policy, check_bn_mode
 from kertransfer.freezing.summary import trainable_summary
 from kertransfer.models.transfer_model import ACTIVATIONS, POOLINGS, TransferModel
 from kertransfer.models.weights import construct_with_imagenet, load_backbone_weights
+from kertransfer.validation import check_number, is_int
 
 
 def _check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
@@ -95,7 +95,7 @@ def _check_activation(n: int, activation: Any, where: str) -> None:
 
 
 def _check_num_classes(num_classes: Any, where: str = "num_classes") -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+    if not is_int(num_classes):
         raise InvalidTypeError(
             format_message(
                 "num_classes must be an integer, or a mapping {head: integer} for several "
@@ -120,8 +120,7 @@ def _check_sequence_shape(input_shape: Any, spec: BackboneSpec) -> tuple[int, ..
     if input_shape is None:
         return (spec.default_size, 1)
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
-    ok = len(shape) in (1, 2) and all(
-        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape)
+    ok = len(shape) in (1, 2) and all(is_int(d) and d > 0 for d in shape)
     if not ok:
         raise InvalidArgumentError(
             format_message(
@@ -153,9 +152,7 @@ def _check_input_shape(input_shape: Any, spec: BackboneSpec | None, weights: Any
             )
         return (size, size, 3)
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(
-        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape
-    ):
+    if len(shape) != 3 or not all(is_int(d) and d > 0 for d in shape):
         raise InvalidArgumentError(
             format_message(
                 "input_shape must be three positive integers.",
@@ -294,18 +291,16 @@ def build_transfer_model(
     num_classes, activation = check_heads(num_classes, activation)
     _check_choice(pooling, "pooling", POOLINGS)
     check_bn_mode(bn)
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        raise InvalidArgumentError(
-            format_message("dropout must be a rate in [0, 1).", received={"dropout": dropout})
-        )
+    dropout = check_number(dropout, "dropout", minimum=0, maximum=1, exclusive_maximum=True,
+                           fix="It is the dropout rate before the head's dense layers.")
     head_units = tuple(head_units or ())
-    if not all(isinstance(u, numbers.Integral) and not isinstance(u, bool) and u > 0
-               for u in head_units):
+    if not all(is_int(u) and u > 0 for u in head_units):
         raise InvalidArgumentError(
             format_message("head_units must be positive integers.",
                            expected="a tuple such as (256,) or ()",
                            received={"head_units": head_units})
         )
+    head_units = tuple(int(u) for u in head_units)
     if preprocessing is not None:
         _check_choice(preprocessing, "preprocessing", PREPROCESSING_MODES)
     weights = _check_weights(weights)

@@ -19,6 +19,7 @@ from kertransfer.backbones.blocks import is_batchnorm
 from kertransfer.data.batches import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.inference import inference_except
+from kertransfer.validation import check_choice, check_int
 
 
 def batchnorm_layers(model, which: str = "all") -> list:
@@ -28,11 +29,7 @@ def batchnorm_layers(model, which: str = "all") -> list:
         model: A Keras model.
         which: ``"all"`` or ``"trainable"`` (only those that train).
     """
-    if which not in ("all", "trainable"):
-        raise InvalidArgumentError(
-            format_message("Unknown BatchNorm selection.", expected="'all' or 'trainable'",
-                           received={"layers": which})
-        )
+    check_choice(which, "layers", ("all", "trainable"), what="BatchNorm selection")
     found = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
              if is_batchnorm(layer)]
     if which == "trainable":
@@ -71,6 +68,7 @@ def recalibrate_batchnorm(model, data: Any, *, layers: str = "all", steps: int |
         InvalidArgumentError: ``data`` yielded no batch.
     """
 
+    steps = check_int(steps, "steps", minimum=1, allow_none=True)
     batches = as_batches(data, "data", images_only=True, batch_size=batch_size)
     bns = batchnorm_layers(model, layers)
     if not bns:

@@ -26,7 +26,6 @@ loading binds it again.
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +36,7 @@ from keras import ops
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.protocol import block_context
 from kertransfer.training.optimizers import KERAS_OPTIMIZERS, StepCountMixin, with_step_counts
+from kertransfer.validation import check_number, is_number
 
 _CLASSES: dict[type, type] = {}
 _NO_DECAY_PATTERNS = ("bias", "gamma", "beta", "moving_mean", "moving_variance")
@@ -229,16 +229,13 @@ def discriminative(optimizer: Any, decay: float | None = None, *, layer_decay: f
                            received={"decay": decay, "layer_decay": layer_decay,
                                      "multipliers": multipliers})
         )
-    for name, value in (("decay", decay), ("layer_decay", layer_decay)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                  or value <= 0):
-            raise InvalidArgumentError(
-                format_message(f"{name} must be a positive number.", received={name: value})
-            )
+    if decay is not None:
+        decay = check_number(decay, "decay", minimum=0, exclusive_minimum=True)
+    if layer_decay is not None:
+        layer_decay = check_number(layer_decay, "layer_decay", minimum=0, exclusive_minimum=True)
     if multipliers is not None:
         bad = {k: v for k, v in dict(multipliers).items()
-               if not isinstance(k, (str, re.Pattern)) or isinstance(v, bool)
-               or not isinstance(v, numbers.Real) or v < 0}
+               if not isinstance(k, (str, re.Pattern)) or not is_number(v) or not v >= 0}
         if bad:
             raise InvalidArgumentError(
                 format_message("multipliers maps block names (or compiled re.Pattern objects "

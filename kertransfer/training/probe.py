@@ -21,6 +21,7 @@ from kertransfer import _log
 from kertransfer.data.gathering import as_arrays
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.models.surgery import compute_features, head_layers
+from kertransfer.validation import check_int, is_number
 
 __all__ = ["C_GRID", "ProbeFit", "fit_linear_probe", "probe_head", "probe_unavailable"]
 
@@ -50,8 +51,7 @@ class ProbeFit:
 
 def _check_grid(grid) -> tuple[float, ...]:
     values = tuple(grid) if isinstance(grid, (list, tuple)) else None
-    if not values or any(isinstance(c, bool) or not isinstance(c, (int, float, np.number))
-                         or not c > 0 for c in values):
+    if not values or any(not is_number(c) or not c > 0 for c in values):
         raise InvalidArgumentError(format_message(
             "grid must be a non-empty list of positive numbers (values of C).",
             received={"grid": grid}))
@@ -88,8 +88,11 @@ def fit_linear_probe(features: Any, labels: Any, num_classes: int | None = None,
             "labels must be one non-negative integer class label per row of features.",
             received={"labels": f"shape={y.shape}, dtype={y.dtype}"}))
     grid = _check_grid(grid)
+    num_classes = check_int(num_classes, "num_classes", minimum=1, allow_none=True)
+    folds = check_int(folds, "folds", minimum=1)
+    max_cv_examples = check_int(max_cv_examples, "max_cv_examples", minimum=2)
     classes, counts = np.unique(y, return_counts=True)
-    k = int(num_classes if num_classes is not None else classes.max() + 1)
+    k = num_classes if num_classes is not None else int(classes.max()) + 1
     if classes.max() >= k:
         raise InvalidArgumentError(format_message(
             f"labels must be below num_classes={k}.",

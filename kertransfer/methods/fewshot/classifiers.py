@@ -16,6 +16,7 @@ from kertransfer.data.batches import as_batches
 from kertransfer.data.forms import form_of
 from kertransfer.data.gathering import gather
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.validation import check_choice, check_int, check_number
 
 __all__ = ["EpisodeResult", "LogisticClassifier", "PrototypeClassifier", "evaluate_episodes",
            "extract_features"]
@@ -154,7 +155,7 @@ class _FeatureClassifier:
     def __init__(self, backbone, *, normalize: bool = True, batch_size: int = 256):
         self.backbone = backbone
         self.normalize = bool(normalize)
-        self.batch_size = int(batch_size)
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self._features = None
         self.classes_: np.ndarray | None = None
 
@@ -266,10 +267,7 @@ class LogisticClassifier(_FeatureClassifier):
     def __init__(self, backbone, *, C: float = 10.0, normalize: bool = True,  # noqa: N803
                  batch_size: int = 256):
         super().__init__(backbone, normalize=normalize, batch_size=batch_size)
-        if isinstance(C, bool) or not isinstance(C, (int, float)) or C <= 0:
-            raise InvalidArgumentError(format_message("C must be a number > 0.",
-                                                      received={"C": C}))
-        self.C = float(C)
+        self.C = check_number(C, "C", minimum=0, exclusive_minimum=True)
 
     def fit_features(self, f, y):
         from sklearn.linear_model import LogisticRegression
@@ -308,12 +306,6 @@ class EpisodeResult:
                 f"{len(self.accuracies)} episodes): {self.mean:.3f} ± {self.ci95:.3f}")
 
 
-def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgumentError(format_message(f"{name} must be a positive integer.",
-                                                  received={name: value}))
-
-
 def evaluate_episodes(backbone, images, labels=None, *, ways: int = 5, shots: int = 1,
                       queries: int = 15, episodes: int = 200, classifier: str = "prototype",
                       seed: int = 0, normalize: bool = True, batch_size: int = 256,
@@ -345,16 +337,10 @@ def evaluate_episodes(backbone, images, labels=None, *, ways: int = 5, shots: in
     Returns:
         An `EpisodeResult` (mean accuracy with its 95% interval).
     """
-    for name, value in (("ways", ways), ("shots", shots), ("queries", queries),
-                        ("episodes", episodes)):
-        _positive(name, value)
-    if classifier not in CLASSIFIERS:
-        raise InvalidArgumentError(format_message(
-            "Unknown few-shot classifier.", expected=f"one of {', '.join(CLASSIFIERS)}",
-            received={"classifier": classifier}))
-    if ways < 2:
-        raise InvalidArgumentError(format_message("An episode needs at least 2 ways.",
-                                                  received={"ways": ways}))
+    ways = check_int(ways, "ways", minimum=2, fix="An episode tells at least two classes apart.")
+    shots, queries, episodes = (check_int(value, name, minimum=1) for name, value in
+                                (("shots", shots), ("queries", queries), ("episodes", episodes)))
+    check_choice(classifier, "classifier", CLASSIFIERS, what="few-shot classifier")
     cls = PrototypeClassifier if classifier == "prototype" else LogisticClassifier
     kwargs = {"C": C} if classifier == "logistic" else {}
     model = cls(backbone, normalize=normalize, batch_size=batch_size, **kwargs)
