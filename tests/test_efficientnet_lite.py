@@ -396,7 +396,7 @@ def test_search_over_lite0_blocks(tmp_path, tiny_data):
     hm = kt.TransferHyperModel("efficientnet_lite0", num_classes=4, input_shape=(32, 32, 3),
                                weights=None, epochs=2, batch_size=32,
                                space={"head_epochs": 1})
-    assert "efficientnet_lite0/unfreeze" in hm.searched()
+    assert "efficientnet_lite0/unfreeze_top" in hm.searched()
     bundle = kt.data.load(tiny_data, image_size=(32, 32), batch_size=32, validation_split=0.25,
                           seed=0, verbose=0)
     result = kt.tune(hm, bundle, max_trials=2, directory=tmp_path / "search", verbose=0)

@@ -115,7 +115,7 @@ def test_a_search_tunes_every_head_on_shared_features(tiny_backbone_name, bundle
     weights = _saved_backbone(tiny_backbone_name, tmp_path / "pretrained.keras")
     hm = kt.TransferHyperModel(tiny_backbone_name, {"digit": 10, "parity": 2}, weights=weights,
                                loss_weights={"parity": 0.5}, input_shape=(16, 16, 3), epochs=3,
-                               space={"head_epochs": 2, "unfreeze": 1})
+                               space={"head_epochs": 2, "unfreeze_top": 1})
     out = tmp_path / "search"
     with pytest.raises(InvalidArgumentError, match=r"val_digit_accuracy.*Received: objective"):
         kt.tune(hm, bundle, directory=out, verbose=0)  # "val_accuracy" names no head

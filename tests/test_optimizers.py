@@ -160,7 +160,7 @@ def test_a_trial_phase_two_counts_steps_per_variable(tiny_backbone_name, tiny_da
                                space={"head_epochs": 1})
     hp = keras_tuner.HyperParameters()
     hm.declare(hp)
-    hp.values[f"{tiny_backbone_name}/unfreeze"] = 3
+    hp.values[f"{tiny_backbone_name}/unfreeze_top"] = 3
     model = hm.build(hp)
     compiled = model.optimizer
     hm.fit(hp, model, data, verbose=0)

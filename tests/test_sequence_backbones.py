@@ -185,7 +185,7 @@ def test_a_search_runs_on_sequence_arrays(tmp_path):
     data = from_arrays(x, y, validation_split=0.25)
     hm = kt.TransferHyperModel("gru", 2, input_shape=data.input_shape,
                                weights=str(tmp_path / "source.keras"), epochs=3,
-                               space={"head_epochs": 2, "unfreeze": 1})
+                               space={"head_epochs": 2, "unfreeze_top": 1})
     result = kt.tune(hm, data, max_trials=1, directory=tmp_path / "search", verbose=0)
     assert [r["status"] for r in result.results] == ["COMPLETED"]
     # Phase 1 on the encoder's cached output, phase 2 on the cached stem and layer0 output.
