@@ -119,14 +119,13 @@ REPS = {
         "expanded_conv_10_expand": "block10", "expanded_conv_10_add": "block10",
         "conv_1": "top", "conv_1_bn": "top", "Activation#-1": "top",
     }),
-    # Block 0 of the large model has a residual add that block0's pattern does not
-    # name; it joins block0 as the layer after expanded_conv_project_bn.
+    # Block 0 of the large model has a residual add; block0's pattern names it.
     "mobilenet_v3_large": Rep({
         "conv": "stem", "Activation#0": "stem", "expanded_conv_depthwise": "block0",
         "expanded_conv_add": "block0",
         "expanded_conv_1_expand": "block1", "expanded_conv_10_expand": "block10",
         "expanded_conv_14_add": "block14", "conv_1": "top", "Activation#-1": "top",
-    }, named_unmatched=r"^expanded_conv_add$"),
+    }),
     "xception": Rep({
         "block1_conv1": "block1", "block1_conv2_act": "block1",
         "block2_sepconv1": "block2", "block2_pool": "block2",

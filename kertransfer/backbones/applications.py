@@ -53,7 +53,7 @@ def _mobilenet_v2():
 
 def _mobilenet_v3(n_blocks: int):
     return (
-        [("stem", r"^conv(_bn)?$"), ("block0", r"^expanded_conv_(depthwise|squeeze|project)")]
+        [("stem", r"^conv(_bn)?$"), ("block0", r"^expanded_conv_(depthwise|squeeze|project|add)")]
         + _numbered(r"^expanded_conv_{}_", range(1, n_blocks + 1), "block{}")
         + [("top", r"^conv_1(_bn)?$")]
     )
