@@ -18,7 +18,8 @@ import numpy as np
 
 from kertransfer.errors import InvalidArgumentError, format_message, suggest
 
-__all__ = ["check_choice", "check_int", "check_number", "is_bool", "is_int", "is_number"]
+__all__ = ["check_choice", "check_fraction", "check_int", "check_number", "is_bool", "is_int",
+           "is_number"]
 
 
 def is_int(value: Any) -> bool:
@@ -98,6 +99,23 @@ def check_number(value: Any, name: str, *, minimum: float | None = None,
         bounds = _range_text(minimum, maximum, exclusive_minimum, exclusive_maximum)
         _refuse(name, value, "a number" + (f" {bounds}" if bounds else ""), allow_none, error,
                 fix)
+    return float(value)
+
+
+def check_fraction(value: Any, name: str, *, open_low: bool = False, allow_none: bool = False,
+                   error: type[Exception] = InvalidArgumentError,
+                   fix: str | None = None) -> float | None:
+    """``value`` as a ``float`` in [0, 1) (``open_low``: in (0, 1)), or raise naming ``name``.
+
+    The message reads "<name> must be a fraction in [0, 1)." (a split, a rate,
+    a share of steps); ``fix`` is as for `check_int`.
+    """
+    if value is None and allow_none:
+        return None
+    ok = is_number(value) and (value > 0 if open_low else value >= 0) and value < 1
+    if not ok:
+        _refuse(name, value, f"a fraction in {'(' if open_low else '['}0, 1)", allow_none,
+                error, fix)
     return float(value)
 
 

@@ -6,6 +6,7 @@ import pytest
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError
 from kertransfer.validation import (
     check_choice,
+    check_fraction,
     check_int,
     check_number,
     is_bool,
@@ -189,3 +190,176 @@ def test_other_call_sites_refuse_bools_before_any_work():
         kt.register_backbone("bool_sized", lambda **kw: None, blocks=[("b", "x")],
                              default_size=True)
     assert "bool_sized" not in kt.list_backbones()
+
+
+def test_fractions_read_as_they_are_checked():
+    assert check_fraction(np.float32(0.25), "validation_split") == 0.25
+    assert check_fraction(0, "validation_split") == 0.0
+    assert check_fraction(None, "test_split", allow_none=True) is None
+    for value in (1, 1.0, -0.1, float("nan"), True, np.bool_(False), "0.2"):
+        with pytest.raises(InvalidArgumentError, match=r"validation_split must be a fraction "
+                                                       r"in \[0, 1\)\. Received: "):
+            check_fraction(value, "validation_split")
+    with pytest.raises(InvalidArgumentError, match=r"cut_frac must be a fraction in \(0, 1\)"):
+        check_fraction(0, "cut_frac", open_low=True)
+
+
+def test_schedules_and_unfreezing_keep_python_numbers_and_refuse_bools():
+    import json
+
+    from kertransfer.callbacks import GradualUnfreezing, StagedUnfreezing
+    from kertransfer.training.schedules import OneCycle, SlantedTriangular, WarmupCosine
+
+    s = WarmupCosine(np.float32(1e-3), np.int64(100), warmup_steps=np.int32(10),
+                     min_learning_rate=np.float64(1e-5))
+    config = s.get_config()
+    assert json.dumps(config) and type(config["total_steps"]) is int
+    assert type(OneCycle(1e-3, np.uint16(50), pct_start=np.float32(0.3)).pct_start) is float
+    for make, pattern in (
+            (lambda: WarmupCosine(1e-3, True), r"total_steps must be a positive integer"),
+            (lambda: WarmupCosine(1e-3, 10, warmup_steps=np.bool_(True)), r"warmup_steps"),
+            (lambda: WarmupCosine(1e-3, 10, warmup_steps=10),
+             r"integer >= 0 and <= 9\. .*total_steps=10\. Received: warmup_steps=10"),
+            (lambda: OneCycle(1e-3, 10, pct_start=True), r"pct_start must be a fraction"),
+            (lambda: SlantedTriangular(1e-3, 10, cut_frac=0), r"in \(0, 1\).*cut_frac=0"),
+            (lambda: GradualUnfreezing(every=True), r"every must be a positive integer"),
+            (lambda: StagedUnfreezing([(0, np.bool_(True))]), r"Received: blocks="),
+            (lambda: StagedUnfreezing([(0, 2, True)]), r"learning_rate_multiplier must be a "
+                                                       r"number > 0.*=True")):
+        with pytest.raises(InvalidArgumentError, match=pattern):
+            make()
+    stages = StagedUnfreezing([(np.int64(0), "head"), (np.int64(2), np.int64(1),
+                                                       np.float32(0.5))])
+    assert [type(v) for v in stages.schedule[1]] == [int, int, float]
+
+
+def test_search_space_and_hypermodel_take_numpy_scalars(tiny_backbone_name):
+    """KerasTuner declares only Python numbers; numpy ones in a space raised a TypeError
+    there, and a numpy partial_cache_mb made the hypermodel's config unsaveable."""
+    import json
+
+    import keras_tuner
+
+    import kertransfer as kt
+    from kertransfer.tuning.space import declare, parse_space
+
+    decls = parse_space({"dropout": [np.float32(0.25), np.float32(0.5)],
+                         "head_units": [np.int64(0), np.int64(16)],
+                         "head_learning_rate": (np.float32(1e-4), np.float32(1e-2)),
+                         "head_epochs": np.int64(3)})
+    hp = keras_tuner.HyperParameters()
+    assert declare(hp, "dropout", decls["dropout"]) == 0.25
+    assert declare(hp, "head_units", decls["head_units"]) == 0
+    assert declare(hp, "head_epochs", decls["head_epochs"]) == 3
+    assert type(decls["head_learning_rate"].low) is float
+    with pytest.raises(InvalidArgumentError, match=r"'dropout'.*Received"):
+        parse_space({"dropout": [np.bool_(True), 0.2]})
+    hm = kt.TransferHyperModel(tiny_backbone_name, num_classes=np.int64(3),
+                               input_shape=(16, 16, 3), weights=None, epochs=np.int64(2),
+                               partial_cache_mb=np.int64(64))
+    assert json.dumps(hm.get_config()) and hm.partial_cache_mb == 64
+    with pytest.raises(InvalidArgumentError, match=r"partial_cache_mb must be a non-negative "
+                                                   r"integer\. .*MiB.*=True"):
+        kt.TransferHyperModel(tiny_backbone_name, num_classes=3, input_shape=(16, 16, 3),
+                              weights=None, partial_cache_mb=True)
+
+
+def test_data_generators_and_loaders_take_numpy_scalars():
+    from kertransfer.data.augment import build_augmentation
+    from kertransfer.data.loader import load
+    from kertransfer.data.waveforms import waveforms
+
+    x, y, _ = waveforms("target", np.int64(2), timesteps=np.uint8(8))
+    assert x.shape == (8, 8, 1)
+    with pytest.raises(InvalidArgumentError, match=r"timesteps must be a positive integer"):
+        waveforms("source", 2, timesteps=True)
+    with pytest.raises(InvalidArgumentError, match=r"Did you mean 'target'"):
+        waveforms("targt", 2)
+    assert build_augmentation({"rotation": np.float32(0.2)}) is not None
+    with pytest.raises(InvalidArgumentError,
+                       match=r"augment\['zoom'\] must be a fraction in \[0, 1\)\. E\.g\. "
+                             r"\{'zoom': 0\.1\}.*Received: augment\['zoom'\]=True"):
+        build_augmentation({"zoom": True})
+    data = load("digits", image_size=(np.int64(8), np.int32(8)), batch_size=np.int64(16),
+                validation_split=np.float32(0.2), seed=np.int64(1), augment=None)
+    assert data.batch_size == 16 and type(data.batch_size) is int
+    for kwargs, pattern in (({"seed": True}, r"seed must be a non-negative integer"),
+                            ({"validation_split": np.bool_(False)},
+                             r"validation_split must be a fraction in \[0, 1\)\. E\.g\. 0\.2"),
+                            ({"samples_per_class": True}, r"positive integer or None")):
+        with pytest.raises(InvalidArgumentError, match=pattern):
+            load("digits", image_size=(8, 8), **kwargs)
+
+
+def test_training_entry_points_refuse_bools_before_any_work(tiny_backbone_name):
+    import keras
+
+    import kertransfer as kt
+    from kertransfer.errors import FreezeError
+    from kertransfer.training.feature_cache import train_head_on_features
+    from kertransfer.training.lr_find import lr_find
+    from kertransfer.training.recipe import phase_optimizer, unfreeze_top
+
+    for kwargs, pattern in (({"unfreeze_top": True}, r"unfreeze_top must be a non-negative"),
+                            ({"patience": True}, r"patience must be a non-negative integer "
+                                                 r"or None"),
+                            ({"head_fit": "prob"}, r"Did you mean 'probe'")):
+        with pytest.raises(InvalidArgumentError, match=pattern):
+            kt.fine_tune(None, None, **kwargs)
+    with pytest.raises(InvalidArgumentError, match=r"compile must be True, False or 'auto'"):
+        kt.train(None, (np.zeros((2, 4, 4, 3)), np.zeros(2, "int32")), compile=1)
+    with pytest.raises(InvalidArgumentError, match=r"Received: epochs=True"):
+        train_head_on_features(None, None, epochs=True)
+    for kwargs, pattern in (({"steps": True}, r"steps must be an integer >= 5"),
+                            ({"smoothing": 1.0}, r"smoothing must be a fraction"),
+                            ({"start_learning_rate": np.bool_(True)}, r"start_learning_rate"),
+                            ({"method": "valey"}, r"Did you mean 'valley'")):
+        with pytest.raises(InvalidArgumentError, match=pattern):
+            lr_find(None, None, **kwargs)
+    with pytest.raises(InvalidArgumentError, match=r"decay must be a number > 0 or None\. "
+                                                   r"Received: decay=True"):
+        phase_optimizer("adam", 1e-3, decay=True)
+    opt = phase_optimizer("adam", 1e-3, decay=np.float32(2.0))
+    assert type(opt.get_config()["decay"]) is float
+    assert isinstance(phase_optimizer("adam", 1e-3, decay=np.float64(1.0)),
+                      keras.optimizers.Adam)
+    model = kt.build_transfer_model(tiny_backbone_name, 3, input_shape=(16, 16, 3),
+                                    weights=None)
+    for blocks in (np.bool_(True), 4):
+        with pytest.raises(FreezeError, match=r"blocks must be an integer >= 0 and <= 3\. "
+                                              r"The backbone has 3 blocks"):
+            unfreeze_top(model, blocks)
+
+
+def test_serving_and_penalties_take_numpy_scalars_and_refuse_bools():
+    from kertransfer.methods import EWC, L2SP, LwF
+    from kertransfer.models.imagenet.torch_pickle import _ints
+    from kertransfer.serving.plan import check_tolerance, check_version
+    from kertransfer.serving.predict import _check_threshold
+
+    assert check_version(np.int64(3)) == 3 and type(check_version(np.int64(3))) is int
+    assert check_version(None) is None
+    with pytest.raises(InvalidArgumentError, match=r"version must be a positive integer or "
+                                                   r"None\. .*Received: version=True"):
+        check_version(True)
+    assert type(check_tolerance(np.float32(1e-3), "keras")) is float
+    with pytest.raises(InvalidArgumentError, match=r"tolerance must be a number >= 0\. It is "
+                                                   r"the largest absolute difference"):
+        check_tolerance(np.bool_(True), "keras")
+    _check_threshold({"tag": np.float32(0.3), "other": None})
+    with pytest.raises(InvalidArgumentError,
+                       match=r"threshold\['tag'\] must be a number > 0 and < 1 or None\. "
+                             r"A probability.*Received: threshold\['tag'\]=True"):
+        _check_threshold({"tag": True})
+    l2sp = L2SP(alpha=np.float32(0.5), beta=np.int64(0))
+    assert (type(l2sp.alpha), type(l2sp.beta)) == (float, float)
+    with pytest.raises(InvalidArgumentError, match=r"beta must be a number >= 0\. L2SP"):
+        L2SP(beta=True)
+    assert type(LwF(weight=np.float32(0.5)).weight) is float
+    with pytest.raises(InvalidArgumentError, match=r"weight must be a number >= 0.*=True"):
+        LwF(weight=True)
+    with pytest.raises(InvalidArgumentError, match=r"lam must be a number >= 0\. EWC"):
+        EWC(np.bool_(True), fisher={})
+    with pytest.raises(InvalidArgumentError, match=r"samples must be a positive integer or None"):
+        EWC(1.0, fisher={}, samples=True)
+    assert _ints((np.int64(2), 3)) and not _ints((True, 3))

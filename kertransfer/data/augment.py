@@ -21,7 +21,7 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
-from kertransfer.validation import is_number
+from kertransfer.validation import check_fraction
 
 __all__ = [
     "AUGMENTATION_KEYS",
@@ -42,19 +42,6 @@ _SPEC = (
     "None/False (no augmentation), True or 'default', a dict with keys "
     f"{list(AUGMENTATION_KEYS)}, or a keras.layers.Layer"
 )
-
-
-def _check_factor(key: str, value: Any, spec: Any) -> float:
-    ok = is_number(value)
-    if not ok or not 0 <= value < 1:
-        raise InvalidArgumentError(
-            format_message(
-                f"Augmentation {key!r} must be a fraction in [0, 1).",
-                expected=f"e.g. {{{key!r}: {DEFAULT_AUGMENTATION[key]}}} (0 or None turns it off)",
-                received={"augment": spec},
-            )
-        )
-    return float(value)
 
 
 def _layers_from_dict(spec: dict, seed: int | None) -> list[keras.layers.Layer]:
@@ -95,7 +82,9 @@ def _layers_from_dict(spec: dict, seed: int | None) -> list[keras.layers.Layer]:
         value = spec.get(key)
         if value is None:
             continue
-        factor = _check_factor(key, value, spec)
+        factor = check_fraction(
+            value, f"augment[{key!r}]",
+            fix=f"E.g. {{{key!r}: {DEFAULT_AUGMENTATION[key]}}} (0 or None turns it off).")
         if factor > 0:
             layers.append(make(factor, next_seed(offset)))
     return layers

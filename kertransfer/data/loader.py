@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from kertransfer.errors import (
     format_message,
     suggest,
 )
+from kertransfer.validation import check_fraction, check_int, is_int
 
 __all__ = ["SHUFFLE_BUFFER", "list_sources", "load"]
 
@@ -60,15 +60,11 @@ def list_sources() -> dict[str, str]:
     return sources
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_image_size(image_size: Any) -> tuple[int, int]:
     if (
         isinstance(image_size, (tuple, list))
         and len(image_size) == 2
-        and all(_is_int(v) and v > 0 for v in image_size)
+        and all(is_int(v) and v > 0 for v in image_size)
     ):
         return int(image_size[0]), int(image_size[1])
     raise InvalidArgumentError(
@@ -80,33 +76,11 @@ def _check_image_size(image_size: Any) -> tuple[int, int]:
     )
 
 
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if _is_int(value) and value > 0:
-        return int(value)
-    raise InvalidArgumentError(
-        format_message(
-            f"`{name}` must be a positive integer" + (" or None." if allow_none else "."),
-            received={name: value},
-        )
-    )
-
-
 def _check_fractions(validation_split: Any, test_split: Any) -> tuple[float, float]:
-    for name, value in (
-        ("validation_split", validation_split),
-        ("test_split", test_split),
-    ):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
-            raise InvalidArgumentError(
-                format_message(
-                    f"`{name}` must be a fraction in [0, 1).",
-                    expected="e.g. 0.2 for 20% of the examples, or 0 for no such split",
-                    received={name: value},
-                )
-            )
-    if validation_split + test_split >= 1:
+    fix = "E.g. 0.2 for 20% of the examples, or 0 for no such split."
+    val = check_fraction(validation_split, "validation_split", fix=fix)
+    test = check_fraction(test_split, "test_split", fix=fix)
+    if val + test >= 1:
         raise InvalidArgumentError(
             format_message(
                 "`validation_split` + `test_split` must be below 1 to leave training examples.",
@@ -116,7 +90,7 @@ def _check_fractions(validation_split: Any, test_split: Any) -> tuple[float, flo
                 },
             )
         )
-    return float(validation_split), float(test_split)
+    return val, test
 
 
 def _looks_like_path(text: str) -> bool:
@@ -281,13 +255,11 @@ def load(
         DataUnavailableError: If a TFDS dataset is not prepared and cannot be downloaded.
     """
     image_size = _check_image_size(image_size)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     validation_split, test_split = _check_fractions(validation_split, test_split)
-    samples_per_class = _check_positive_int("samples_per_class", samples_per_class, allow_none=True)
-    if not _is_int(seed) or seed < 0:
-        raise InvalidArgumentError(
-            format_message("`seed` must be a non-negative integer.", received={"seed": seed})
-        )
+    samples_per_class = check_int(samples_per_class, "samples_per_class", minimum=1,
+                                  allow_none=True)
+    seed = check_int(seed, "seed", minimum=0)
     augmentation = build_augmentation(augment, seed=seed)
 
     data = _read_source(source, image_size, class_names, strict, data_dir, verbose)

@@ -25,7 +25,7 @@ from kertransfer.errors import (
     LabelError,
     format_message,
 )
-from kertransfer.validation import check_int, is_number
+from kertransfer.validation import check_fraction, check_int
 
 __all__ = ["ArrayData", "from_arrays"]
 
@@ -136,13 +136,6 @@ class ArrayData:
                 f"batch_size={self.batch_size}, counts={self.counts})")
 
 
-def _fraction(name: str, value: Any) -> float:
-    if not is_number(value) or not 0 <= value < 1:
-        raise InvalidArgumentError(format_message(
-            f"{name} must be a fraction in [0, 1).", received={name: value}))
-    return float(value)
-
-
 def from_arrays(x: Any, y: Any, *, validation_split: float = 0.0, test_split: float = 0.0,
                 batch_size: int = 32, seed: int = 0,
                 class_names: Sequence[str] | None = None) -> ArrayData:
@@ -198,13 +191,14 @@ def from_arrays(x: Any, y: Any, *, validation_split: float = 0.0, test_split: fl
             received={"y": f"shape {y.shape}, dtype {y.dtype}"}))
     if len(x) == 0:
         raise DataError(format_message("x holds no examples.", received={"x": x.shape}))
-    val_frac = _fraction("validation_split", validation_split)
-    test_frac = _fraction("test_split", test_split)
+    val_frac = check_fraction(validation_split, "validation_split")
+    test_frac = check_fraction(test_split, "test_split")
     if val_frac + test_frac >= 1:
         raise InvalidArgumentError(format_message(
             "validation_split + test_split must leave examples to train on.",
             received={"validation_split": validation_split, "test_split": test_split}))
     batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     num_classes = int(y.max()) + 1
     if class_names is None:
         class_names = [str(k) for k in range(num_classes)]

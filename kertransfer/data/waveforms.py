@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kertransfer.errors import InvalidArgumentError, format_message
+from kertransfer.validation import check_choice, check_int
 
 SOURCE_CLASSES = ("sine", "square", "triangle", "sawtooth", "chirp", "damped_sine")
 TARGET_CLASSES = ("sine", "square", "triangle", "sawtooth")
@@ -62,14 +62,9 @@ def waveforms(domain: str = "source", n_per_class: int = 200, *, timesteps: int 
         ``(x, y, class_names)``: ``x`` float32 ``[N, timesteps, 1]`` in class
         order, ``y`` int32 ``[N]``.
     """
-    if domain not in DOMAINS:
-        raise InvalidArgumentError(format_message(
-            "Unknown waveform domain.", expected="'source' or 'target'",
-            received={"domain": domain}))
-    for name, value in (("n_per_class", n_per_class), ("timesteps", timesteps)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidArgumentError(format_message(f"{name} must be a positive integer.",
-                                                      received={name: value}))
+    check_choice(domain, "domain", DOMAINS, what="waveform domain")
+    n_per_class = check_int(n_per_class, "n_per_class", minimum=1)
+    timesteps = check_int(timesteps, "timesteps", minimum=1)
     rng = np.random.default_rng([seed, DOMAINS.index(domain)])
     classes = SOURCE_CLASSES if domain == "source" else TARGET_CLASSES
     t = np.arange(timesteps, dtype="float64")[None, :] / timesteps

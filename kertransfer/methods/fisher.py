@@ -19,7 +19,7 @@ from kertransfer.data.batches import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.methods.terms import Term, parameters, snapshot
-from kertransfer.validation import is_number
+from kertransfer.validation import check_int, check_number
 
 
 def _images(data, samples: int | None) -> np.ndarray:
@@ -162,6 +162,8 @@ def fisher_diagonal(model, data, *, variables=None, output=None, samples: int | 
     if not isinstance(model, keras.Model):
         raise InvalidTypeError(format_message("fisher_diagonal needs a Keras model.",
                                               received={"model": type(model).__name__}))
+    samples = check_int(samples, "samples", minimum=1, allow_none=True)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     x = _images(data, samples)
     variables = list(variables) if variables is not None else parameters(model)
     if labels is None:
@@ -215,14 +217,13 @@ class EWC(Term):
 
     def __init__(self, lam: float = 100.0, data=None, *, fisher=None, variables=None,
                  output=None, samples: int | None = 512, seed: int = 0):
-        if not is_number(lam) or lam < 0:
-            raise InvalidArgumentError(format_message("EWC lam must be a number >= 0.",
-                                                      received={"lam": lam}))
+        lam = check_number(lam, "lam", minimum=0, fix="EWC's strength of the pull.")
+        samples = check_int(samples, "samples", minimum=1, allow_none=True)
         if data is None and fisher is None:
             raise InvalidArgumentError(
                 format_message("EWC needs the source data to compute the Fisher (or a "
                                "precomputed fisher=).", received={"data": None}))
-        self.lam = float(lam)
+        self.lam = lam
         self.data, self.fisher = data, fisher
         self._variables, self.output, self.samples, self.seed = variables, output, samples, seed
         self.star: dict = {}

@@ -92,8 +92,11 @@ class LwF(Term):
     name = "lwf"
 
     def __init__(self, temperature: float = 2.0, weight: float = 1.0, old: str = OLD):
-        temperature = check_number(temperature, "temperature", minimum=0, exclusive_minimum=True)
-        self.temperature, self.weight, self.old = float(temperature), float(weight), old
+        self.temperature = check_number(temperature, "temperature", minimum=0,
+                                        exclusive_minimum=True)
+        self.weight = check_number(weight, "weight", minimum=0,
+                                   fix="The weight of the old task's distillation loss.")
+        self.old = old
         self.teacher = None
 
     def attach(self, model) -> None:

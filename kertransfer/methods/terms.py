@@ -40,7 +40,7 @@ from keras import ops
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.models.transfer_model import TERMS_ATTR, LossTerms, TermsLoss, loss_terms
-from kertransfer.validation import is_number
+from kertransfer.validation import check_number
 
 
 def parameters(layer) -> list:
@@ -120,12 +120,10 @@ class L2SP(Term):
     name = "l2sp"
 
     def __init__(self, alpha: float = 0.01, beta: float = 0.01, pretrained=None):
-        for arg, value in (("alpha", alpha), ("beta", beta)):
-            if not is_number(value) or value < 0:
-                raise InvalidArgumentError(
-                    format_message(f"L2SP {arg} must be a number >= 0.",
-                                   received={arg: value}))
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.alpha = check_number(alpha, "alpha", minimum=0,
+                                  fix="L2SP's pull to the pretrained start point.")
+        self.beta = check_number(beta, "beta", minimum=0,
+                                 fix="L2SP's weight decay of the new weights.")
         self._pretrained = pretrained
         self.start: dict[str, keras.Variable] = {}
 

@@ -272,7 +272,7 @@ def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # no
                     f"(pass class_names= to export with others): {exc}") from exc
             class_names = info["class_names"]
     plan = make_plan(model, class_names, threshold)
-    check_version(version)
+    version = check_version(version)
     tol = check_tolerance(tolerance, fmt)
     x = check_samples(plan, samples)
     root = pathlib.Path(path)

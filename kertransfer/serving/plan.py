@@ -30,7 +30,7 @@ from kertransfer.models.decisions import (
 from kertransfer.serving import formats
 from kertransfer.serving.formats import FORMATS, Head, Plan
 from kertransfer.serving.runtime import head_names
-from kertransfer.validation import is_int, is_number
+from kertransfer.validation import check_int, check_number
 
 __all__ = ["TOLERANCES", "check_format", "check_samples", "check_tolerance", "check_version",
            "make_plan"]
@@ -174,23 +174,17 @@ def check_samples(plan: Plan, samples) -> np.ndarray:
     return x
 
 
-def check_version(version) -> None:
-    """Refuse a version number that is not a positive integer (None is the next free one)."""
-    if version is not None and (not is_int(version) or version < 1):
-        raise InvalidArgumentError(
-            format_message("version must be a positive integer (or None for the next free one).",
-                           received={"version": version})
-        )
+def check_version(version) -> int | None:
+    """``version`` as an ``int``, or refuse one that is not a positive integer (None is the
+    next free one)."""
+    return check_int(version, "version", minimum=1, allow_none=True,
+                     fix="None takes the next free version.")
 
 
 def check_tolerance(tolerance, fmt) -> float:
     """The parity tolerance: ``tolerance``, or the format's default (`TOLERANCES`)."""
     if tolerance is None:
         return TOLERANCES[fmt]
-    if not is_number(tolerance) or tolerance < 0:
-        raise InvalidArgumentError(
-            format_message("tolerance must be a number >= 0 (the largest absolute difference "
-                           "allowed between the export's outputs and the model's).",
-                           received={"tolerance": tolerance})
-        )
-    return float(tolerance)
+    return check_number(tolerance, "tolerance", minimum=0,
+                        fix="It is the largest absolute difference allowed between the "
+                            "export's outputs and the model's.")

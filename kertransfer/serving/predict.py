@@ -25,7 +25,6 @@ from kertransfer.errors import (
     DataError,
     DataSourceNotFoundError,
     IncompatibleInputError,
-    InvalidArgumentError,
     MissingDependencyError,
     format_message,
 )
@@ -47,7 +46,7 @@ from kertransfer.serving.runtime import (
     open_export,
 )
 from kertransfer.serving.sources import load_keras_source
-from kertransfer.validation import check_int, is_number
+from kertransfer.validation import check_int, check_number
 
 
 def _latest_version(folder: pathlib.Path) -> pathlib.Path | None:
@@ -174,14 +173,12 @@ def _threshold(runner: Runner, head: str | None, given) -> float:
 
 
 def _check_threshold(threshold) -> None:
-    values = threshold.values() if isinstance(threshold, dict) else [threshold]
-    for value in values:
-        if value is not None and (not is_number(value) or not 0 < value < 1):
-            raise InvalidArgumentError(
-                format_message("threshold must be a probability strictly between 0 and 1 (or "
-                               "None for the export's, 0.5 by default).",
-                               received={"threshold": threshold})
-            )
+    named = ({f"threshold[{head!r}]": v for head, v in threshold.items()}
+             if isinstance(threshold, dict) else {"threshold": threshold})
+    for name, value in named.items():
+        check_number(value, name, minimum=0, maximum=1, exclusive_minimum=True,
+                     exclusive_maximum=True, allow_none=True,
+                     fix="A probability; None takes the export's (0.5 by default).")
 
 
 def _heads(outputs: dict[str, np.ndarray]) -> dict[str | None, np.ndarray]:

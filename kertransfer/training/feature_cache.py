@@ -31,6 +31,7 @@ from kertransfer._log import fit_verbose
 from kertransfer.data.gathering import as_arrays
 from kertransfer.models.surgery import compute_features, head_on_features
 from kertransfer.training.run import build_training_state, compile_for_transfer
+from kertransfer.validation import check_int
 
 
 def task_labels(data: Any, y: np.ndarray):
@@ -175,6 +176,8 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     Returns:
         The Keras history dict (and the head model with ``return_head``).
     """
+    epochs = check_int(epochs, "epochs", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     x, y = as_arrays(data, "data", streams=True)
     if validation_data is None and getattr(data, "val", None) is not None \
             and hasattr(data, "as_numpy"):

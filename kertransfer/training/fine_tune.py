@@ -41,7 +41,7 @@ from kertransfer.training.results import FineTuneResult
 from kertransfer.training.run import build_training_state, compile_for_transfer, evaluate_splits
 from kertransfer.training.unfreezing import StagedUnfreezing
 from kertransfer.training.validation import RecalibratedValidation
-from kertransfer.validation import check_int, check_number
+from kertransfer.validation import check_choice, check_int, check_number
 
 HEAD_FITS = ("auto", "probe", "epochs")
 #: Phase 2's least number of optimizer steps when ``epochs`` is None.
@@ -75,10 +75,7 @@ def phase2_epochs(epochs, train_ds) -> int:
 def use_probe_head(head_fit: str, model, freeze_epochs: int,
                    loss_weights=None) -> tuple[bool, str]:
     """Whether phase 1 fits the head as a probe, and if ``"auto"`` falls back, why not."""
-    if head_fit not in HEAD_FITS:
-        raise InvalidArgumentError(format_message(
-            "head_fit must be one of " + ", ".join(map(repr, HEAD_FITS)) + ".",
-            received={"head_fit": head_fit}))
+    check_choice(head_fit, "head_fit", HEAD_FITS)
     if head_fit == "epochs" or not freeze_epochs:
         return False, ""
     why = "the model has several tasks" if loss_weights else probe_unavailable(model)
@@ -168,6 +165,10 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
     learning_rate_multiplier = check_number(learning_rate_multiplier,
                                             "learning_rate_multiplier", minimum=0,
                                             exclusive_minimum=True)
+    if not isinstance(unfreeze_top, str):  # "all" and "head" are checked with the schedule
+        unfreeze_top = check_int(unfreeze_top, "unfreeze_top", minimum=0,
+                                 fix='Blocks to train from the top in phase 2, or "all".')
+    patience = check_int(patience, "patience", minimum=0, allow_none=True)
     use_probe, no_probe = use_probe_head(head_fit, model, freeze_epochs, loss_weights)
     train = as_training_data(data, "data")
     train_ds = train.train
@@ -186,7 +187,7 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
     cbs = list(callbacks or [])
     early = None
     if val is not None and patience is not None:
-        early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
+        early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                               restore_best_weights=True,
                                               start_from_epoch=freeze_epochs)
     phase1: dict[str, list[float]] = {}

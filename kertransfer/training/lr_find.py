@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 from typing import Any
 
@@ -24,7 +23,7 @@ from kertransfer.data.batches import as_batches, iterate
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.run import loss_for
-from kertransfer.validation import is_int
+from kertransfer.validation import check_choice, check_fraction, check_int, check_number
 
 SUGGESTIONS = ("steep", "valley", "minimum")
 
@@ -148,23 +147,23 @@ def lr_find(model, data: Any, *, start_learning_rate: float = 1e-7, end_learning
         InvalidArgumentError: Bad rates, steps, method, or empty data.
         InvalidTypeError: ``data`` is not labelled data kertransfer reads.
     """
-    if not (isinstance(start_learning_rate, numbers.Real)
-            and isinstance(end_learning_rate, numbers.Real)
-            and 0 < start_learning_rate < end_learning_rate):
+    low = check_number(start_learning_rate, "start_learning_rate", minimum=0,
+                       exclusive_minimum=True)
+    high = check_number(end_learning_rate, "end_learning_rate", minimum=0, exclusive_minimum=True)
+    if low >= high:
         raise InvalidArgumentError(
             format_message("lr_find needs 0 < start_learning_rate < end_learning_rate.",
                            received={"start_learning_rate": start_learning_rate,
                                      "end_learning_rate": end_learning_rate})
         )
-    if not is_int(steps) or steps < 5:
-        raise InvalidArgumentError(
-            format_message("steps must be an integer of at least 5.", received={"steps": steps})
-        )
-    if method not in SUGGESTIONS:
-        raise InvalidArgumentError(
-            format_message("Unknown suggestion method.", expected=f"one of {SUGGESTIONS}",
-                           received={"method": method})
-        )
+    start_learning_rate, end_learning_rate = low, high
+    steps = check_int(steps, "steps", minimum=5)
+    check_choice(method, "method", SUGGESTIONS, what="suggestion method")
+    smoothing = check_fraction(smoothing, "smoothing",
+                               fix="The EMA factor of the loss; 0 turns smoothing off.")
+    diverge = check_number(diverge, "diverge", minimum=1,
+                           fix="The test stops when the smoothed loss exceeds this many times "
+                               "its best.")
     batches = _cycle(data, batch_size)
     first = next(batches)  # refuses bad data before the copy is made
     clone = _copy_for_search(model, start_learning_rate)

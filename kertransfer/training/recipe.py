@@ -23,6 +23,7 @@ from typing import Any
 
 import keras
 
+from kertransfer.errors import FreezeError
 from kertransfer.freezing.apply import apply_policy, reset_step_functions
 from kertransfer.freezing.policies import FreezeBlocks
 from kertransfer.freezing.protocol import block_context
@@ -33,6 +34,7 @@ from kertransfer.training.optimizers import (
     make_optimizer,
     rebuild_optimizer,
 )
+from kertransfer.validation import check_int, check_number
 
 
 def phase_optimizer(optimizer: Any, learning_rate: Any = None, *, decay: float | None = None,
@@ -45,9 +47,10 @@ def phase_optimizer(optimizer: Any, learning_rate: Any = None, *, decay: float |
     another model than a transfer model, e.g. a head on cached features, trains
     with it). ``copy`` returns a new optimizer instead of the instance given.
     """
+    decay = check_number(decay, "decay", minimum=0, exclusive_minimum=True, allow_none=True)
     opt = make_optimizer(optimizer, learning_rate, copy=copy)
-    if decay is not None and float(decay) != 1.0:
-        opt = discriminative(opt, decay=float(decay))
+    if decay is not None and decay != 1.0:
+        opt = discriminative(opt, decay=decay)
     if model is not None and isinstance(opt, DiscriminativeMixin):
         opt.bind_model(model)
     return opt
@@ -97,7 +100,9 @@ def unfreeze_top(model, blocks: int | str, bn: str | None = None,
     """Make the top ``blocks`` of the backbone trainable (``"all"``, or 0 for none), then
     `continue_training`. Returns the number of trainable blocks."""
     num_blocks = len(block_context(model).block_names)
-    k = num_blocks if blocks == "all" else int(blocks)
+    k = num_blocks if isinstance(blocks, str) and blocks == "all" else check_int(
+        blocks, "blocks", minimum=0, maximum=num_blocks, error=FreezeError,
+        fix=f'The backbone has {num_blocks} blocks; "all" unfreezes every one.')
     apply_policy(model, FreezeBlocks(num_blocks - k), model.bn_mode if bn is None else bn)
     continue_training(model, learning_rate)
     return k

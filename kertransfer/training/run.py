@@ -17,7 +17,7 @@ from kertransfer.training.optimizers import make_optimizer
 from kertransfer.training.results import TrainResult
 from kertransfer.training.run_folder import data_class_names, save_run
 from kertransfer.training.validation import RecalibratedValidation
-from kertransfer.validation import check_int
+from kertransfer.validation import check_int, is_bool
 
 
 def _loss_for_activation(activation: str) -> keras.losses.Loss:
@@ -84,6 +84,7 @@ def compile_for_transfer(model, learning_rate: float = 1e-3, optimizer: str | An
         loss_weights: ``{task: weight}`` of a multi-task model's losses (1 for
             a task left out); the loss is their weighted sum.
     """
+    steps_per_execution = check_int(steps_per_execution, "steps_per_execution", minimum=1)
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, learning_rate)
     activation = getattr(model, "activation", "softmax")
@@ -171,9 +172,10 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     """
     epochs = check_int(epochs, "epochs", minimum=1)
     data = as_training_data(data)
-    if compile not in (True, False, "auto"):
+    if not (is_bool(compile) or (isinstance(compile, str) and compile == "auto")):
         raise InvalidArgumentError(format_message(
             "compile must be True, False or 'auto'.", received={"compile": compile}))
+    compile = compile if isinstance(compile, str) else bool(compile)
     if compile == "auto":
         compile = not getattr(model, "compiled", False) or compiled_by_kertransfer(model)
         if not compile and verbose:

@@ -13,34 +13,11 @@ evaluated per optimizer step (``optimizer.iterations``).
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
-from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.validation import is_int, is_number
-
-
-def _positive(value, name: str, integer: bool = False):
-    if not (is_int(value) if integer else is_number(value)) or value <= 0:
-        raise InvalidArgumentError(
-            format_message(f"{name} must be a positive {'integer' if integer else 'number'}.",
-                           received={name: value})
-        )
-    return value
-
-
-def _fraction(value, name: str, low_open: bool = True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        (value > 0 if low_open else value >= 0) and value < 1
-    ):
-        interval = "(0, 1)" if low_open else "[0, 1)"
-        raise InvalidArgumentError(
-            format_message(f"{name} must lie in {interval}.", received={name: value})
-        )
-    return float(value)
-
+from kertransfer.validation import check_fraction, check_int, check_number
 
 #: Argument names of kertransfer 0.x before one learning-rate vocabulary; configs saved
 #: with them (inside ``.keras`` files) still load.
@@ -80,23 +57,16 @@ class WarmupCosine(_Schedule):
 
     def __init__(self, learning_rate: float, total_steps: int, warmup_steps: int = 0,
                  min_learning_rate: float = 0.0):
-        self.learning_rate = float(_positive(learning_rate, "learning_rate"))
-        self.total_steps = int(_positive(total_steps, "total_steps", integer=True))
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) or \
-                not 0 <= warmup_steps < total_steps:
-            raise InvalidArgumentError(
-                format_message("warmup_steps must be an integer in [0, total_steps).",
-                               received={"warmup_steps": warmup_steps,
-                                         "total_steps": total_steps})
-            )
-        self.warmup_steps = int(warmup_steps)
-        if not 0 <= min_learning_rate <= learning_rate:
-            raise InvalidArgumentError(
-                format_message("min_learning_rate must lie in [0, learning_rate].",
-                               received={"min_learning_rate": min_learning_rate,
-                                         "learning_rate": learning_rate})
-            )
-        self.min_learning_rate = float(min_learning_rate)
+        self.learning_rate = check_number(learning_rate, "learning_rate", minimum=0,
+                                          exclusive_minimum=True)
+        self.total_steps = check_int(total_steps, "total_steps", minimum=1)
+        self.warmup_steps = check_int(
+            warmup_steps, "warmup_steps", minimum=0, maximum=self.total_steps - 1,
+            fix=f"Warmup takes part of the schedule: fewer steps than total_steps="
+                f"{self.total_steps}.")
+        self.min_learning_rate = check_number(
+            min_learning_rate, "min_learning_rate", minimum=0, maximum=self.learning_rate,
+            fix=f"The floor lies between 0 and the peak, learning_rate={self.learning_rate:g}.")
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -132,11 +102,14 @@ class OneCycle(_Schedule):
 
     def __init__(self, learning_rate: float, total_steps: int, pct_start: float = 0.25,
                  div_factor: float = 25.0, final_div_factor: float = 1e4):
-        self.learning_rate = float(_positive(learning_rate, "learning_rate"))
-        self.total_steps = int(_positive(total_steps, "total_steps", integer=True))
-        self.pct_start = _fraction(pct_start, "pct_start")
-        self.div_factor = float(_positive(div_factor, "div_factor"))
-        self.final_div_factor = float(_positive(final_div_factor, "final_div_factor"))
+        self.learning_rate = check_number(learning_rate, "learning_rate", minimum=0,
+                                          exclusive_minimum=True)
+        self.total_steps = check_int(total_steps, "total_steps", minimum=1)
+        self.pct_start = check_fraction(pct_start, "pct_start", open_low=True)
+        self.div_factor = check_number(div_factor, "div_factor", minimum=0,
+                                       exclusive_minimum=True)
+        self.final_div_factor = check_number(final_div_factor, "final_div_factor", minimum=0,
+                                             exclusive_minimum=True)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -176,10 +149,11 @@ class SlantedTriangular(_Schedule):
 
     def __init__(self, learning_rate: float, total_steps: int, cut_frac: float = 0.1,
                  ratio: float = 32.0):
-        self.learning_rate = float(_positive(learning_rate, "learning_rate"))
-        self.total_steps = int(_positive(total_steps, "total_steps", integer=True))
-        self.cut_frac = _fraction(cut_frac, "cut_frac")
-        self.ratio = float(_positive(ratio, "ratio"))
+        self.learning_rate = check_number(learning_rate, "learning_rate", minimum=0,
+                                          exclusive_minimum=True)
+        self.total_steps = check_int(total_steps, "total_steps", minimum=1)
+        self.cut_frac = check_fraction(cut_frac, "cut_frac", open_low=True)
+        self.ratio = check_number(ratio, "ratio", minimum=0, exclusive_minimum=True)
 
     def __call__(self, step):
         t = ops.cast(step, "float32")

@@ -12,7 +12,6 @@ and the backbone's frozen bottom is never back-propagated through.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from kertransfer.freezing.apply import apply_policy
 from kertransfer.freezing.policies import FreezeBlocks
 from kertransfer.freezing.protocol import block_context, require_transfer_model
 from kertransfer.training.recipe import continue_training
+from kertransfer.validation import check_int, check_number, is_int
 
 
 def _check_schedule(schedule) -> list[tuple[int, Any, float | None]]:
@@ -47,14 +47,14 @@ def _check_schedule(schedule) -> list[tuple[int, Any, float | None]]:
             )
         epoch, blocks = entry[0], entry[1]
         factor = entry[2] if len(entry) == 3 else None
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch <= last:
+        if not is_int(epoch) or epoch <= last:
             raise InvalidArgumentError(
                 format_message("Schedule epochs must be integers in increasing order, from 0.",
                                received={"schedule": schedule})
             )
-        if not (blocks in ("head", "all") or (isinstance(blocks, numbers.Integral)
-                                                and not isinstance(blocks, bool)
-                                                and blocks >= 0)):
+        if is_int(blocks) and blocks >= 0:
+            blocks = int(blocks)
+        elif not (isinstance(blocks, str) and blocks in ("head", "all")):
             raise InvalidArgumentError(
                 format_message(
                     "A stage names how many blocks are trainable from the top.",
@@ -62,13 +62,11 @@ def _check_schedule(schedule) -> list[tuple[int, Any, float | None]]:
                     received={"blocks": blocks},
                 )
             )
-        if factor is not None and (isinstance(factor, bool)
-                                   or not isinstance(factor, numbers.Real) or factor <= 0):
-            raise InvalidArgumentError(
-                format_message("A stage's learning-rate factor must be a positive number.",
-                               received={"learning_rate_multiplier": factor})
-            )
-        out.append((int(epoch), blocks, None if factor is None else float(factor)))
+        if factor is not None:
+            factor = check_number(factor, "learning_rate_multiplier", minimum=0,
+                                  exclusive_minimum=True,
+                                  fix="A stage's third element scales its learning rate.")
+        out.append((int(epoch), blocks, factor))
         last = epoch
     return out
 
@@ -186,15 +184,11 @@ class GradualUnfreezing(StagedUnfreezing):
     """
 
     def __init__(self, every: int = 1, blocks_per_step: int = 1, verbose: int = 1):
-        for name, value in (("every", every), ("blocks_per_step", blocks_per_step)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise InvalidArgumentError(
-                    format_message(f"{name} must be a positive integer.",
-                                   received={name: value})
-                )
+        every = check_int(every, "every", minimum=1)
+        blocks_per_step = check_int(blocks_per_step, "blocks_per_step", minimum=1)
         super().__init__([(0, "head")], verbose=verbose)
-        self.every = int(every)
-        self.blocks_per_step = int(blocks_per_step)
+        self.every = every
+        self.blocks_per_step = blocks_per_step
 
     def _stages(self, num_blocks: int):
         stages = []

@@ -25,7 +25,7 @@ from kertransfer.errors import (
 from kertransfer.training import run_folder
 from kertransfer.tuning.hypermodel import TransferHyperModel
 from kertransfer.tuning.tuners import _atomic_write
-from kertransfer.validation import is_int
+from kertransfer.validation import check_int
 
 
 def _env_for(distributed: str | None, oracle_address: str | None, tuner_id: str | None) -> dict:
@@ -96,10 +96,9 @@ def labels_from(arrays, name: str):
 
 
 def _check_children(hypermodel, data, distributed, trials_per_process) -> None:
+    check_int(trials_per_process, "trials_per_process", minimum=1)
     problem = None
-    if not is_int(trials_per_process) or trials_per_process < 1:
-        problem = "trials_per_process must be a positive integer."
-    elif distributed is not None:
+    if distributed is not None:
         problem = ("trials_per_process runs the search in child processes; it cannot be "
                    "combined with a distributed search.")
     elif type(hypermodel) is not TransferHyperModel:

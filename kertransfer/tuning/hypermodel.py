@@ -46,7 +46,7 @@ from kertransfer.training.run import compile_for_transfer
 from kertransfer.tuning.features import SharedFeatures
 from kertransfer.tuning.phases import TwoPhaseTrial
 from kertransfer.tuning.space import KNOBS, declare, parse_space
-from kertransfer.validation import check_int, is_int
+from kertransfer.validation import check_int
 
 
 class TransferHyperModel(TwoPhaseTrial, keras_tuner.HyperModel):
@@ -116,11 +116,9 @@ class TransferHyperModel(TwoPhaseTrial, keras_tuner.HyperModel):
             _check_loss_weights(num_classes, loss_weights)
         epochs = check_int(epochs, "epochs", minimum=1)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
-        if not is_int(partial_cache_mb) or partial_cache_mb < 0:
-            raise InvalidArgumentError(
-                format_message("partial_cache_mb must be an integer >= 0 (MiB).",
-                               received={"partial_cache_mb": partial_cache_mb})
-            )
+        partial_cache_mb = check_int(partial_cache_mb, "partial_cache_mb", minimum=0,
+                                     fix="Memory in MiB for phase 2's partial cache; 0 turns "
+                                         "it off.")
         check_optimizer(optimizer)  # unknown names raise here
         if isinstance(weights, dict):
             missing = [b for b in self.backbones if b not in weights]

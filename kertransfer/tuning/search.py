@@ -188,10 +188,17 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             format_message("Unknown tuner.", expected=f"one of {sorted(TUNERS)}",
                            fix=suggest(str(tuner), TUNERS), received={"tuner": tuner})
         )
-    for name, value in (("max_trials", max_trials), ("max_crashes", max_crashes),
-                        ("factor", factor), ("hyperband_iterations", hyperband_iterations)):
+    max_trials, max_crashes, factor, hyperband_iterations = (
         check_int(value, name, minimum=1)
-    epochs = int(epochs or hypermodel.epochs)
+        for name, value in (("max_trials", max_trials), ("max_crashes", max_crashes),
+                            ("factor", factor), ("hyperband_iterations", hyperband_iterations)))
+    epochs = check_int(hypermodel.epochs if epochs is None else epochs, "epochs", minimum=1)
+    max_epochs = check_int(max_epochs, "max_epochs", minimum=1, allow_none=True)
+    num_initial_points = check_int(num_initial_points, "num_initial_points", minimum=1,
+                                   allow_none=True)
+    seed = check_int(seed, "seed", minimum=0)
+    if trials_per_process is not None:
+        trials_per_process = check_int(trials_per_process, "trials_per_process", minimum=1)
     _check_objective(hypermodel, objective)
     _check_data(data, objective, validation_data)
     if callable(getattr(hypermodel, "check_data", None)):

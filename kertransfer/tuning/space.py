@@ -22,10 +22,12 @@ never creates a duplicate or an inactive twin in KerasTuner's space.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Any
 
+import numpy as np
+
 from kertransfer.errors import InvalidArgumentError, format_message, suggest
+from kertransfer.validation import is_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +88,11 @@ class Decl:
     step: Any = None
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+def _plain(spec: Any) -> Any:
+    """Numpy scalars of a spec as Python values (KerasTuner declares only those)."""
+    if isinstance(spec, (list, tuple)):
+        return (tuple if isinstance(spec, tuple) else list)(_plain(v) for v in spec)
+    return spec.item() if isinstance(spec, np.generic) else spec
 
 
 def _bad(name: str, spec: Any, expected: str) -> InvalidArgumentError:
@@ -116,7 +121,7 @@ def parse_space(space: dict | None) -> dict[str, Decl]:
         )
     decls = {}
     for name, knob in KNOBS.items():
-        spec = space.get(name, "__default__")
+        spec = _plain(space.get(name, "__default__"))
         if spec == "__default__":
             if knob.searched and knob.values is not None:
                 spec = tuple(knob.values) if knob.kind != "choice" else list(knob.values)
@@ -130,14 +135,14 @@ def parse_space(space: dict | None) -> dict[str, Decl]:
         elif isinstance(spec, list):
             if not spec:
                 raise _bad(name, spec, "a non-empty list of values")
-            if knob.kind in ("int", "float") and not all(_is_number(v) for v in spec):
+            if knob.kind in ("int", "float") and not all(is_number(v) for v in spec):
                 raise _bad(name, spec, "a list of numbers")
             decls[name] = Decl("choice", values=tuple(spec)) if len(spec) > 1 \
                 else Decl("fixed", value=spec[0])
         elif isinstance(spec, tuple):
             if knob.kind == "choice":
                 raise _bad(name, spec, f"a list of choices, e.g. {list(knob.values)}")
-            if len(spec) != 2 or not all(_is_number(v) for v in spec) or spec[0] > spec[1]:
+            if len(spec) != 2 or not all(is_number(v) for v in spec) or spec[0] > spec[1]:
                 raise _bad(name, spec, "a (low, high) tuple of numbers with low <= high")
             low, high = spec
             if knob.kind == "int":
@@ -152,7 +157,7 @@ def parse_space(space: dict | None) -> dict[str, Decl]:
                 decls[name] = Decl(knob.kind, low=low, high=high, log=knob.log,
                                    step=knob.step if knob.kind == "float" else None)
         else:
-            if knob.kind in ("int", "float") and not _is_number(spec):
+            if knob.kind in ("int", "float") and not is_number(spec):
                 raise _bad(name, spec, f"a number, a (low, high) tuple or a list ({knob.help})")
             if knob.kind == "choice" and name == "bn" and spec not in knob.values:
                 raise _bad(name, spec, f"one of {knob.values}")
@@ -166,7 +171,7 @@ def _check_values(name: str, decl: Decl) -> None:
         list(decl.values) if decl.kind == "choice" else [decl.low, decl.high])
     values = [v for v in values if v is not None]
     if name in ("unfreeze_top", "head_units", "head_epochs") and any(
-            not _is_number(v) or int(v) != v or v < 0 for v in values):
+            not is_number(v) or int(v) != v or v < 0 for v in values):
         raise _bad(name, decl.value if decl.kind == "fixed" else values,
                    "whole numbers >= 0")
     if name == "head_epochs" and any(v < 1 for v in values):

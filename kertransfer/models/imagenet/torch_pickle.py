@@ -38,6 +38,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from kertransfer.errors import WeightsError, WeightsNotFoundError, format_message
+from kertransfer.validation import is_int
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -105,12 +106,11 @@ def _refuse(what: str, source: str) -> WeightsError:
 
 
 def _ints(value: Any) -> bool:
-    return isinstance(value, tuple) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    return isinstance(value, tuple) and all(is_int(v) and v >= 0 for v in value)
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_rest):
-    if not isinstance(storage, _StorageRef) or not isinstance(storage_offset, int) \
+    if not isinstance(storage, _StorageRef) or not is_int(storage_offset) \
             or not _ints(tuple(size)) or not _ints(tuple(stride)) or len(size) != len(stride):
         raise ValueError("malformed tensor record")
     return _TensorRef(storage, int(storage_offset), tuple(size), tuple(stride))
@@ -150,7 +150,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         # ('storage', storage_type, key, location, numel[, view_metadata])
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
-                and isinstance(pid[4], int) and not isinstance(pid[4], bool) and pid[4] >= 0):
+                and is_int(pid[4]) and pid[4] >= 0):
             raise _refuse(f"the persistent record {str(pid)[:80]}", self._source)
         if len(pid) == 6 and pid[5] is not None:
             raise _refuse("a storage view (an old format this reader does not cover)",
