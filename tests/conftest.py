@@ -16,7 +16,7 @@ def pytest_addoption(parser):
 
 # Modules whose tests take longest (child processes, searches, the demo), first:
 # with two workers, a long test that starts last keeps one worker busy alone.
-LONG_FIRST = ("test_tuning_resume.py", "test_unfreezing_resume.py", "test_demo.py",
+LONG_FIRST = ("test_doc_examples.py", "test_tuning_resume.py", "test_unfreezing_resume.py", "test_demo.py",
               "test_tuning.py", "test_multitask.py", "test_export.py", "test_cli.py",
               "test_sequence_backbones.py", "test_pretrain.py", "test_methods.py")
 
