@@ -87,6 +87,34 @@ def use_probe_head(head_fit: str, model, freeze_epochs: int,
     return not why, why
 
 
+def _phase_one(model, train, val, how: str, phase2: tuple, freeze_epochs: int,
+               learning_rate: float, opt, loss_weights, seed, verbose):
+    """Fit the head as ``how`` says (``"probe"``, ``"cache"``: epochs on cached
+    features, ``"fit"``: epochs inside the run's own ``fit``) and compile the model
+    for the run; returns ``(phase-1 history, StagedUnfreezing schedule, the run's
+    first epoch, the probe or None)``."""
+    if how == "probe":
+        apply_policy(model, "all", model.bn_mode)
+        probe = probe_head(model, train if hasattr(train, "as_numpy") else train.train,
+                           seed=seed, verbose=verbose)
+        compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
+        return {}, [(0, *phase2)], 0, probe
+    if how == "cache":
+        apply_policy(model, "all", model.bn_mode)
+        phase1, head = train_head_on_features(
+            model, train, epochs=freeze_epochs, learning_rate=learning_rate,
+            optimizer=phase_optimizer(opt, learning_rate, model=model, copy=True),
+            batch_size=getattr(train, "batch_size", 32), validation_data=val, verbose=verbose,
+            loss_weights=loss_weights, seed=seed, return_head=True)
+        compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
+        adopt_head_state(model, head)  # the head's moments and step counts go on
+        return phase1, [(freeze_epochs, *phase2)], freeze_epochs, None
+    compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
+    if freeze_epochs:
+        return {}, [(0, "head"), (freeze_epochs, *phase2)], 0, None
+    return {}, [(0, *phase2)], 0, None
+
+
 def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | None = None,
               freeze_epochs: int = 1, head_fit: str = "auto",
               learning_rate: float = 1e-3, learning_rate_multiplier: float = 0.1,
@@ -190,30 +218,10 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
         early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                               restore_best_weights=True,
                                               start_from_epoch=freeze_epochs)
-    phase1: dict[str, list[float]] = {}
-    initial_epoch, probe = 0, None
-    if use_probe:
-        apply_policy(model, "all", model.bn_mode)
-        probe = probe_head(model, train if hasattr(train, "as_numpy") else train_ds,
-                           seed=seed, verbose=verbose)
-        compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
-        schedule = [(0, unfreeze_top, learning_rate_multiplier)]
-    elif use_cache:
-        apply_policy(model, "all", model.bn_mode)
-        phase1, head = train_head_on_features(
-            model, train, epochs=freeze_epochs, learning_rate=learning_rate,
-            optimizer=phase_optimizer(opt, learning_rate, model=model, copy=True),
-            batch_size=getattr(train, "batch_size", 32), validation_data=val, verbose=verbose,
-            loss_weights=loss_weights, seed=seed, return_head=True)
-        compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
-        adopt_head_state(model, head)  # the head's moments and step counts go on
-        schedule = [(freeze_epochs, unfreeze_top, learning_rate_multiplier)]
-        initial_epoch = freeze_epochs
-    else:
-        compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
-        schedule = [(0, unfreeze_top, learning_rate_multiplier)]
-        if freeze_epochs:
-            schedule = [(0, "head"), (freeze_epochs, unfreeze_top, learning_rate_multiplier)]
+    phase2 = (unfreeze_top, learning_rate_multiplier)
+    phase1, schedule, initial_epoch, probe = _phase_one(
+        model, train, val, "probe" if use_probe else "cache" if use_cache else "fit",
+        phase2, freeze_epochs, learning_rate, opt, loss_weights, seed, verbose)
     stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
     cbs.insert(0, stages)
     clean = unaugmented_train(train)
