@@ -114,7 +114,12 @@ def _fashion_arrays(seed, args):
 
     from kertransfer.data.fashion_mnist import find_folder, read_folder
 
-    images, labels, test = read_folder(find_folder()[2])
+    found = find_folder()
+    if found is None:  # only the embedded subset: no unlabelled training split to pretrain on
+        raise SystemExit("ssl_fashion needs the full Fashion-MNIST files (60,000 training "
+                         "images): install Debian's dataset-fashion-mnist, or place the four "
+                         "IDX files in Keras' cache (see docs/data.md).")
+    images, labels, test = read_folder(found[2])
     rng = np.random.default_rng(seed)
     train_idx = np.flatnonzero(~test)
     pool = rng.choice(train_idx, args.unlabelled, replace=False)
