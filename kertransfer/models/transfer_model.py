@@ -68,7 +68,7 @@ class LossTerms:
 
     `kertransfer.methods.with_regularizers` fills it. A term is a callable
     ``term(model, x, y, y_pred)`` returning a scalar; its tracker is a
-    ``keras.metrics.Mean``. Iterating gives the trackers.
+    ``keras.metrics.Mean``.
     """
 
     def __init__(self):
@@ -78,9 +78,6 @@ class LossTerms:
     def add(self, term, tracker) -> None:
         self.terms.append(term)
         self.trackers.append(tracker)
-
-    def __iter__(self):
-        return iter(self.trackers)
 
     def __len__(self) -> int:
         return len(self.terms)

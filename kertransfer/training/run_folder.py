@@ -91,7 +91,8 @@ def save_run(model, out: str | os.PathLike, config: dict, history: dict,
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         (tmp / HISTORY_FILE).write_text(json.dumps(history, indent=2))
         # Loss terms that kertransfer.methods.with_regularizers logs.
-        terms = [t.name for t in (loss_terms(model) or ())]
+        registered = loss_terms(model)
+        terms = [t.name for t in registered.trackers] if registered else []
         plot_history(history, tmp / CURVE_FILE, stages=stages, terms=terms)
         if out.exists():
             backup = out.with_name(f".{out.name}.old")
