@@ -84,7 +84,7 @@ def test_list_backbones_filters():
 
 
 def test_register_backbone_rejects_duplicates_and_bad_specs(tiny_backbone_name):
-    from tests_helpers import tiny_cnn_ctor
+    from testing import tiny_cnn_ctor
 
     with pytest.raises(InvalidArgumentError, match="already registered.*Received: name="):
         kt.register_backbone(tiny_backbone_name, tiny_cnn_ctor(), blocks=[("a", "x")])

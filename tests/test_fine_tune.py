@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from testing import run_recipe_test
 
 import kertransfer as kt
 from kertransfer.errors import InvalidArgumentError
@@ -26,9 +27,10 @@ def test_two_phases_in_one_fit(tmp_path, tiny_backbone_name, bundle):
             seen.append(np.array_equal(
                 self.model.backbone.get_layer("stem_conv").get_weights()[0], stem))
 
-    out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, learning_rate=1e-2,
-                    learning_rate_multiplier=0.1, decay=2.0, patience=None, callbacks=[Watch()],
-                    cache_features=False, head_fit="epochs", verbose=0)
+    out = run_recipe_test(fine_tune, model, bundle, epochs=2, freeze_epochs=2,
+                          learning_rate=1e-2, learning_rate_multiplier=0.1, decay=2.0,
+                          patience=None, callbacks=[Watch()], cache_features=False,
+                          head_fit="epochs", expected_epochs=4)
     assert out.cached_features is False
     assert seen == [True, True, False, False]  # frozen in phase 1, trained in phase 2
     assert [e for e, _ in out.stages] == [0, 2]
@@ -45,8 +47,9 @@ def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, bn="frozen")
     stem = model.backbone.get_layer("stem_conv").get_weights()[0].copy()
-    out = fine_tune(model, bundle, epochs=2, freeze_epochs=2, learning_rate=1e-2, patience=None,
-                    head_fit="epochs", verbose=0)
+    out = run_recipe_test(fine_tune, model, bundle, epochs=2, freeze_epochs=2,
+                          learning_rate=1e-2, patience=None, head_fit="epochs",
+                          expected_epochs=4, changes=model.backbone.trainable_variables)
     assert out.cached_features is True
     assert len(out.history["loss"]) == 4 and len(out.history["val_loss"]) == 4
     assert [e for e, _ in out.stages] == [0, 2]
@@ -64,8 +67,9 @@ def test_phase_one_on_cached_features(tiny_backbone_name, bundle, capsys):
 def test_early_stopping_restores_best(tiny_backbone_name, bundle):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, bn="frozen")
-    out = fine_tune(model, bundle, epochs=6, freeze_epochs=1, learning_rate=5.0,
-                    learning_rate_multiplier=1.0, patience=1, head_fit="epochs", verbose=0)
+    out = run_recipe_test(fine_tune, model, bundle, epochs=6, freeze_epochs=1,
+                          learning_rate=5.0, learning_rate_multiplier=1.0, patience=1,
+                          head_fit="epochs")
     # A huge rate makes val_loss worse at once; training stops early.
     losses = out.history["val_loss"]
     assert len(losses) < 7 and out.stopped_epoch > 0

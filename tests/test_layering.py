@@ -111,3 +111,39 @@ def test_no_module_imports_a_private_name_of_another_package():
                               f"{a.name}" for a in node.names
                               if a.name.startswith("_") and not a.name.startswith("__")]
     assert not wrong, "\n".join(wrong)
+
+
+# docs/design.md, "Architecture": module and function sizes.
+MODULE_LINES = 400
+FUNCTION_LINES = 62  # code lines: no docstring, blank or comment lines
+
+
+def _code_lines(node, lines) -> int:
+    body = node.body
+    first = body[0]
+    docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+        and isinstance(first.value.value, str)
+    start = first.end_lineno if docstring else first.lineno - 1
+    return sum(1 for line in lines[start:node.end_lineno]
+               if line.strip() and not line.strip().startswith("#"))
+
+
+def test_no_module_or_function_is_longer_than_the_design_allows():
+    too_long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text()
+        lines = text.splitlines()
+        if len(lines) > MODULE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(lines)} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = _code_lines(node, lines)
+                if n > FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n}")
+    assert not too_long, too_long
+
+
+def test_the_size_check_counts_code_lines_only():
+    text = 'def f():\n    """Doc\n    string."""\n    # a comment\n\n    a = 1\n    return a\n'
+    node = ast.parse(text).body[0]
+    assert _code_lines(node, text.splitlines()) == 2

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from testing import run_recipe_test
 
 import kertransfer as kt
 from kertransfer.errors import DataError, InvalidArgumentError
@@ -71,8 +72,8 @@ def test_pretrained_weights_load_into_build_transfer_model(task, tiny_backbone_n
                                                           tmp_path):
     x, y = tiny_data
     data = (x, y) if task == "supervised" else x
-    result = kt.pretrain(tiny_backbone_name, data, task=task, epochs=1, batch_size=32,
-                         out=tmp_path / task, verbose=0)
+    result = run_recipe_test(kt.pretrain, tiny_backbone_name, data, task=task, epochs=1,
+                             batch_size=32, out=tmp_path / task, expected_epochs=1)
     assert result.path == tmp_path / task / "backbone.keras" and result.path.is_file()
     assert {"config.json", "history.json", "learning_curve.png"} <= {
         p.name for p in (tmp_path / task).iterdir()}

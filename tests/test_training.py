@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from testing import run_recipe_test
 
 import kertransfer as kt
 from kertransfer.errors import InvalidArgumentError
@@ -60,7 +61,9 @@ def test_train_writes_a_run_folder(tmp_path, tiny_backbone_name, tiny_data):
     model = kt.build_transfer_model(tiny_backbone_name, data.num_classes,
                                     input_shape=(16, 16, 3), weights=None, freeze=1,
                                     bn="trainable")
-    result = train(model, data, epochs=2, out=tmp_path / "run", config={"note": "x"}, verbose=0)
+    result = run_recipe_test(train, model, data, epochs=2, out=tmp_path / "run",
+                             config={"note": "x"}, expected_epochs=2,
+                             changes=model.trainable_variables)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
     umask = os.umask(0)
     os.umask(umask)

@@ -10,6 +10,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
+from testing import run_recipe_test
 
 import kertransfer as kt
 from kertransfer.errors import DataError, InvalidArgumentError, SearchError, UnknownBackboneError
@@ -339,8 +340,8 @@ def test_tune_returns_a_result_of_the_best_trial(tiny_backbone_name, tiny_weight
     from kertransfer.training import RunResult
 
     hm = _hm(tiny_backbone_name, tiny_weights)
-    result = kt.tune(hm, tiny_bundle, max_trials=2, epochs=2, directory=tmp_path / "s",
-                     verbose=0)
+    result = run_recipe_test(kt.tune, hm, tiny_bundle, max_trials=2, epochs=2,
+                             directory=tmp_path / "s")
     assert isinstance(result, RunResult) and isinstance(result, kt.tuning.TuneResult)
     best = result.tuner.oracle.get_best_trials(1)[0]
     assert result.metrics == {"val_accuracy": best.score} and result.out == tmp_path / "s"

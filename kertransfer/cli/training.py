@@ -17,6 +17,27 @@ def _schedule(name: str, lr: float, steps: int):
     return lr
 
 
+def _run_config(args, backbone: str, size, data, lr: float, terms: list[str], found) -> dict:
+    """The settings a train run records in its folder (``found``: the lr_find result)."""
+    config = {
+        "data": args.data, "image_size": list(size), "batch_size": args.batch_size,
+        "backbone": backbone, "weights": args.weights, "freeze": args.freeze, "bn": args.bn,
+        "dropout": args.dropout, "head_units": args.head_units, "optimizer": args.optimizer,
+        "learning_rate": lr, "schedule": args.schedule, "freeze_epochs": args.freeze_epochs,
+        "head_fit": args.head_fit,
+        "unfreeze_top": args.unfreeze_top,
+        "learning_rate_multiplier": args.learning_rate_multiplier, "seed": args.seed,
+        "validation_split": args.validation_split, "test_split": args.test_split,
+        "samples_per_class": args.samples_per_class,
+        "class_names": data.class_names, "counts": data.counts,
+        "regularizers": terms,
+    }
+    if found is not None:  # the curve, for `kertransfer report`
+        config["lr_find"] = {"lrs": found.lrs, "smoothed": found.smoothed,
+                             "suggestion": found.suggestion}
+    return config
+
+
 def run_train(args) -> int:
     from kertransfer.backbones import get_backbone_spec
     from kertransfer.errors import InvalidArgumentError, format_message
@@ -45,28 +66,13 @@ def run_train(args) -> int:
         freeze=args.freeze, bn=args.bn, dropout=args.dropout, head_units=tuple(args.head_units),
     )
     trainable_summary(model)
-    lr = args.learning_rate
+    lr, found = args.learning_rate, None
     if args.lr_find:
         print(f"[3/{steps_total}] Learning-rate range test")
         found = lr_find(model, data, plot=None, verbose=1)
         lr = found.suggestion
     terms = _regularizers(args, model, size)
-    config = {
-        "data": args.data, "image_size": list(size), "batch_size": args.batch_size,
-        "backbone": spec.name, "weights": args.weights, "freeze": args.freeze, "bn": args.bn,
-        "dropout": args.dropout, "head_units": args.head_units, "optimizer": args.optimizer,
-        "learning_rate": lr, "schedule": args.schedule, "freeze_epochs": args.freeze_epochs,
-        "head_fit": args.head_fit,
-        "unfreeze_top": args.unfreeze_top,
-        "learning_rate_multiplier": args.learning_rate_multiplier, "seed": args.seed,
-        "validation_split": args.validation_split, "test_split": args.test_split,
-        "samples_per_class": args.samples_per_class,
-        "class_names": data.class_names, "counts": data.counts,
-        "regularizers": terms,
-    }
-    if args.lr_find:  # the curve, for `kertransfer report`
-        config["lr_find"] = {"lrs": found.lrs, "smoothed": found.smoothed,
-                             "suggestion": found.suggestion}
+    config = _run_config(args, spec.name, size, data, lr, terms, found)
     one_phase = DEFAULT_EPOCHS if args.epochs is None else args.epochs
     epochs = phase2_epochs(args.epochs, data.train) if args.freeze_epochs else one_phase
     config["epochs"] = epochs

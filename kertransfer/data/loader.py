@@ -179,6 +179,50 @@ def _pipeline(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def _split_indices(data: SourceData, validation_split: float, test_split: float,
+                   samples_per_class: int | None, seed: int):
+    """The stratified, seeded train/val/test indices of ``data`` (``samples_per_class``
+    applied to the train split only); a `DataError` where a split ends up empty."""
+    if data.test_only is not None:
+        train, val, test = split_with_test_set(
+            data.labels, data.test_only, validation_split, test_split, seed
+        )
+    else:
+        train, val, test = stratified_split(data.labels, validation_split, test_split, seed)
+    for name, fraction, held in (
+        ("validation_split", validation_split, val),
+        ("test_split", test_split, test),
+    ):
+        if fraction > 0 and len(held) == 0:
+            raise DataError(
+                format_message(
+                    f"`{name}` leaves no examples: every class has a single example, "
+                    "kept for training.",
+                    expected="classes with at least 2 examples, or a fraction of 0",
+                    received={name: fraction, "num_examples": len(data.labels)},
+                )
+            )
+    if samples_per_class is not None:
+        train, short = take_per_class(train, data.labels, samples_per_class, seed,
+                                      len(data.class_names))
+        if short:
+            shown = {data.class_names[c]: n for c, n in list(short.items())[:10]}
+            warnings.warn(
+                f"{len(short)} class(es) have fewer than samples_per_class={samples_per_class} "
+                f"training examples; all of theirs are kept: {shown}.",
+                stacklevel=3,
+            )
+        if len(train) == 0:
+            raise DataError(
+                format_message(
+                    "No training examples are left.",
+                    received={"samples_per_class": samples_per_class},
+                )
+            )
+
+    return train, val, test
+
+
 def load(
     source: Any,
     image_size: Sequence[int] = (224, 224),
@@ -264,42 +308,7 @@ def load(
 
     data = _read_source(source, image_size, class_names, strict, data_dir, verbose)
     num_classes = len(data.class_names)
-    if data.test_only is not None:
-        train, val, test = split_with_test_set(
-            data.labels, data.test_only, validation_split, test_split, seed
-        )
-    else:
-        train, val, test = stratified_split(data.labels, validation_split, test_split, seed)
-    for name, fraction, held in (
-        ("validation_split", validation_split, val),
-        ("test_split", test_split, test),
-    ):
-        if fraction > 0 and len(held) == 0:
-            raise DataError(
-                format_message(
-                    f"`{name}` leaves no examples: every class has a single example, "
-                    "kept for training.",
-                    expected="classes with at least 2 examples, or a fraction of 0",
-                    received={name: fraction, "num_examples": len(data.labels)},
-                )
-            )
-    if samples_per_class is not None:
-        train, short = take_per_class(train, data.labels, samples_per_class, seed, num_classes)
-        if short:
-            shown = {data.class_names[c]: n for c, n in list(short.items())[:10]}
-            warnings.warn(
-                f"{len(short)} class(es) have fewer than samples_per_class={samples_per_class} "
-                f"training examples; all of theirs are kept: {shown}.",
-                stacklevel=2,
-            )
-        if len(train) == 0:
-            raise DataError(
-                format_message(
-                    "No training examples are left.",
-                    received={"samples_per_class": samples_per_class},
-                )
-            )
-
+    train, val, test = _split_indices(data, validation_split, test_split, samples_per_class, seed)
     indices = {"train": train, "val": val, "test": test}
     fractions = {"train": 1.0, "val": validation_split, "test": test_split}
     datasets = {}

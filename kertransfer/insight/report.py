@@ -20,6 +20,7 @@ Every file is written atomically: a reader never sees half of one.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import pathlib
@@ -270,27 +271,12 @@ def _lr_find_figure(record: dict):
     return fig
 
 
-def run_report(run, data=None, *, split: str = "test", out=None, head: str | None = None,
-               title: str | None = None, threshold: float | None = None) -> pathlib.Path:
-    """Write one self-contained HTML page about a run or a search folder.
+Section = tuple[str, str]  # (heading, HTML)
 
-    Args:
-        run: The folder.
-        data: With data, the page also has the confusion matrix and
-            per-class accuracy on ``split`` (see `evaluate_run`).
-        split: Which split of a bundle to evaluate.
-        out: The HTML file (default: ``report.html`` in the folder).
-        head: For a multi-task model, the head to evaluate.
-        title: The page's title (default: the folder's name).
-        threshold: For a sigmoid head, the probability its class must exceed
-            (default 0.5; see `evaluate_run`).
 
-    Returns:
-        The path of the page.
-    """
-
-    folder, config = _run_folder(run)
-    sections: list[tuple[str, str]] = []
+def _summary_sections(folder: pathlib.Path, config: dict) -> list[Section]:
+    """The run's settings and scores, its learning curves and its lr_find curve."""
+    sections: list[Section] = []
     facts = {k: config[k] for k in ("backbone", "weights", "freeze", "bn", "learning_rate",
                                     "epochs", "freeze_epochs", "objective", "score")
              if config.get(k) is not None}
@@ -315,35 +301,67 @@ def run_report(run, data=None, *, split: str = "test", out=None, head: str | Non
                                 if stages else "")))
     if config.get("lr_find"):
         sections.append(("Learning-rate range test", _png(_lr_find_figure(config["lr_find"]))))
-    if data is not None:
-        result = evaluate_run(folder, data, split=split, head=head, threshold=threshold)
-        worst = np.argsort(np.nan_to_num(result["per_class"], nan=2.0))[:3]
-        lowest = ", ".join(f"{result['class_names'][k]} ({result['per_class'][k]:.3f})"
-                           for k in worst)
-        if result["rule"] == "multi_label":
-            sections.append((f"Accuracy per label ({split} split)", _png(result["paths"][0])
-                             + f"<p>Labels above the threshold {result['threshold']:g}; mean "
-                               f"accuracy per label {result['accuracy']:.4f}; lowest labels: "
-                               f"{html.escape(lowest)}.</p>"))
-        else:
-            rule = (f"; positive above the threshold {result['threshold']:g}"
-                    if result["rule"] == "binary" else "")
-            sections.append((f"Confusion matrix ({split} split)", _png(result["paths"][0])
-                             + f"<p>Accuracy {result['accuracy']:.4f}{rule}; lowest classes: "
-                               f"{html.escape(lowest)}.</p>"))
-            sections.append(("Accuracy per class", _png(result["paths"][1])))
-    trials, results = folder / run_folder.TRIALS_FILE, folder / run_folder.RESULTS_FILE
-    if trials.is_file():
-        table = ""
-        if results.is_file():
-            import csv
+    return sections
 
-            rows = list(csv.reader(io.StringIO(results.read_text())))
-            table = "<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}"
-                                 f"</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
-                for i, row in enumerate(rows)) + "</table>"
-        sections.append(("Search trials", _png(trials) + table))
+
+def _evaluation_sections(folder: pathlib.Path, data, split: str, head, threshold) -> list[Section]:
+    """The confusion matrix (or per-label accuracy) and per-class accuracy on ``split``."""
+    result = evaluate_run(folder, data, split=split, head=head, threshold=threshold)
+    worst = np.argsort(np.nan_to_num(result["per_class"], nan=2.0))[:3]
+    lowest = ", ".join(f"{result['class_names'][k]} ({result['per_class'][k]:.3f})"
+                       for k in worst)
+    if result["rule"] == "multi_label":
+        return [(f"Accuracy per label ({split} split)", _png(result["paths"][0])
+                 + f"<p>Labels above the threshold {result['threshold']:g}; mean "
+                   f"accuracy per label {result['accuracy']:.4f}; lowest labels: "
+                   f"{html.escape(lowest)}.</p>")]
+    rule = (f"; positive above the threshold {result['threshold']:g}"
+            if result["rule"] == "binary" else "")
+    return [(f"Confusion matrix ({split} split)", _png(result["paths"][0])
+             + f"<p>Accuracy {result['accuracy']:.4f}{rule}; lowest classes: "
+               f"{html.escape(lowest)}.</p>"),
+            ("Accuracy per class", _png(result["paths"][1]))]
+
+
+def _search_sections(folder: pathlib.Path) -> list[Section]:
+    """A search folder's trials plot and results table."""
+    trials, results = folder / run_folder.TRIALS_FILE, folder / run_folder.RESULTS_FILE
+    if not trials.is_file():
+        return []
+    table = ""
+    if results.is_file():
+        rows = list(csv.reader(io.StringIO(results.read_text())))
+        table = "<table>" + "".join(
+            "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}"
+                             f"</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
+            for i, row in enumerate(rows)) + "</table>"
+    return [("Search trials", _png(trials) + table)]
+
+
+def run_report(run, data=None, *, split: str = "test", out=None, head: str | None = None,
+               title: str | None = None, threshold: float | None = None) -> pathlib.Path:
+    """Write one self-contained HTML page about a run or a search folder.
+
+    Args:
+        run: The folder.
+        data: With data, the page also has the confusion matrix and
+            per-class accuracy on ``split`` (see `evaluate_run`).
+        split: Which split of a bundle to evaluate.
+        out: The HTML file (default: ``report.html`` in the folder).
+        head: For a multi-task model, the head to evaluate.
+        title: The page's title (default: the folder's name).
+        threshold: For a sigmoid head, the probability its class must exceed
+            (default 0.5; see `evaluate_run`).
+
+    Returns:
+        The path of the page.
+    """
+
+    folder, config = _run_folder(run)
+    sections = [*_summary_sections(folder, config)]
+    if data is not None:
+        sections += _evaluation_sections(folder, data, split, head, threshold)
+    sections += _search_sections(folder)
     if not sections:
         raise DataError(format_message(
             "The folder holds nothing to report: no config, history, or search results.",

@@ -205,6 +205,46 @@ def _check_weights(weights: Any) -> Any:
     )
 
 
+def _make_backbone(backbone, input_shape, weights, preprocessing, blocks):
+    """The backbone network of `build_transfer_model`, by registry name or as given:
+    ``(net, preprocessing, block patterns, unmatched rule, backbone name, weights
+    still to load)``."""
+    if isinstance(backbone, str):
+        spec = get_backbone_spec(backbone)
+        prep = preprocessing or spec.preprocessing
+        if weights == "imagenet" and not spec.has_imagenet:
+            raise InvalidArgumentError(
+                format_message(f"{spec.name!r} has no ImageNet weights.",
+                               expected="weights=None or a weights file",
+                               received={"backbone": backbone, "weights": weights})
+            )
+        shape = _check_input_shape(input_shape, spec, weights, prep)
+        net = construct_with_imagenet(spec, shape) if weights == "imagenet" else spec.construct(
+            shape, weights=None)
+        net.name = "backbone"
+        patterns = tuple(blocks) if blocks else spec.blocks
+        unmatched = spec.unmatched if not blocks else "previous"
+        backbone_name = spec.name
+    elif isinstance(backbone, keras.Model):
+        net, _ = adapt_model(backbone, input_shape, blocks)
+        prep = preprocessing or "none"
+        patterns = tuple(blocks) if blocks else blocks_from_model(net)
+        unmatched = "previous"
+        backbone_name = "custom"
+        if weights == "imagenet":
+            weights = None  # keep the model's own weights
+    else:
+        raise InvalidTypeError(
+            format_message(
+                "backbone must be a registry name or a keras.Model.",
+                expected="e.g. 'efficientnet_b0' (kertransfer.list_backbones()) or a headless "
+                "keras.Model",
+                received={"backbone": backbone},
+            )
+        )
+    return net, prep, patterns, unmatched, backbone_name, weights
+
+
 def build_transfer_model(
     backbone: str | keras.Model,
     num_classes: int | Mapping[str, int],
@@ -305,39 +345,8 @@ def build_transfer_model(
         _check_choice(preprocessing, "preprocessing", PREPROCESSING_MODES)
     weights = _check_weights(weights)
 
-    if isinstance(backbone, str):
-        spec = get_backbone_spec(backbone)
-        prep = preprocessing or spec.preprocessing
-        if weights == "imagenet" and not spec.has_imagenet:
-            raise InvalidArgumentError(
-                format_message(f"{spec.name!r} has no ImageNet weights.",
-                               expected="weights=None or a weights file",
-                               received={"backbone": backbone, "weights": weights})
-            )
-        shape = _check_input_shape(input_shape, spec, weights, prep)
-        net = construct_with_imagenet(spec, shape) if weights == "imagenet" else spec.construct(
-            shape, weights=None)
-        net.name = "backbone"
-        patterns = tuple(blocks) if blocks else spec.blocks
-        unmatched = spec.unmatched if not blocks else "previous"
-        backbone_name = spec.name
-    elif isinstance(backbone, keras.Model):
-        net, _ = adapt_model(backbone, input_shape, blocks)
-        prep = preprocessing or "none"
-        patterns = tuple(blocks) if blocks else blocks_from_model(net)
-        unmatched = "previous"
-        backbone_name = "custom"
-        if weights == "imagenet":
-            weights = None  # keep the model's own weights
-    else:
-        raise InvalidTypeError(
-            format_message(
-                "backbone must be a registry name or a keras.Model.",
-                expected="e.g. 'efficientnet_b0' (kertransfer.list_backbones()) or a headless "
-                "keras.Model",
-                received={"backbone": backbone},
-            )
-        )
+    net, prep, patterns, unmatched, backbone_name, weights = _make_backbone(
+        backbone, input_shape, weights, preprocessing, blocks)
     check_blocks(net.layers, patterns, unmatched)
     report = None
     if weights is not None and weights != "imagenet":
@@ -362,6 +371,5 @@ def build_transfer_model(
     model.weights_report = report
     apply_policy(model, freeze, bn)
     if verbose:
-
         trainable_summary(model)
     return model

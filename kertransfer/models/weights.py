@@ -288,6 +288,39 @@ def copy_weights_by_name(target: keras.Model, source: keras.Model, source_name: 
     return report
 
 
+def _load_h5_strict(backbone: keras.Model, path: pathlib.Path) -> WeightsReport:
+    """Load a ``.h5`` weights file that must fit every layer of ``backbone``; on a
+    mismatch the backbone's weights are restored and `WeightsMismatchError` raised."""
+    name = path.name
+    snapshot = backbone.get_weights()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            backbone.load_weights(path)
+        # Keras skips parts of a file that do not fit with a warning only.
+        skipped = [str(w.message) for w in caught
+                   if re.search(r"skipping|mismatch|no matching|could not",
+                                str(w.message), re.IGNORECASE)]
+        if skipped:
+            raise ValueError(skipped[0])
+    except Exception as exc:  # noqa: BLE001
+        backbone.set_weights(snapshot)
+        raise WeightsMismatchError(
+            format_message(
+                f"The weights in {name} do not fit this backbone "
+                f"({type(exc).__name__}: {_oneline(exc)}).",
+                expected="a weights file saved from the same backbone "
+                "(model.backbone.save_weights(...))",
+                fix="To load what matches by layer name, save a .keras model and "
+                "pass weights_strict=False.",
+                received={"weights": str(path)},
+            )
+        ) from None
+    report = WeightsReport(source=name)
+    report.matched = list(_weighted_layers(backbone))
+    return report
+
+
 def load_backbone_weights(backbone: keras.Model, path, strict: bool = True) -> WeightsReport:
     """Load a local weights file into ``backbone``.
 
@@ -326,33 +359,7 @@ def load_backbone_weights(backbone: keras.Model, path, strict: bool = True) -> W
         return copy_weights_by_name(backbone, find_backbone(source_model), name, strict=strict)
     if name.endswith(".h5"):
         if strict:
-            snapshot = backbone.get_weights()
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    backbone.load_weights(path)
-                # Keras skips parts of a file that do not fit with a warning only.
-                skipped = [str(w.message) for w in caught
-                           if re.search(r"skipping|mismatch|no matching|could not",
-                                        str(w.message), re.IGNORECASE)]
-                if skipped:
-                    raise ValueError(skipped[0])
-            except Exception as exc:  # noqa: BLE001
-                backbone.set_weights(snapshot)
-                raise WeightsMismatchError(
-                    format_message(
-                        f"The weights in {name} do not fit this backbone "
-                        f"({type(exc).__name__}: {_oneline(exc)}).",
-                        expected="a weights file saved from the same backbone "
-                        "(model.backbone.save_weights(...))",
-                        fix="To load what matches by layer name, save a .keras model and "
-                        "pass weights_strict=False.",
-                        received={"weights": str(path)},
-                    )
-                ) from None
-            report = WeightsReport(source=name)
-            report.matched = list(_weighted_layers(backbone))
-            return report
+            return _load_h5_strict(backbone, path)
         raise InvalidArgumentError(
             format_message(
                 "Loading by layer name (weights_strict=False) needs a .keras file.",

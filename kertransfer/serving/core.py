@@ -131,6 +131,26 @@ def _write(plan: Plan, fmt: str, out: pathlib.Path, scratch: pathlib.Path, opset
     shutil.copy(names_file, out / CLASS_NAMES_FILE)
 
 
+def _differences(expected: dict, got, fmt: str) -> dict[str, float]:
+    """The largest absolute difference per signature between the model's outputs
+    (``expected``) and the fresh process's (``got``, its ``outputs.npz``)."""
+    diffs: dict[str, float] = {}
+    prefix = {formats.IMAGES_SIGNATURE: "images/", formats.BYTES_SIGNATURE: "bytes/"}
+    for signature, outputs in expected.items():
+        worst = 0.0
+        for key, want in outputs.items():
+            name = prefix[signature] + key
+            if name not in got or got[name].shape != want.shape:
+                raise ParityError(
+                    format_message(f"The {fmt} export's {signature} has no output {key!r} of "
+                                   f"shape {want.shape}.",
+                                   received={"outputs": {k: got[k].shape for k in got.files}})
+                )
+            worst = max(worst, float(np.max(np.abs(got[name].astype("float64") - want))))
+        diffs[signature if fmt == "saved_model" else fmt] = worst
+    return diffs
+
+
 def check_parity(plan: Plan, fmt: str, folder: pathlib.Path, samples: np.ndarray,
                  tolerance: float, scratch: pathlib.Path) -> dict[str, Any]:
     """Load the export in a fresh process with its runtime; compare with the model.
@@ -177,20 +197,7 @@ def check_parity(plan: Plan, fmt: str, folder: pathlib.Path, samples: np.ndarray
                            received={"format": fmt})
         )
     got = np.load(check_dir / "outputs.npz")
-    diffs: dict[str, float] = {}
-    prefix = {formats.IMAGES_SIGNATURE: "images/", formats.BYTES_SIGNATURE: "bytes/"}
-    for signature, outputs in expected.items():
-        worst = 0.0
-        for key, want in outputs.items():
-            name = prefix[signature] + key
-            if name not in got or got[name].shape != want.shape:
-                raise ParityError(
-                    format_message(f"The {fmt} export's {signature} has no output {key!r} of "
-                                   f"shape {want.shape}.",
-                                   received={"outputs": {k: got[k].shape for k in got.files}})
-                )
-            worst = max(worst, float(np.max(np.abs(got[name].astype("float64") - want))))
-        diffs[signature if fmt == "saved_model" else fmt] = worst
+    diffs = _differences(expected, got, fmt)
     imported = json.loads((check_dir / "imported.json").read_text())["kertransfer"]
     report = {"max_abs_diff": diffs, "tolerance": tolerance, "images": int(len(samples)),
               "runtime": _RUNTIMES[fmt], "kertransfer_imported": imported}
@@ -208,6 +215,22 @@ def check_parity(plan: Plan, fmt: str, folder: pathlib.Path, samples: np.ndarray
                            received={"tolerance": tolerance})
         )
     return report
+
+
+def _from_source(source, class_names, threshold):
+    """The model of a ``.keras`` file, run or search folder, what its folder records,
+    and the class names to export with (the folder's unless given)."""
+    model, info = load_keras_source(source)
+    info["source"] = str(source)
+    if class_names is None and info.get("class_names") is not None:
+        try:  # the recorded names must fit the model
+            make_plan(model, info["class_names"], threshold)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(
+                f"The class names recorded in {info.get('run')} do not fit the model "
+                f"(pass class_names= to export with others): {exc}") from exc
+        class_names = info["class_names"]
+    return model, info, class_names
 
 
 def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # noqa: A002
@@ -259,18 +282,7 @@ def export(model, path: str | os.PathLike, *, format: str = "saved_model",  # no
     fmt = check_format(format)
     info: dict = {}
     if isinstance(model, (str, os.PathLike)):
-
-        source = model
-        model, info = load_keras_source(source)
-        info["source"] = str(source)
-        if class_names is None and info.get("class_names") is not None:
-            try:
-                plan = make_plan(model, info["class_names"], threshold)
-            except InvalidArgumentError as exc:
-                raise InvalidArgumentError(
-                    f"The class names recorded in {info.get('run')} do not fit the model "
-                    f"(pass class_names= to export with others): {exc}") from exc
-            class_names = info["class_names"]
+        model, info, class_names = _from_source(model, class_names, threshold)
     plan = make_plan(model, class_names, threshold)
     version = check_version(version)
     tol = check_tolerance(tolerance, fmt)

@@ -106,6 +106,61 @@ def _quiet_retracing():
         logger.setLevel(level)
 
 
+def _check_numbers(hypermodel, tuner, *, max_trials, max_crashes, factor, hyperband_iterations,
+                   epochs, max_epochs, num_initial_points, seed, trials_per_process):
+    """tune()'s hypermodel, tuner and counts, checked; the counts as Python ints."""
+    if not isinstance(hypermodel, TransferHyperModel):
+        raise InvalidTypeError(
+            format_message("tune() searches a TransferHyperModel.",
+                           expected="kertransfer.TransferHyperModel(...)",
+                           received={"hypermodel": type(hypermodel).__name__})
+        )
+    if tuner not in TUNERS:
+        raise InvalidArgumentError(
+            format_message("Unknown tuner.", expected=f"one of {sorted(TUNERS)}",
+                           fix=suggest(str(tuner), TUNERS), received={"tuner": tuner})
+        )
+    max_trials, max_crashes, factor, hyperband_iterations = (
+        check_int(value, name, minimum=1)
+        for name, value in (("max_trials", max_trials), ("max_crashes", max_crashes),
+                            ("factor", factor), ("hyperband_iterations", hyperband_iterations)))
+    epochs = check_int(hypermodel.epochs if epochs is None else epochs, "epochs", minimum=1)
+    max_epochs = check_int(max_epochs, "max_epochs", minimum=1, allow_none=True)
+    num_initial_points = check_int(num_initial_points, "num_initial_points", minimum=1,
+                                   allow_none=True)
+    seed = check_int(seed, "seed", minimum=0)
+    if trials_per_process is not None:
+        trials_per_process = check_int(trials_per_process, "trials_per_process", minimum=1)
+    return (max_trials, max_crashes, factor, hyperband_iterations, epochs, max_epochs,
+            num_initial_points, seed, trials_per_process)
+
+
+def _search_here(hypermodel, data, validation_data, directory, settings, env, *, epochs,
+                 is_worker, verbose, distribution_strategy, stop_after):
+    """Run the search in this process (resuming what ``directory`` holds); the tuner."""
+    with _environ(env):
+        kt_tuner = _make_tuner(hypermodel, directory, **settings,
+                               distribution_strategy=distribution_strategy)
+        done = sum(t.status == "COMPLETED" for t in kt_tuner.oracle.trials.values()) \
+            if not is_worker else 0
+        if verbose and done:
+            project = directory / settings["project_name"]
+            print_msg(f"Resuming the search in {project}: {done} trial(s) completed already")
+        kt_tuner.stop_after = stop_after
+        search_kwargs = {"verbose": fit_verbose(verbose)}
+        if settings["tuner"] != "hyperband":
+            search_kwargs["epochs"] = epochs
+        if validation_data is not None:
+            search_kwargs["validation_data"] = validation_data
+        quiet = io.StringIO()
+        with contextlib.redirect_stdout(quiet) if not verbose else contextlib.nullcontext(), \
+                _quiet_retracing():
+            kt_tuner.search(data, **search_kwargs)
+        if not is_worker:
+            kt_tuner.save()  # the chief's last state lists no trial as running
+    return kt_tuner
+
+
 def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
          epochs: int | None = None, directory: str | os.PathLike = "runs/search",
          project_name: str = "search", objective: str = "val_accuracy",
@@ -177,28 +232,12 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         chief holds), the search folder (``out``) and KerasTuner's ``tuner``.
     """
     start = time.perf_counter()
-    if not isinstance(hypermodel, TransferHyperModel):
-        raise InvalidTypeError(
-            format_message("tune() searches a TransferHyperModel.",
-                           expected="kertransfer.TransferHyperModel(...)",
-                           received={"hypermodel": type(hypermodel).__name__})
-        )
-    if tuner not in TUNERS:
-        raise InvalidArgumentError(
-            format_message("Unknown tuner.", expected=f"one of {sorted(TUNERS)}",
-                           fix=suggest(str(tuner), TUNERS), received={"tuner": tuner})
-        )
-    max_trials, max_crashes, factor, hyperband_iterations = (
-        check_int(value, name, minimum=1)
-        for name, value in (("max_trials", max_trials), ("max_crashes", max_crashes),
-                            ("factor", factor), ("hyperband_iterations", hyperband_iterations)))
-    epochs = check_int(hypermodel.epochs if epochs is None else epochs, "epochs", minimum=1)
-    max_epochs = check_int(max_epochs, "max_epochs", minimum=1, allow_none=True)
-    num_initial_points = check_int(num_initial_points, "num_initial_points", minimum=1,
-                                   allow_none=True)
-    seed = check_int(seed, "seed", minimum=0)
-    if trials_per_process is not None:
-        trials_per_process = check_int(trials_per_process, "trials_per_process", minimum=1)
+    max_trials, max_crashes, factor, hyperband_iterations, epochs, max_epochs, \
+        num_initial_points, seed, trials_per_process = _check_numbers(
+            hypermodel, tuner, max_trials=max_trials, max_crashes=max_crashes, factor=factor,
+            hyperband_iterations=hyperband_iterations, epochs=epochs, max_epochs=max_epochs,
+            num_initial_points=num_initial_points, seed=seed,
+            trials_per_process=trials_per_process)
     _check_objective(hypermodel, objective)
     _check_data(data, objective, validation_data)
     if callable(getattr(hypermodel, "check_data", None)):
@@ -242,26 +281,10 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
                       trials_per_process, child_setup, verbose)
         kt_tuner = _make_tuner(hypermodel, directory, **settings)
     else:
-        with _environ(env):
-            kt_tuner = _make_tuner(hypermodel, directory, **settings,
-                                   distribution_strategy=distribution_strategy)
-            done = sum(t.status == "COMPLETED" for t in kt_tuner.oracle.trials.values()) \
-                if not is_worker else 0
-            if verbose and done:
-                print_msg(f"Resuming the search in {directory / project_name}: {done} trial(s) "
-                      "completed already")
-            kt_tuner.stop_after = _stop_after
-            search_kwargs = {"verbose": fit_verbose(verbose)}
-            if tuner != "hyperband":
-                search_kwargs["epochs"] = epochs
-            if validation_data is not None:
-                search_kwargs["validation_data"] = validation_data
-            quiet = io.StringIO()
-            with contextlib.redirect_stdout(quiet) if not verbose else contextlib.nullcontext(), \
-                    _quiet_retracing():
-                kt_tuner.search(data, **search_kwargs)
-            if not is_worker:
-                kt_tuner.save()  # the chief's last state lists no trial as running
+        kt_tuner = _search_here(hypermodel, data, validation_data, directory, settings, env,
+                                epochs=epochs, is_worker=is_worker, verbose=verbose,
+                                distribution_strategy=distribution_strategy,
+                                stop_after=_stop_after)
     # A worker's oracle is a client of the chief's: the chief holds the trials.
     rows = [] if is_worker else results_table(kt_tuner)
     written: dict = {}
