@@ -49,8 +49,9 @@ def needs_lite(variant):
                                      "(the offline-weights extra)")
 
 
-@pytest.mark.parametrize("variant", range(5))
-@pytest.mark.backend_agnostic
+# Under JAX too for Lite0: the other variants run the same code at other widths and depths.
+@pytest.mark.parametrize("variant", [pytest.param(0, marks=pytest.mark.backend_agnostic),
+                                     1, 2, 3, 4])
 def test_parameter_counts_and_stages(variant):
     full = efficientnet_lite(variant, include_top=True, input_shape=(32, 32, 3))
     headless = efficientnet_lite(variant, include_top=False, input_shape=(32, 32, 3))

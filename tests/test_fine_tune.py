@@ -202,6 +202,39 @@ def test_probe_columns_for_binary_and_missing_classes():
         kt.training.fit_linear_probe(f, y, num_classes=2)
 
 
+def _penalised_loss(f, y, kernel, bias, C):  # noqa: N803
+    logits = f @ kernel + bias
+    logits -= logits.max(1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    return -C * log_p[np.arange(len(y)), y].sum() + 0.5 * (kernel ** 2).sum()
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_probe_on_features_wider_than_examples_solves_the_same_problem(classes):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    y = np.arange(60) % classes
+    f = np.maximum(rng.normal(size=(60, 700)) + 0.4 * (np.arange(700) % classes == y[:, None]),
+                   0)  # non-negative, like pooled ReLU features
+    fit = kt.training.fit_linear_probe(f, y, grid=[1.0])
+    assert fit.kernel.shape == (700, classes)
+    exact = LogisticRegression(C=1.0, tol=1e-10, max_iter=20000).fit(f, y)
+    coef, icpt = exact.coef_, exact.intercept_
+    if classes == 2:
+        coef, icpt = np.concatenate([np.zeros_like(coef), coef]), np.r_[0.0, icpt]
+    best = _penalised_loss(f, y, coef.T, icpt, 1.0)
+    assert _penalised_loss(f, y, fit.kernel.astype("float64"), fit.bias, 1.0) == \
+        pytest.approx(best, rel=2e-3)
+    # Unseen examples of the same classes are classified as the exact optimum does.
+    yt = np.arange(200) % classes
+    test = np.maximum(rng.normal(size=(200, 700)) + 0.4 * (np.arange(700) % classes ==
+                                                           yt[:, None]), 0)
+    agree = np.mean(np.argmax(test @ fit.kernel + fit.bias, 1) ==
+                    np.argmax(test @ coef.T + icpt, 1))
+    assert agree > 0.97
+
+
 def test_head_fit_falls_back_or_refuses(tiny_backbone_name, bundle, capsys):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, head_units=(8,))

@@ -71,11 +71,19 @@ def _count(lines, word, pid):
     return sum(1 for line in lines if line.startswith(f"{word} {pid}"))
 
 
+def _epochs_of_trial(lines, pid, n):
+    """Epochs ``pid`` finished in its ``n``-th trial (from 1) so far."""
+    mine = [line.split()[0] for line in lines if line.endswith(f" {pid}")]
+    starts = [i for i, word in enumerate(mine) if word == "start"]
+    if len(starts) < n:
+        return 0
+    return sum(1 for word in mine[starts[n - 1]:] if word == "epoch")
+
+
 def test_search_killed_twice_resumes_without_losing_trials(tmp_path):
-    # 1. Kill in the middle of the second trial (after its first epochs ran).
+    # 1. Kill in the middle of the second trial: its first epoch (of 3) ran.
     child = _start(tmp_path, "--max-trials", "4")
-    _wait_for(child, tmp_path, lambda ev: _count(ev, "start", child.pid) == 2)
-    time.sleep(0.7)
+    _wait_for(child, tmp_path, lambda ev: _epochs_of_trial(ev, child.pid, 2) >= 1)
     _kill(child)
     before = _completed_files(tmp_path)
     assert list(before) == ["trial_0"]
@@ -121,8 +129,7 @@ def test_distributed_chief_and_two_workers_survive_a_dead_worker(tmp_path):
     procs = [chief, w0, w1]
     try:
         # worker1 dies in the middle of its first trial...
-        _wait_for(w1, tmp_path, lambda ev: _count(ev, "start", w1.pid) == 1)
-        time.sleep(0.5)
+        _wait_for(w1, tmp_path, lambda ev: _epochs_of_trial(ev, w1.pid, 1) >= 1)
         _kill(w1)
         # ...and a worker restarted with its id is handed that trial back.
         w1b = _start(tmp_path, *common, "--distributed", "worker", "--tuner-id", "worker1")

@@ -120,8 +120,8 @@ class _RobustTuner:
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)  # the trial is ended and saved here
-        keras.backend.clear_session()
-        gc.collect()
+        keras.backend.clear_session(free_memory=False)
+        gc.collect()  # once (clear_session's own collection would be a second full walk)
         release_freed_memory()
         # The memory this process holds after the trial: a search that leaks shows it here.
         path = os.path.join(self.project_dir, f"trial_{trial.trial_id}",

@@ -21,13 +21,13 @@ def say(msg: str, verbose: int) -> None:
 
 def pixel_baseline(data, C: float = 0.01) -> float:  # noqa: N803
     """Held-out accuracy of logistic regression on raw pixels (the floor)."""
-    from sklearn.linear_model import LogisticRegression
+    from kertransfer.training import fit_linear_probe
 
     x, y = data.as_numpy("train")
     xt, yt = data.as_numpy("test")
-    clf = LogisticRegression(max_iter=2000, C=C)
-    clf.fit(x.reshape(len(x), -1) / 255.0, y)
-    return float(clf.score(xt.reshape(len(xt), -1) / 255.0, yt))
+    fit = fit_linear_probe(x.reshape(len(x), -1) / 255.0, y, data.num_classes, grid=(C,))
+    logits = xt.reshape(len(xt), -1) / 255.0 @ fit.kernel + fit.bias
+    return float(np.mean(np.argmax(logits, axis=1) == yt))
 
 
 def format_table(per_seed: Sequence[dict], title: str) -> str:

@@ -16,6 +16,7 @@ from kertransfer.data.batches import as_batches
 from kertransfer.data.forms import form_of
 from kertransfer.data.gathering import gather
 from kertransfer.errors import DataError, InvalidArgumentError, InvalidTypeError, format_message
+from kertransfer.training.probe import fit_linear_probe
 from kertransfer.validation import check_choice, check_int, check_number
 
 __all__ = ["EpisodeResult", "LogisticClassifier", "PrototypeClassifier", "evaluate_episodes",
@@ -270,14 +271,15 @@ class LogisticClassifier(_FeatureClassifier):
         self.C = check_number(C, "C", minimum=0, exclusive_minimum=True)
 
     def fit_features(self, f, y):
-        from sklearn.linear_model import LogisticRegression
-
-        self._lr = LogisticRegression(C=self.C, max_iter=1000).fit(f, y)
-        self.classes_ = self._lr.classes_
+        # kertransfer's one logistic regression: the probe `fine_tune` starts from.
+        self.classes_, index = np.unique(y, return_inverse=True)
+        self._fit = fit_linear_probe(f, index, len(self.classes_), grid=(self.C,))
         return self
 
     def proba_features(self, f):
-        return self._lr.predict_proba(f)
+        logits = np.asarray(f, dtype="float64") @ self._fit.kernel + self._fit.bias
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
 
 
 @dataclasses.dataclass
