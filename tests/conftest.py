@@ -1,5 +1,6 @@
 """Shared test fixtures: quiet TensorFlow, seeds, a tiny backbone, slow-test opt-in."""
 
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -40,11 +41,20 @@ def pytest_collection_modifyitems(config, items):
 def _seed_and_clear():
     keras.utils.set_random_seed(1234)
     yield
-    # Keras' global state goes; a full garbage collection after every test does not
-    # (free_memory=False): TensorFlow keeps the graphs of every traced function alive,
-    # so one walk costs up to 1 s late in a run while freeing almost nothing. Python's
-    # own collector still frees cycles as they accumulate.
-    keras.backend.clear_session(free_memory=False)
+    keras.backend.clear_session(free_memory=False)  # the collection comes after the test
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """After each test, with its fixtures released: collect its garbage, then freeze what
+    survives. TensorFlow keeps the graph of every function traced in a process, so the heap
+    grows test after test; frozen, it is no longer walked by each collection (a walk cost
+    up to 1 s per test late in a run, and slowed every automatic collection within tests).
+    Frozen objects are still freed when nothing refers to them; only a cycle among them
+    (a module-scoped fixture's model after its module) outlives its use."""
+    yield
+    gc.collect()
+    gc.freeze()
 
 
 def tiny_cnn(include_top=False, weights=None, input_shape=(16, 16, 3)):
