@@ -27,6 +27,27 @@ def _long_first(item) -> int:
     return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Under JAX, XLA compilations are cached on disk for the run: the tests build many small
+    models whose train steps compile to the same programs, and a compiled program is reused
+    by every later test (the other worker's and child processes' too) instead of compiled
+    again. The cache lives in the run's pytest temporary folder (shared by the workers),
+    which pytest prunes."""
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+
+    base = config._tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    settings = {"jax_compilation_cache_dir": str(shared / "xla-cache"),
+                "jax_persistent_cache_min_compile_time_secs": 0,
+                "jax_persistent_cache_min_entry_size_bytes": 0}
+    for name, value in settings.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)  # the tests' child processes share it
+
+
 def pytest_collection_modifyitems(config, items):
     items.sort(key=_long_first)  # stable: the order within a module is kept
     if config.getoption("--run-slow"):
