@@ -219,7 +219,6 @@ def _split_indices(data: SourceData, validation_split: float, test_split: float,
                     received={"samples_per_class": samples_per_class},
                 )
             )
-
     return train, val, test
 
 

@@ -48,6 +48,13 @@ class ProbeFit:
     cv_accuracy: float | None
     examples: int
 
+    def predict_proba(self, features: Any) -> np.ndarray:
+        """Class probabilities of ``features`` ``(n, d)``: what the probed head predicts."""
+        f = np.asarray(features, dtype="float64").reshape(len(features), -1)
+        logits = f @ self.kernel + self.bias
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
 
 def _check_grid(grid) -> tuple[float, ...]:
     values = tuple(grid) if isinstance(grid, (list, tuple)) else None
@@ -68,15 +75,15 @@ def _row_space(f: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     exactly: ``||V b|| = ||b||`` keeps the penalty, ``f V b`` the logits. With
     ``n`` examples of ``d > n`` features every fit, cross-validation folds
     included (their rows span part of the same space), works on ``n``
-    columns instead of ``d``: 100 images of 1,024 features fit 25 times in
-    under a second instead of 20 s. Returns ``(f, None)`` when ``d <= n``.
+    columns instead of ``d`` (100 images of 1,024 MobileNet features: 0.78 s
+    instead of 28.1 s for the cross-validated probe, ``benchmarks/bench_probe.py``).
+    Returns ``(f, None)`` when ``d <= n``.
     """
     n, d = f.shape
     if d <= n:
         return f, None
     u, s, vt = np.linalg.svd(f, full_matrices=False)
-    rank = int(np.sum(s > s[0] * max(n, d) * np.finfo(f.dtype).eps)) if s.size and s[0] else 0
-    rank = max(rank, 1)
+    rank = max(int(np.sum(s > s[0] * d * np.finfo(f.dtype).eps)), 1)  # numpy's matrix_rank tol
     return u[:, :rank] * s[:rank], vt[:rank]
 
 

@@ -26,8 +26,8 @@ def pixel_baseline(data, C: float = 0.01) -> float:  # noqa: N803
     x, y = data.as_numpy("train")
     xt, yt = data.as_numpy("test")
     fit = fit_linear_probe(x.reshape(len(x), -1) / 255.0, y, data.num_classes, grid=(C,))
-    logits = xt.reshape(len(xt), -1) / 255.0 @ fit.kernel + fit.bias
-    return float(np.mean(np.argmax(logits, axis=1) == yt))
+    predicted = np.argmax(fit.predict_proba(xt / 255.0), axis=1)
+    return float(np.mean(predicted == yt))
 
 
 def format_table(per_seed: Sequence[dict], title: str) -> str:

@@ -277,9 +277,7 @@ class LogisticClassifier(_FeatureClassifier):
         return self
 
     def proba_features(self, f):
-        logits = np.asarray(f, dtype="float64") @ self._fit.kernel + self._fit.bias
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return p / p.sum(axis=1, keepdims=True)
+        return self._fit.predict_proba(f)
 
 
 @dataclasses.dataclass
