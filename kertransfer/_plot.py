@@ -18,14 +18,16 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | os.PathLike, *, dpi: int = 80,
-                tight: bool = True) -> pathlib.Path:
-    """Write ``fig`` to ``path`` as a PNG (a reader never sees half of it), then close it."""
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 80, tight: bool = True,
+                close: bool = True) -> pathlib.Path:
+    """Write ``fig`` to ``path`` as a PNG (a reader never sees half of it), then close it
+    (``close=False``: the caller draws it again and closes it)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_file(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
     finally:
-        pyplot().close(fig)
+        if close:
+            pyplot().close(fig)
     return path

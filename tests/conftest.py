@@ -4,6 +4,11 @@ import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each worker (and its child processes) runs TensorFlow's ops on one thread: the workers
+    # fill the cores already, and small ops cost less without a thread pool's hand-offs.
+    for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

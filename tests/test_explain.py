@@ -1,13 +1,14 @@
 """Grad-CAM: its arithmetic, its split of nested models, and where it points."""
 
 import keras
+import matplotlib.image
 import numpy as np
 import pytest
 
 import kertransfer as kt
 from kertransfer.data import quadrant_shapes
 from kertransfer.errors import InvalidArgumentError
-from kertransfer.insight.gradcam import grad_cam
+from kertransfer.insight.gradcam import GradCamResult, grad_cam, save_overlays
 
 agnostic = pytest.mark.backend_agnostic
 
@@ -138,3 +139,15 @@ def test_any_keras_image_classifier_is_explained():
     dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     with pytest.raises(InvalidArgumentError, match=r"no layer with a spatial output"):
         grad_cam(dense, np.zeros((1, 8, 8, 3), "float32"))
+
+
+def test_each_overlay_shows_its_own_image_and_heatmap(tmp_path):
+    images = np.stack([np.zeros((16, 16, 3)), np.full((16, 16, 3), 255.0), np.zeros((16, 16, 3))])
+    heat = np.zeros((3, 16, 16), "float32")
+    heat[2] = 1.0  # the last image: dark under a hot heatmap
+    result = GradCamResult(heat, heat, np.array([0, 1, 0]), np.array([0.2, 0.9, 0.4]), "x", [])
+    paths = save_overlays(images, result, tmp_path, class_names=["dark", "light"])
+    centre = [matplotlib.image.imread(p)[120, 120, :3] for p in paths]
+    assert centre[1].mean() > centre[0].mean() + 0.3  # the white image, not the first one again
+    assert centre[2][0] > centre[0][0] + 0.2          # jet's red at 1.0 over the third
+    assert len({p.read_bytes() for p in paths}) == 3  # the titles differ too

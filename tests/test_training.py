@@ -148,7 +148,8 @@ def test_recalibration_fixes_the_small_data_collapse():
     kt.recalibrate_batchnorm(model, [x[i:i + 100] for i in range(0, 900, 100)])
     after = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
     assert train_mode > 0.9
-    assert before < 0.5, "the collapse did not happen; the test no longer shows the trap"
+    # The collapse: inference-mode accuracy far below what the same weights score in training mode.
+    assert before < train_mode - 0.3, "no collapse; the test no longer shows the trap"
     assert after > 0.9
 
 
