@@ -8,6 +8,7 @@ import skimage.data
 import kertransfer as kt
 from kertransfer.errors import InvalidArgumentError
 from kertransfer.insight.gradcam import grad_cam
+from kertransfer.insight.scores import leep, logme
 from kertransfer.models.imagenet import classifier
 
 
@@ -54,9 +55,15 @@ def test_leep_reads_the_real_imagenet_probabilities(mobilenet):
     data = kt.data.load("fashion_mnist_subset", image_size=(96, 96), samples_per_class=6,
                         validation_split=0.0, test_split=0.0, seed=0, verbose=0)
     small = kt.build_imagenet_classifier("mobilenet", input_shape=(96, 96, 3))
-    ranking = kt.rank_backbones([small], data, metrics=("leep", "logme"))
+    ranking = kt.rank_backbones([small], data, metrics=("leep", "logme"), verbose=0)
     row = ranking.rows[0]
     assert row["leep"] is not None and row["leep"] < 0  # LEEP is a log-likelihood
+    # One pass gives both: the features of the pooling layer and the head's probabilities.
+    x, y = data.as_numpy("train")
+    probs = small.predict(x, verbose=0)
+    pooled = keras.Model(small.inputs, small.get_layer("pool").output).predict(x, verbose=0)
+    np.testing.assert_allclose(row["leep"], leep(probs, y), rtol=1e-4)
+    np.testing.assert_allclose(row["logme"], logme(pooled, y), rtol=1e-4)
 
 
 def test_a_classifier_that_is_not_pooling_and_one_layer_is_refused(monkeypatch):
@@ -67,3 +74,23 @@ def test_a_classifier_that_is_not_pooling_and_one_layer_is_refused(monkeypatch):
     with pytest.raises(InvalidArgumentError,
                        match=r"not global pooling and one dense.*Received: backbone="):
         classifier.imagenet_head_weights(spec)
+
+
+@pytest.mark.parametrize("name, accepted", [("densenet121", True), ("efficientnet_v2_b0", True),
+                                            ("convnext_tiny", False)])
+def test_the_top_is_found_in_families_with_generated_layer_names(monkeypatch, name, accepted):
+    # Two constructions of these families name their unnamed layers apart (activation_12 vs
+    # activation_240): the top is read from the classifier itself, not by comparing names.
+    spec = kt.get_backbone_spec(name)
+    full = spec.construct((64, 64, 3), weights=None, include_top=True)
+    keras.backend.clear_session(free_memory=False)  # the next construction is named apart
+    spec.construct((64, 64, 3), weights=None)
+    monkeypatch.setattr(classifier, "construct_with_imagenet", lambda *a, **k: full)
+    if not accepted:  # ConvNeXt's head normalises the pooled features first
+        with pytest.raises(InvalidArgumentError, match="not global pooling and one dense"):
+            classifier.imagenet_head_weights(spec)
+        return
+    kernel, bias = classifier.imagenet_head_weights(spec)
+    dense = full.get_layer("predictions")
+    np.testing.assert_array_equal(kernel, keras.ops.convert_to_numpy(dense.kernel))
+    np.testing.assert_array_equal(bias, keras.ops.convert_to_numpy(dense.bias))

@@ -164,18 +164,15 @@ def _sample(y: np.ndarray, max_examples: int | None, seed: int) -> np.ndarray | 
     return np.sort(keep)
 
 
-def _outputs(source, head_model, data, labels: bool):
+def _outputs(source, with_head: bool, data, labels: bool):
     """``(features [N, D], source-head probabilities or None, labels or None)``: one pass
     over ``data`` (arrays in batches of 256, or any stream, through the data adapter)."""
 
-    fn = feature_function(source)
+    fn = feature_function(source, with_outputs=with_head)
 
-    def outputs(xb):
-        xb = np.asarray(xb, "float32")
-        if head_model is None:
-            return (np.asarray(fn(xb)),)
-        return np.asarray(fn(xb)), np.asarray(head_model.predict(xb, verbose=0,
-                                                                 batch_size=256))
+    def outputs(xb):  # features, and the source head's probabilities from the same pass
+        out = fn(np.asarray(xb, "float32"))
+        return tuple(np.asarray(o) for o in out) if with_head else (np.asarray(out),)
 
     out, y = gather(data, "data", outputs, labels=labels, batch_size=256)
     return flatten_features(out[0]), (out[1] if len(out) > 1 else None), y
@@ -246,9 +243,9 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
         source, head_model, note = _resolve(candidate, input_shape, weights)
         head_model = head_model if "leep" in metrics else None
         if in_memory:
-            features, probabilities, _ = _outputs(source, head_model, x, labels=False)
+            features, probabilities, _ = _outputs(source, head_model is not None, x, labels=False)
         else:  # a stream: features and labels of one pass, then the sample
-            features, probabilities, y = _outputs(source, head_model, data, labels=True)
+            features, probabilities, y = _outputs(source, head_model is not None, data, labels=True)
             _check(np.zeros((len(y), 1)), y)
             keep = _sample(y, max_examples, seed)
             if keep is not None:

@@ -46,12 +46,18 @@ class _ModelFeatures:
         if self.calls <= self.EAGER_BATCHES:
             struct = getattr(self.model, "_inputs_struct", None)  # functional: as built
             inputs = [x] if isinstance(struct, (list, tuple)) and len(struct) == 1 else x
-            return keras.ops.convert_to_numpy(self.model(inputs, training=False))
+            return keras.tree.map_structure(keras.ops.convert_to_numpy,
+                                            self.model(inputs, training=False))
         return self.model.predict(x, verbose=0, batch_size=len(x))
 
 
-def feature_function(backbone):
-    """Images (raw, 0-255) -> a features function, per the module's ``backbone`` rules."""
+def feature_function(backbone, *, with_outputs: bool = False):
+    """Images (raw, 0-255) -> a features function, per the module's ``backbone`` rules.
+
+    ``with_outputs``: a model's features and its outputs from the same pass,
+    ``(features, outputs)`` per batch (a transfer model's pooled features and
+    its head's predictions, as LEEP reads them); only for a ``keras.Model``.
+    """
     if isinstance(backbone, str):
         if backbone != "pixels":
             raise InvalidArgumentError(format_message(
@@ -62,10 +68,17 @@ def feature_function(backbone):
         return lambda x: np.asarray(x, "float32").reshape(len(x), -1) / 255.0
     if isinstance(backbone, keras.Model):
         try:
-            model = keras.Model(backbone.inputs, backbone.get_layer("pool").output)
+            pool = backbone.get_layer("pool").output
         except ValueError:
-            model = backbone
-        return _ModelFeatures(model)
+            pool = None
+        if with_outputs:
+            return _ModelFeatures(keras.Model(backbone.inputs, [
+                backbone.outputs[0] if pool is None else pool, backbone.outputs[0]]))
+        return _ModelFeatures(backbone if pool is None else keras.Model(backbone.inputs, pool))
+    if with_outputs:
+        raise InvalidTypeError(format_message(
+            "Features and outputs of one pass need a keras.Model.",
+            received={"backbone": type(backbone).__name__}))
     if callable(backbone):
         return backbone
     raise InvalidTypeError(format_message(

@@ -11,9 +11,11 @@ predictions while a new head learns.
 
 The families whose ImageNet classifier is global average pooling, dropout and
 one dense (or 1×1 convolution) layer qualify: MobileNet v1, EfficientNet(-Lite,
--V2), ResNet, DenseNet, Xception, Inception, NASNet, ConvNeXt and others;
-MobileNetV3, whose classifier has a convolution of its own before the last
-layer, and VGG, whose head is several dense layers, do not.
+-V2), ResNet, DenseNet, Xception, Inception, NASNet and others; MobileNetV3,
+whose classifier has a convolution of its own before the last layer,
+ConvNeXt, whose head normalises the pooled features, and VGG, whose head is
+several dense layers, do not. The classifier's top is read from the network
+itself: the layers from its last global average pooling on.
 """
 
 from __future__ import annotations
@@ -37,6 +39,19 @@ _PASS_THROUGH = (keras.layers.GlobalAveragePooling2D, keras.layers.Dropout,
                  keras.layers.Softmax)
 
 
+def _top_layers(spec, full: keras.Model) -> list:
+    """The layers the classifier ``full`` adds to the headless network: from its last global
+    average pooling on (a network without one: every layer the headless one lacks)."""
+    pools = [i for i, layer in enumerate(full.layers)
+             if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+    if pools:
+        return full.layers[pools[-1]:]
+    headless = {layer.name for layer in spec.construct(
+        tuple(full.input_shape[1:]), weights=None).layers}
+    return [layer for layer in full.layers if layer.name not in headless
+            and not isinstance(layer, keras.layers.InputLayer)]
+
+
 def imagenet_head_weights(spec, input_shape=None) -> tuple[np.ndarray, np.ndarray]:
     """``(kernel [features, 1000], bias [1000])`` of ``spec``'s ImageNet classification layer.
 
@@ -45,10 +60,7 @@ def imagenet_head_weights(spec, input_shape=None) -> tuple[np.ndarray, np.ndarra
             dense layer (see the module notes).
     """
     full = construct_with_imagenet(spec, input_shape, include_top=True)
-    headless = {layer.name for layer in spec.construct(
-        tuple(full.input_shape[1:]), weights=None).layers}
-    top = [layer for layer in full.layers if layer.name not in headless
-           and not isinstance(layer, keras.layers.InputLayer)]
+    top = _top_layers(spec, full)
     weighted = [layer for layer in top if layer.weights]
     others = [layer for layer in top if not layer.weights]
     dense = weighted[0] if len(weighted) == 1 else None
