@@ -241,11 +241,11 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
     for label, candidate in items:
         start = time.perf_counter()
         source, head_model, note = _resolve(candidate, input_shape, weights)
-        head_model = head_model if "leep" in metrics else None
+        with_head = head_model is not None and "leep" in metrics
         if in_memory:
-            features, probabilities, _ = _outputs(source, head_model is not None, x, labels=False)
+            features, probabilities, _ = _outputs(source, with_head, x, labels=False)
         else:  # a stream: features and labels of one pass, then the sample
-            features, probabilities, y = _outputs(source, head_model is not None, data, labels=True)
+            features, probabilities, y = _outputs(source, with_head, data, labels=True)
             _check(np.zeros((len(y), 1)), y)
             keep = _sample(y, max_examples, seed)
             if keep is not None:
