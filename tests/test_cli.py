@@ -13,14 +13,14 @@ from kertransfer.cli import build_parser, main
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "kertransfer", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for command in ("backbones", "weights", "info", "train", "tune", "adapt", "pretrain", "rank",
-                    "explain", "report", "lint", "export", "predict", "demo"):
+    for command in ("backbones", "weights", "cache", "info", "train", "tune", "adapt",
+                    "pretrain", "rank", "explain", "report", "lint", "export", "predict", "demo"):
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["backbones", "weights", "info", "train", "tune", "adapt",
-                                     "pretrain", "rank", "explain", "report", "lint", "export",
-                                     "predict", "demo"])
+@pytest.mark.parametrize("command", ["backbones", "weights", "cache", "info", "train", "tune",
+                                     "adapt", "pretrain", "rank", "explain", "report", "lint",
+                                     "export", "predict", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])

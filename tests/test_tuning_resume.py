@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import kertransfer as kt
+from kertransfer.data.fingerprint import array_digest
 from kertransfer.errors import SearchError
-from kertransfer.training.feature_cache import array_digest
 
 SCRIPT = pathlib.Path(__file__).parent / "fixtures" / "tune_child.py"
 

@@ -74,6 +74,35 @@ def run_weights(args) -> int:
     return 0
 
 
+def run_cache(args) -> int:
+    import datetime
+
+    from kertransfer.training.feature_store import FeatureCache
+
+    if args.action is None:
+        args._parser.print_help()
+        return 2
+    cache = FeatureCache(args.dir)
+    if args.action == "clear":
+        print(f"Deleted {cache.clear()} entries from {cache.directory}")
+        return 0
+    rows = cache.entries()
+    if args.json:
+        print(json.dumps({"directory": str(cache.directory), "entries": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"No cached features in {cache.directory}")
+        return 0
+    _table([("key", "examples", "shape", "dtype", "size", "last used")] + [
+        (r["key"], str(r["rows"]), "x".join(map(str, r["row_shape"])), r["dtype"],
+         f"{r['bytes'] / 1e6:.1f} MB",
+         datetime.datetime.fromtimestamp(r["last_used"]).strftime("%Y-%m-%d %H:%M"))
+        for r in rows])
+    print(f"\n{len(rows)} entries, {sum(r['bytes'] for r in rows) / 1e6:.1f} MB in "
+          f"{cache.directory}")
+    return 0
+
+
 def run_info(args) -> int:
     from kertransfer.freezing import trainable_summary
     from kertransfer.training.run_folder import find_model, load_model

@@ -72,6 +72,25 @@ def _add_weights(sub) -> None:
     p.set_defaults(command="weights", action=None, _parser=p)
 
 
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list or clear the feature cache",
+                       description="Backbone features kept on disk by fine_tune, "
+                       "train_head_on_features and searches (kertransfer.training.FeatureCache): "
+                       "one folder per entry, keyed by backbone, weights, input size, "
+                       "preprocessing and data. Default folder: $KERTRANSFER_CACHE_DIR, else "
+                       "~/.cache/kertransfer/features.", formatter_class=_FORMATTER)
+    actions = p.add_subparsers(title="actions", metavar="ACTION")
+    for action, text in (("list", "show the entries, most recently used first"),
+                         ("clear", "delete every entry and what interrupted passes left")):
+        a = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".",
+                               formatter_class=_FORMATTER)
+        a.add_argument("--dir", default=None, help="the cache folder; None: the default")
+        if action == "list":
+            a.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        a.set_defaults(command="cache", action=action)
+    p.set_defaults(command="cache", action=None, _parser=p)
+
+
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="show what trains in a saved model",
                        description="Print the per-block trainable summary of a .keras model "
@@ -260,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_backbones(sub)
     _add_weights(sub)
+    _add_cache(sub)
     _add_info(sub)
     _add_train(sub)
     _add_tune(sub)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kertransfer.data.fingerprint import array_digest
 from kertransfer.data.images import to_model_image
 from kertransfer.data.sources import SourceData, check_class_names
 from kertransfer.errors import DataError, LabelError, format_message
@@ -204,4 +205,5 @@ def arrays_source(
         class_names=list(class_names),
         description=description,
         make_dataset=make_dataset,
+        fingerprint=array_digest([x, y]),
     )

@@ -46,6 +46,9 @@ class DataBundle:
             `with_tasks`), else ``None``.
         task_tables: ``{task: lookup table or None}`` behind ``tasks``
             (see `task_labels`), else ``None``.
+        fingerprints: ``{split: digest}`` of each split's examples, known
+            without reading them (see `kertransfer.data.fingerprint`); they
+            key feature caches.
     """
 
     train: tf.data.Dataset
@@ -63,6 +66,7 @@ class DataBundle:
     _unbatched: Callable[[str], tf.data.Dataset] | None = None
     tasks: dict[str, int] | None = None
     task_tables: dict[str, np.ndarray | None] | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

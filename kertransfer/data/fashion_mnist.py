@@ -52,6 +52,7 @@ from kertransfer.data.fashion_files import (
     read_idx,
     read_subset,
 )
+from kertransfer.data.fingerprint import array_digest
 from kertransfer.data.sources import SourceData, check_class_names
 from kertransfer.errors import DataSourceNotFoundError, format_message
 
@@ -250,4 +251,5 @@ def fashion_source(
         make_dataset=make_dataset,
         test_only=arrays.test_only,
         cacheable=False,
+        fingerprint=array_digest([arrays.images, arrays.labels]),
     )

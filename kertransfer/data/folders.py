@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from kertransfer._log import print_msg
+from kertransfer.data.fingerprint import array_digest, file_digest
 from kertransfer.data.images import decode_file, to_model_image
 from kertransfer.data.sources import SourceData, check_class_names
 from kertransfer.errors import (
@@ -119,6 +120,32 @@ def _find_corrupt(paths: list[str], verbose: int) -> list[str]:
     return [path for path in paths if path not in good]
 
 
+def _without_corrupt(root: Path, folder, class_dirs: list[Path], files: list[list[str]],
+                     corrupt: list[str], strict: bool) -> list[list[str]]:
+    """``files`` without the ``corrupt`` ones (warned about), or a `CorruptImageError`
+    in strict mode."""
+    if corrupt and strict:
+        raise CorruptImageError(
+            format_message(
+                f"The image file {corrupt[0]!r} cannot be decoded"
+                + (f" ({len(corrupt) - 1} more files cannot either)." if len(corrupt) > 1 else "."),
+                fix="Remove or replace it, or pass strict=False to skip corrupt files.",
+                received={"source": str(folder), "strict": strict},
+            )
+        )
+    if corrupt:
+        bad = set(corrupt)
+        files = [[path for path in group if path not in bad] for group in files]
+        _check_not_empty(root, class_dirs, files, after_skipping=True)
+        shown = ", ".join(repr(p) for p in corrupt[:3]) + (", ..." if len(corrupt) > 3 else "")
+        warnings.warn(
+            f"Skipped {len(corrupt)} corrupt image file(s) in {str(root)!r}: {shown}. "
+            "Pass strict=True to raise instead; the list is in DataBundle.skipped_files.",
+            stacklevel=5,
+        )
+    return files
+
+
 def folder_source(
     folder: str | os.PathLike,
     image_size: tuple[int, int],
@@ -166,25 +193,7 @@ def folder_source(
     _check_not_empty(root, class_dirs, files, after_skipping=False)
     paths = [path for group in files for path in group]
     corrupt = _find_corrupt(paths, verbose)
-    if corrupt and strict:
-        raise CorruptImageError(
-            format_message(
-                f"The image file {corrupt[0]!r} cannot be decoded"
-                + (f" ({len(corrupt) - 1} more files cannot either)." if len(corrupt) > 1 else "."),
-                fix="Remove or replace it, or pass strict=False to skip corrupt files.",
-                received={"source": str(folder), "strict": strict},
-            )
-        )
-    if corrupt:
-        bad = set(corrupt)
-        files = [[path for path in group if path not in bad] for group in files]
-        _check_not_empty(root, class_dirs, files, after_skipping=True)
-        shown = ", ".join(repr(p) for p in corrupt[:3]) + (", ..." if len(corrupt) > 3 else "")
-        warnings.warn(
-            f"Skipped {len(corrupt)} corrupt image file(s) in {str(root)!r}: {shown}. "
-            "Pass strict=True to raise instead; the list is in DataBundle.skipped_files.",
-            stacklevel=4,
-        )
+    files = _without_corrupt(root, folder, class_dirs, files, corrupt, strict)
     paths = np.array([path for group in files for path in group])
     labels = np.concatenate(
         [np.full(len(group), i, dtype=np.int64) for i, group in enumerate(files)]
@@ -208,6 +217,8 @@ def folder_source(
         description=f"folder {str(root)!r}",
         make_dataset=make_dataset,
         skipped_files=corrupt,
+        fingerprint=array_digest([np.array([d.name for d in class_dirs]),
+                                  file_digest(paths.tolist(), root)]),
     )
 
 

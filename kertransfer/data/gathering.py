@@ -9,17 +9,17 @@ materialises only arrays and in-memory data unless asked to
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
 import numpy as np
 
-from kertransfer.data.batches import _images_of, as_batches, iterate
+from kertransfer.data.batches import _images_of, as_batches, iterate, num_batches
 from kertransfer.data.forms import _check_images, _check_xy, _shown, form_of
 from kertransfer.errors import DataError, InvalidTypeError, format_message
 
-__all__ = ["as_arrays", "example_shape", "gather", "split_arrays"]
+__all__ = ["as_arrays", "each_batch", "example_shape", "gather", "split_arrays"]
 
 
 def _numpy(value):
@@ -40,8 +40,47 @@ def _concat(parts: list):
     return np.concatenate(parts)
 
 
+def each_batch(data: Any, argument: str = "data", *, labels: bool | str = True,
+               batch_size: int | None = None, split: str = "train",
+               verbose: int = 0) -> Iterator[tuple]:
+    """Yield ``(x, y)`` numpy batches of ``data`` for one pass, unaugmented and in a
+    fixed order where the data has one (``y`` None without labels; a dict per task).
+
+    Args: as `gather`; ``verbose`` shows a Keras progress bar over the batches.
+
+    Raises:
+        DataError: If the data yields no batch, or labels in some batches only.
+    """
+    form = form_of(data, argument)
+    want = labels is True or (labels == "optional" and form != "images")
+    batches = as_batches(data, argument, batch_size=batch_size, images_only=not want,
+                         labels=labels is True, split=split)
+    count = labelled = 0
+    bar = keras.utils.Progbar(num_batches(batches), unit_name="batch") if verbose else None
+    for batch in iterate(batches):
+        count += 1
+        if bar is not None:
+            bar.update(count)
+        y = None
+        if want and isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            labelled += 1
+            y = _numpy(batch[1])
+        if labelled and labelled != count:
+            break
+        yield _numpy(_images_of(batch)), y
+    if count == 0:
+        raise DataError(format_message(f"{argument} yielded no batch.",
+                                       expected="non-empty data",
+                                       received={argument: _shown(data)}))
+    if labelled and labelled != count:
+        raise DataError(format_message(
+            f"{argument} yields some batches with labels and some without.",
+            expected="(x, y) in every batch", received={argument: _shown(data)}))
+
+
 def gather(data: Any, argument: str = "data", fn: Callable | None = None, *,
-           labels: bool | str = True, batch_size: int | None = None, split: str = "train"):
+           labels: bool | str = True, batch_size: int | None = None, split: str = "train",
+           verbose: int = 0):
     """Run ``fn`` over the inputs of every batch and gather its outputs with the labels.
 
     One pass, unaugmented and in a fixed order where the data has one; only
@@ -57,6 +96,7 @@ def gather(data: Any, argument: str = "data", fn: Callable | None = None, *,
             ``"optional"``: the labels when the data has them, else None.
         batch_size: See `as_batches`.
         split: The split of a `DataBundle` or `ArrayData`.
+        verbose: A Keras progress bar over the batches.
 
     Returns:
         ``(outputs, labels)``: ``fn``'s outputs concatenated (None without
@@ -65,27 +105,23 @@ def gather(data: Any, argument: str = "data", fn: Callable | None = None, *,
     Raises:
         DataError: If the data yields no batch.
     """
-    form = form_of(data, argument)
-    want = labels is True or (labels == "optional" and form != "images")
-    batches = as_batches(data, argument, batch_size=batch_size, images_only=not want,
-                         labels=labels is True, split=split)
-    outs, ys, count = [], [], 0
-    for batch in iterate(batches):
-        count += 1
-        x = _images_of(batch)
-        if want and isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            ys.append(_numpy(batch[1]))
+    outs, ys = [], []
+    for x, y in each_batch(data, argument, labels=labels, batch_size=batch_size, split=split,
+                           verbose=verbose):
+        if y is not None:
+            ys.append(y)
         if fn is not None:
-            outs.append(_numpy(fn(_numpy(x))))
-    if count == 0:
-        raise DataError(format_message(f"{argument} yielded no batch.",
-                                       expected="non-empty data",
-                                       received={argument: _shown(data)}))
-    if ys and len(ys) != count:
-        raise DataError(format_message(
-            f"{argument} yields some batches with labels and some without.",
-            expected="(x, y) in every batch", received={argument: _shown(data)}))
+            outs.append(_numpy(fn(x)))
     return (_concat(outs) if fn is not None else None), (_concat(ys) if ys else None)
+
+
+def materialise(data: Any, argument: str = "data", *, split: str = "train",
+                labels: bool | str = True):
+    """Every example of a bundle's split (`DataBundle.as_numpy`) or of a stream in
+    memory, ``(x, y)``: the one place where data not given as arrays is loaded whole."""
+    if hasattr(data, "as_numpy") and form_of(data, argument) in ("bundle", "array_data"):
+        return data.as_numpy(split)
+    return gather(data, argument, fn=lambda batch: batch, labels=labels, split=split)
 
 
 def as_arrays(data: Any, argument: str = "data", *, split: str = "train",
@@ -117,10 +153,8 @@ def as_arrays(data: Any, argument: str = "data", *, split: str = "train",
         x, y = _check_xy(data, argument)
         x = np.asarray(x)
         y = {k: np.asarray(v) for k, v in y.items()} if isinstance(y, dict) else np.asarray(y)
-    elif form in ("bundle", "array_data") and hasattr(data, "as_numpy"):
-        x, y = data.as_numpy(split)
-    elif streams:
-        x, y = gather(data, argument, fn=lambda batch: batch, labels=labels, split=split)
+    elif form in ("bundle", "array_data") and hasattr(data, "as_numpy") or streams:
+        x, y = materialise(data, argument, split=split, labels=labels)
     else:
         raise DataError(format_message(
             f"{argument} is a stream of batches, and this needs every example in memory.",

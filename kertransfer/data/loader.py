@@ -16,6 +16,7 @@ from kertransfer.data.augment import build_augmentation, tf_data_safe
 from kertransfer.data.bundle import SPLITS, DataBundle
 from kertransfer.data.embedded import EMBEDDED_SOURCES, embedded_arrays
 from kertransfer.data.fashion_mnist import FASHION_SOURCES, fashion_source
+from kertransfer.data.fingerprint import array_digest
 from kertransfer.data.folders import folder_source
 from kertransfer.data.sources import SourceData, check_class_names
 from kertransfer.data.splits import split_with_test_set, stratified_split, take_per_class
@@ -29,9 +30,11 @@ from kertransfer.errors import (
 )
 from kertransfer.validation import check_fraction, check_int, is_int
 
-__all__ = ["SHUFFLE_BUFFER", "list_sources", "load"]
+__all__ = ["MEMORY_CACHE_BYTES", "SHUFFLE_BUFFER", "list_sources", "load"]
 
 SHUFFLE_BUFFER = 2048
+#: ``load(cache="auto")`` keeps a split's decoded images in memory up to this many bytes.
+MEMORY_CACHE_BYTES = 1 << 30
 _NAMED = {**EMBEDDED_SOURCES, **FASHION_SOURCES}
 _SOURCES = (
     f"a named dataset ({', '.join(repr(n) for n in _NAMED)}), "
@@ -234,7 +237,7 @@ def load(
     class_names: Sequence[str] | None = None,
     strict: bool = False,
     shuffle: bool = True,
-    cache: bool = True,
+    cache: bool | str = "auto",
     data_dir: str | os.PathLike | None = None,
     verbose: int = 1,
 ) -> DataBundle:
@@ -275,9 +278,12 @@ def load(
         shuffle: Shuffle the train split: a seeded permutation, then a
             seeded shuffle buffer of up to ``SHUFFLE_BUFFER`` (2048) examples
             that reshuffles every epoch (a full shuffle up to that size).
-        cache: Cache decoded, resized images in memory after the first epoch
-            (not for Fashion-MNIST, whose uint8 images are in memory and
-            resized per batch).
+        cache: Cache a split's decoded, resized images in memory after its
+            first pass: ``"auto"`` when they take at most `MEMORY_CACHE_BYTES`
+            (1 GiB as float32: 5,000 images at 224 px), True always, False
+            never. Never for Fashion-MNIST, whose uint8 images are in memory
+            and resized per batch. Larger data streams from its files every
+            epoch, with memory bounded by the shuffle buffer.
         data_dir: TFDS data dir (``"tfds:"`` sources), or a folder holding
             Fashion-MNIST's four IDX files (``"fashion_mnist"``).
         verbose: Folders: show a progress bar while checking files, and a
@@ -303,6 +309,9 @@ def load(
     samples_per_class = check_int(samples_per_class, "samples_per_class", minimum=1,
                                   allow_none=True)
     seed = check_int(seed, "seed", minimum=0)
+    if cache not in (True, False, "auto"):
+        raise InvalidArgumentError(format_message(
+            "`cache` must be True, False or 'auto'.", received={"cache": cache}))
     augmentation = build_augmentation(augment, seed=seed)
 
     data = _read_source(source, image_size, class_names, strict, data_dir, verbose)
@@ -311,6 +320,7 @@ def load(
     indices = {"train": train, "val": val, "test": test}
     fractions = {"train": 1.0, "val": validation_split, "test": test_split}
     datasets = {}
+    pixels = image_size[0] * image_size[1] * 3 * 4
     for split in SPLITS:
         if fractions[split] == 0:
             datasets[split] = None
@@ -321,7 +331,8 @@ def load(
             train=split == "train",
             batch_size=batch_size,
             shuffle=shuffle,
-            cache=cache and data.cacheable,
+            cache=data.cacheable and (cache is True or (
+                cache == "auto" and len(indices[split]) * pixels <= MEMORY_CACHE_BYTES)),
             seed=seed,
             augmentation=augmentation,
         )
@@ -346,4 +357,7 @@ def load(
         },
         augmentation=augmentation,
         _unbatched=unbatched,
+        fingerprints={split: array_digest([np.array([data.fingerprint]), indices[split],
+                                           np.array(image_size)])
+                      for split in SPLITS} if data.fingerprint else {},
     )

@@ -40,6 +40,10 @@ class SourceData:
             float32 images. ``False`` for sources that hold uint8 pixels in
             memory and convert them per batch, where a float32 cache would
             only multiply memory.
+        fingerprint: A short digest of the source's examples that changes
+            when they do, read without loading them (files' paths, sizes and
+            modification times; a TFDS dataset's name, version and sizes;
+            arrays' bytes); see `kertransfer.data.fingerprint`.
     """
 
     labels: np.ndarray
@@ -49,6 +53,7 @@ class SourceData:
     skipped_files: list[str] = field(default_factory=list)
     test_only: np.ndarray | None = None
     cacheable: bool = True
+    fingerprint: str = ""
 
 
 def check_class_names(

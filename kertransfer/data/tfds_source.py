@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kertransfer.data.fingerprint import array_digest
 from kertransfer.data.images import to_model_image
 from kertransfer.data.sources import SourceData, check_class_names
 from kertransfer.errors import (
@@ -201,4 +202,7 @@ def tfds_source(
         class_names=names,
         description=f"{source} ({_SPLIT} split)",
         make_dataset=make_dataset,
+        fingerprint=array_digest([np.array([str(getattr(info, "full_name", name)),
+                                            str(getattr(info, "version", "")),
+                                            str(data_dir)]), labels]),
     )

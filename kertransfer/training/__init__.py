@@ -1,10 +1,8 @@
 """Training: fitting, BatchNorm recalibration, run folders."""
 
 from kertransfer.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from kertransfer.training.feature_cache import (
-    FeatureCache,
-    train_head_on_features,
-)
+from kertransfer.training.feature_cache import train_head_on_features
+from kertransfer.training.feature_store import FeatureCache, StoredFeatures, default_cache_dir
 from kertransfer.training.fine_tune import fine_tune
 from kertransfer.training.lr_find import LRFindResult, lr_find
 from kertransfer.training.probe import ProbeFit, fit_linear_probe, probe_head
@@ -21,6 +19,8 @@ from kertransfer.training.schedules import OneCycle, SlantedTriangular, WarmupCo
 
 __all__ = [
     "FeatureCache",
+    "StoredFeatures",
+    "default_cache_dir",
     "train_head_on_features",
     "LRFindResult",
     "ProbeFit",

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 
 from kertransfer import _log
-from kertransfer.data.gathering import as_arrays
+from kertransfer.data.gathering import gather
 from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.models.surgery import compute_features, head_layers
+from kertransfer.models.surgery import feature_extractor, head_layers
 from kertransfer.validation import check_int, is_number
 
 __all__ = ["C_GRID", "ProbeFit", "fit_linear_probe", "probe_head", "probe_unavailable"]
@@ -183,12 +183,22 @@ def probe_unavailable(model, labels: Any = None) -> str:
     return ""
 
 
+def _check_probe(model, labels: Any = None) -> None:
+    why = probe_unavailable(model, labels)
+    if why:
+        raise InvalidArgumentError(format_message(
+            f"The model's head cannot be fitted as a linear probe: {why}.",
+            fix="Train the head with gradient steps instead (fine_tune(head_fit='epochs')).",
+            received={"model": model.name}))
+
+
 def probe_head(model, data: Any, *, grid=C_GRID, seed: int | None = None,
                batch_size: int = 64, verbose: int = 1) -> ProbeFit:
     """Set ``model``'s classification layer to a linear probe on its backbone's features.
 
-    The backbone runs once over the training images (inference mode,
-    un-augmented); `fit_linear_probe` fits on the pooled features; the
+    The backbone runs once over the training images, streaming (inference
+    mode, un-augmented; only the pooled features are kept in memory);
+    `fit_linear_probe` fits on them; the
     result becomes the weights of the model's last dense layer.
 
     Args:
@@ -204,18 +214,14 @@ def probe_head(model, data: Any, *, grid=C_GRID, seed: int | None = None,
     Returns:
         The `ProbeFit`.
     """
-    x, y = as_arrays(data, "data", streams=True)
-    why = probe_unavailable(model, y)
-    if why:
-        raise InvalidArgumentError(format_message(
-            f"The model's head cannot be fitted as a linear probe: {why}.",
-            fix="Train the head with gradient steps instead (fine_tune(head_fit='epochs')).",
-            received={"model": model.name}))
+    _check_probe(model)  # before the pass over the data, then with its labels
+    if verbose:
+        _log.print_msg("Computing backbone features (once)")
+    feats, y = gather(data, "data", feature_extractor(model).predict_on_batch,
+                      batch_size=batch_size, verbose=verbose)
+    _check_probe(model, y)
     dense = [layer for layer in head_layers(model)
              if not isinstance(layer, keras.layers.Dropout)][0]
-    if verbose:
-        _log.print_msg(f"Computing backbone features for {len(x)} images (once)")
-    feats = compute_features(model, x, batch_size=batch_size, verbose=verbose)
     fit = fit_linear_probe(feats, y, num_classes=int(dense.units), grid=grid, seed=seed)
     dense.set_weights([fit.kernel.astype(dense.kernel.dtype), fit.bias.astype(dense.bias.dtype)]
                       if dense.use_bias else [fit.kernel])

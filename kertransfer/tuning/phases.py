@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from kertransfer.data.fingerprint import array_digest
 from kertransfer.data.forms import form_of
 from kertransfer.data.gathering import as_arrays
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
@@ -26,7 +27,7 @@ from kertransfer.freezing.apply import apply_policy
 from kertransfer.freezing.policies import FreezeBlocks
 from kertransfer.freezing.protocol import block_context
 from kertransfer.models.surgery import head_on_features, split_at_block
-from kertransfer.training.feature_cache import array_digest, compile_head
+from kertransfer.training.feature_cache import compile_head
 from kertransfer.training.recipe import adopt_head_state, unfreeze_top
 from kertransfer.training.run import build_training_state
 from kertransfer.training.run_folder import TRIAL_HISTORY_FILE
@@ -83,7 +84,7 @@ class TwoPhaseTrial:
         history: dict[str, list[float]] = {}
         head = None
         use_cache = self.cache_features and not augmented
-        fit_data = train_args[0][0] if len(train_args[0]) == 1 else (train.x, train.labels)
+        fit_data = train_args[0][0] if len(train_args[0]) == 1 else train_args[0]
         phase1_end = epochs if (use_cache and int(v["unfreeze_top"]) == 0) else head_epochs
 
         if initial_epoch < phase1_end:
@@ -122,16 +123,17 @@ class TwoPhaseTrial:
 
     def _unpack(self, data, validation_data):
         """``(train, val or None, (fit args, fit kwargs), fit validation data, augmented)``;
-        ``train`` and ``val`` as `_Split` arrays (a search trains on every row many
-        times: a dataset of batches is read into arrays once)."""
+        ``train`` and ``val`` as `_Split`: a bundle's splits stream (features are
+        computed in one pass and read back from disk), arrays stay arrays, and a
+        dataset of batches is read into arrays once."""
         if not isinstance(data, tuple) and not hasattr(data, "as_numpy") \
                 and form_of(data, "data") in ("tf_dataset", "py_dataset"):
             data = as_arrays(data, "data", streams=True)
         if hasattr(data, "as_numpy") and hasattr(data, "train"):
-            train = _Split.of(*data.as_numpy("train"), relabel=getattr(data, "task_labels", None))
-            val = _Split.of(*data.as_numpy("val"), relabel=getattr(data, "task_labels", None)) \
-                if getattr(data, "val", None) is not None else None
-            self._check_labels(train.labels, "data")
+            train = _Split.of_bundle(data, "train")
+            val = _Split.of_bundle(data, "val") if getattr(data, "val", None) is not None \
+                else None
+            self.check_data(data)
             augmented = getattr(data, "augmentation", None) is not None
             # The bundle's train split is shuffled already (seeded, every epoch).
             return train, val, ((data.train,), {"shuffle": False}), data.val, augmented
@@ -186,18 +188,20 @@ class TwoPhaseTrial:
 
     def _fit_head(self, model, v, train, val, callbacks, initial_epoch, end, verbose):
         with self._scope():
-            feats = self.features.get(model, train.x, train.key)
-            val_data = (self.features.get(model, val.x, val.key), val.labels) \
-                if val is not None else None
-            head = head_on_features(model, feats.shape[1:])
+            feats, labels = self.features.get(model, train)
+            val_data = None
+            if val is not None:
+                held, held_labels = self.features.get(model, val)
+                val_data = held.batches(self.batch_size, labels=held_labels)
+            head = head_on_features(model, feats.row_shape)
             rate = float(v["head_learning_rate"])
-            compile_head(head, feats, train.labels, self.batch_size, rate,
+            compile_head(head, feats.array(), labels, self.batch_size, rate,
                          self._optimizer(v, rate, model=model), self.loss_weights)
         # The tuner's checkpoint must see the full model, whose head is this head.
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
-        hist = head.fit(feats, train.labels, batch_size=self.batch_size, epochs=end,
-                        initial_epoch=initial_epoch, validation_data=val_data, shuffle=True,
-                        callbacks=[relay], verbose=verbose)
+        hist = head.fit(feats.batches(self.batch_size, labels=labels, shuffle=True),
+                        epochs=end, initial_epoch=initial_epoch, validation_data=val_data,
+                        shuffle=False, callbacks=[relay], verbose=verbose)
         return head, hist.history
 
     def _unfreeze(self, model, v, head) -> None:
@@ -220,24 +224,23 @@ class TwoPhaseTrial:
         bottom, top = split
         if any(layer.trainable and layer.weights for layer in top.bottom_layers):
             return None  # not frozen below the cut: its output changes as it trains
-        rows = len(train.x) + (len(val.x) if val is not None else 0)
+        rows = train.rows + (val.rows if val is not None else 0)
         budget = self.partial_cache_mb * 2**20
         if rows * math.prod(bottom.output.shape[1:]) * 4 > budget:
             return None
         digest = array_digest([w for layer in top.bottom_layers for w in layer.get_weights()])
         args = (model, num_blocks - k, bottom, digest)
-        feats = self.features.get_partial(*args, train.x, train.key, budget)
-        val_data = (self.features.get_partial(*args, val.x, val.key, budget), val.labels) \
-            if val is not None else None
+        feats, labels = self.features.get_partial(*args, train, budget)
+        val_data = self.features.get_partial(*args, val, budget) if val is not None else None
         with self._scope():
             lr = float(v["fine_tune_learning_rate"])
             # The blocks of the whole model bind a discriminative optimizer, whichever part trains.
             self._compile(top, lr, self._optimizer(v, lr, model=model))
             adopt_head_state(top, head, lr)
-            build_training_state(top, (feats, train.labels))
+            build_training_state(top, (feats, labels))
         relay = _Relay([cb for cb in callbacks if _is_checkpoint(cb)], model)
         others = [cb for cb in callbacks if not _is_checkpoint(cb)]
-        hist = top.fit(feats, train.labels, batch_size=self.batch_size, epochs=epochs,
+        hist = top.fit(feats, labels, batch_size=self.batch_size, epochs=epochs,
                        initial_epoch=start,
                        validation_data=val_data, shuffle=True, callbacks=[relay, *others],
                        verbose=verbose)

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from kertransfer.data.fingerprint import array_digest, fingerprint
 from kertransfer.errors import SearchError, format_message
-from kertransfer.training.feature_cache import array_digest
 from kertransfer.training.run_folder import SEARCH_RECORD_FILE
 
 __all__ = ["RECORD_VERSION", "STATE_FILE", "check_resume", "compare", "search_record"]
@@ -115,19 +115,7 @@ def _flat(part) -> list:
 
 
 def _splits(data, validation_data) -> tuple[list[tuple[str, Any]], str] | None:
-    """The named arrays of the data and a prefix naming the source; None when not arrays."""
-    if hasattr(data, "as_numpy"):
-        named = list(zip(("x", "y"), data.as_numpy("train")))
-        if getattr(data, "val", None) is not None:
-            named += list(zip(("x_val", "y_val"), data.as_numpy("val")))
-        augmentation = getattr(data, "augmentation", None)
-        if augmentation is not None:
-            inner = getattr(augmentation, "layers", None) or [augmentation]
-            augmentation = "+".join(type(layer).__name__ for layer in inner)
-        source = (f"{type(data).__name__} {getattr(data, 'source', '?')!r} (seed "
-                  f"{getattr(data, 'seed', '?')}, batch {getattr(data, 'batch_size', '?')}, "
-                  f"augmentation {augmentation or 'none'})")
-        return named, source
+    """The named arrays of array data and a prefix naming the source; None otherwise."""
     if isinstance(data, tuple):
         parts = (*data, *validation_data) if validation_data is not None else data
         names = ("x", "y", "x_val", "y_val")
@@ -135,9 +123,29 @@ def _splits(data, validation_data) -> tuple[list[tuple[str, Any]], str] | None:
     return None
 
 
+def _bundle_data(data) -> tuple[str, str]:
+    """A bundle as text (source, split sizes, each split's fingerprint) and a digest of
+    the fingerprints, read without loading its images."""
+    augmentation = getattr(data, "augmentation", None)
+    if augmentation is not None:
+        inner = getattr(augmentation, "layers", None) or [augmentation]
+        augmentation = "+".join(type(layer).__name__ for layer in inner)
+    splits = [s for s in ("train", "val") if getattr(data, s, None) is not None]
+    prints = [fingerprint(data, "data", s) for s in splits]
+    counts = getattr(data, "counts", {})
+    shown = ", ".join(f"{s} {counts.get(s, '?')} examples {fp}" for s, fp in zip(splits, prints))
+    source = (f"{type(data).__name__} {getattr(data, 'source', '?')!r} (seed "
+              f"{getattr(data, 'seed', '?')}, batch {getattr(data, 'batch_size', '?')}, "
+              f"augmentation {augmentation or 'none'})")
+    digest = array_digest([np.array(prints)])
+    return f"{source}: {shown}, digest {digest}", digest
+
+
 def _data(data, validation_data) -> tuple[str, str]:
     """The data as text (source, each array's shape and dtype, a digest of the bytes) and
     the digest alone (what older records hold)."""
+    if hasattr(data, "as_numpy") and hasattr(data, "train"):
+        return _bundle_data(data)
     split = _splits(data, validation_data)
     if split is None:
         return f"{type(data).__name__} (not arrays: compared by type only)", type(data).__name__

@@ -244,7 +244,7 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         hypermodel.check_data(data, validation_data)
     env = _env_for(distributed, oracle_address, tuner_id)
     directory = pathlib.Path(directory)
-    if hypermodel.features.disk is None:
+    if hypermodel.features.directory is None:
         hypermodel.features = SharedFeatures(directory / "features")
 
     is_worker = distributed == "worker"

@@ -1,0 +1,104 @@
+"""Data beyond memory: no library path loads a split of a streamed source whole.
+
+A folder of PNGs is loaded as a bundle whose ``as_numpy`` and the one
+materialising helper (`kertransfer.data.gathering.materialise`) raise: any
+path that would hold every image in memory fails these tests.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kertransfer as kt
+from kertransfer.data import gathering
+from kertransfer.data.bundle import DataBundle
+
+
+@pytest.fixture
+def folder(tmp_path_factory, tiny_data):
+    root = tmp_path_factory.mktemp("pngs")
+    x, y = tiny_data
+    for i, (image, label) in enumerate(zip(x[:96], y[:96])):
+        cls = root / f"class{label}"
+        cls.mkdir(exist_ok=True)
+        (cls / f"{i:03d}.png").write_bytes(tf.io.encode_png(image.astype("uint8")).numpy())
+    return root
+
+
+@pytest.fixture
+def streamed(folder, monkeypatch):
+    """A bundle of the folder that refuses to be loaded whole."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a whole split was loaded into memory")
+
+    bundle = kt.data.load(folder, image_size=(16, 16), batch_size=16, validation_split=0.25,
+                          seed=0, verbose=0)
+    monkeypatch.setattr(DataBundle, "as_numpy", refuse)
+    monkeypatch.setattr(gathering, "materialise", refuse)
+    return bundle
+
+
+def test_fingerprints_come_from_file_names_sizes_and_times(folder):
+    import os
+
+    def load():
+        return kt.data.load(folder, image_size=(16, 16), validation_split=0.25, seed=0,
+                            verbose=0)
+
+    first = load().fingerprints
+    assert first == load().fingerprints and first["train"] != first["val"]
+    assert kt.data.load(folder, image_size=(16, 16), validation_split=0.25, seed=1,
+                        verbose=0).fingerprints["train"] != first["train"]  # other split
+    path = next(folder.glob("class0/*.png"))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a rewritten file
+    assert load().fingerprints != first
+
+
+def test_fine_tune_and_its_cached_head_phase_stream(tiny_backbone_name, streamed, tmp_path):
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, head_units=(8,))
+    result = kt.fine_tune(model, streamed, epochs=1, freeze_epochs=1, verbose=0)
+    assert result.cached_features and len(result.history["loss"]) == 2
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    result = kt.fine_tune(model, streamed, epochs=1, verbose=0)  # a linear probe first
+    assert result.probe.examples == streamed.counts["train"]
+    history = kt.training.train_head_on_features(model, streamed, epochs=2, cache_dir=tmp_path,
+                                                 verbose=0)
+    assert len(history["val_loss"]) == 2
+    rows = sorted(e["rows"] for e in kt.training.FeatureCache(tmp_path).entries())
+    assert rows == sorted([streamed.counts["train"], streamed.counts["val"]])
+
+
+def test_search_streams_a_bundle(tiny_backbone_name, streamed, tmp_path):
+    saved = tmp_path / "tiny.keras"  # fixed "pretrained" weights: one key for both trials
+    kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                            weights=None).save(saved)
+    hm = kt.TransferHyperModel(tiny_backbone_name, num_classes=4, input_shape=(16, 16, 3),
+                               weights=str(saved), epochs=2, batch_size=16,
+                               space={"head_epochs": 1})
+    result = kt.tune(hm, streamed, max_trials=2, epochs=2, directory=tmp_path / "search",
+                     verbose=0)
+    assert [r["status"] for r in result.results] == ["COMPLETED"] * 2
+    assert hm.features.passes == 2  # train and val, once for both trials
+
+
+def test_ranking_and_recalibration_stream(tiny_backbone_name, streamed):
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    assert kt.recalibrate_batchnorm(model, streamed) == -(-streamed.counts["train"] // 16)
+    ranking = kt.rank_backbones({"tiny": model.backbone}, streamed, metrics=["logme"],
+                                verbose=0)
+    assert np.isfinite(ranking.rows[0]["logme"])
+
+
+def test_lr_find_pretrain_and_adapt_stream(tiny_backbone_name, streamed, tmp_path):
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    found = kt.lr_find(model, streamed, steps=5, verbose=0)
+    assert len(found.lrs) == 5
+    kt.pretrain(tiny_backbone_name, streamed, task="rotation", epochs=1, out=tmp_path / "p",
+                verbose=0)
+    kt.adapt(model, source=streamed, target=streamed, method="coral", epochs=1)
