@@ -254,3 +254,13 @@ def test_phase_two_is_sized_in_steps_by_default():
     assert phase2_epochs(None, [0] * 1000) == DEFAULT_EPOCHS
     assert phase2_epochs(3, [0] * 4) == 3
     assert phase2_epochs(None, iter([])) == DEFAULT_EPOCHS  # length unknown
+
+
+def test_arrays_with_validation_arrays_are_scored(tiny_backbone_name, tiny_data):
+    x, y = tiny_data
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    result = fine_tune(model, (x[:150], y[:150]), validation_data=(x[150:], y[150:]),
+                       epochs=1, verbose=0)
+    expected = model.evaluate(x[150:], y[150:], verbose=0, return_dict=True)["accuracy"]
+    assert result.metrics["val_accuracy"] == pytest.approx(expected)

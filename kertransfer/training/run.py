@@ -116,7 +116,8 @@ def evaluate_splits(model, data, splits=("val", "test")) -> dict[str, float]:
         ds = getattr(data, split, None)
         if ds is None:
             continue
-        values = model.evaluate(ds, verbose=0, return_dict=True)
+        args = ds[:2] if isinstance(ds, tuple) else (ds,)  # (x, y) arrays, or batches
+        values = model.evaluate(*args, verbose=0, return_dict=True)
         for key, value in values.items():
             out[f"{split}_{key}"] = float(value)
     return out
