@@ -184,7 +184,7 @@ def learn_without_forgetting(model, data, num_classes: int, *, warmup_epochs: in
     Args:
         model: The source model (its head is the old task's).
         data: The new task's labelled data: ``(images, labels)`` arrays, a DataBundle or
-            an ArrayData (its training split).
+            an ArrayData (its training split, loaded into memory whole).
         num_classes: Classes of the new task.
         warmup_epochs: Epochs of the new head alone.
         epochs: Epochs of joint training.

@@ -106,6 +106,20 @@ def split_at_block(model, block: int) -> tuple[keras.Model, keras.Model] | None:
     return bottom, top
 
 
+def batch_predictor(model):
+    """A function from a batch of inputs to ``model``'s outputs in inference mode, as
+    numpy, compiled once: ``model.predict_on_batch``, or inside a ``tf.distribute``
+    strategy a compiled direct call (there ``predict_on_batch`` returns every
+    replica's copy of the batch)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            return lambda x: keras.tree.map_structure(np.asarray, call(x))
+    return model.predict_on_batch
+
+
 def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
     """Backbone features (after pooling) of images ``x``, in inference mode."""
     extractor = feature_extractor(model)

@@ -41,7 +41,7 @@ from kertransfer._fs import usual_mode
 from kertransfer.data.fingerprint import array_digest, fingerprint
 from kertransfer.data.gathering import each_batch
 from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.models.surgery import feature_extractor
+from kertransfer.models.surgery import batch_predictor, feature_extractor
 from kertransfer.validation import check_int
 
 __all__ = ["DEFAULT_MAX_BYTES", "FeatureCache", "StoredFeatures", "default_cache_dir",
@@ -227,7 +227,7 @@ class FeatureCache:
 
     def __init__(self, directory: str | os.PathLike | None = None, *,
                  max_bytes: int | None = DEFAULT_MAX_BYTES, dtype: str = "float32"):
-        self.directory = pathlib.Path(directory) if directory is not None \
+        self.directory = pathlib.Path(directory).expanduser() if directory is not None \
             else default_cache_dir()
         self.max_bytes = check_int(max_bytes, "max_bytes", minimum=0, allow_none=True)
         if dtype not in _DTYPES:
@@ -273,11 +273,7 @@ class FeatureCache:
             if (path / "meta.json").is_file():  # another process wrote it meanwhile
                 return StoredFeatures(path), True
             if function is None:
-                extractor = feature_extractor(model)
-
-                def function(x):
-                    return extractor.predict_on_batch(x)
-
+                function = batch_predictor(feature_extractor(model))
             self._write(path, data, argument, split, function, batch_size, verbose)
         with contextlib.suppress(OSError):
             os.remove(self.directory / f".{key}.lock")

@@ -18,6 +18,7 @@ import numpy as np
 
 from kertransfer.data.fingerprint import fingerprint
 from kertransfer.data.gathering import gather
+from kertransfer.models.surgery import batch_predictor
 from kertransfer.training.feature_store import FeatureCache, StoredFeatures, feature_key
 
 
@@ -83,7 +84,7 @@ class SharedFeatures:
             self._partial.move_to_end(key)
             self.partial_hits += 1
             return self._partial[key]
-        feats, labels = gather(split.data, "data", bottom.predict_on_batch, split=split.split)
+        feats, labels = gather(split.data, "data", batch_predictor(bottom), split=split.split)
         found = (np.asarray(feats, dtype="float32"),
                  labels if split.labels is None else split.labels)
         self.partial_passes += 1
