@@ -102,3 +102,23 @@ def test_lr_find_pretrain_and_adapt_stream(tiny_backbone_name, streamed, tmp_pat
     kt.pretrain(tiny_backbone_name, streamed, task="rotation", epochs=1, out=tmp_path / "p",
                 verbose=0)
     kt.adapt(model, source=streamed, target=streamed, method="coral", epochs=1)
+
+
+def test_long_passes_show_keras_progress_bars_and_verbose_0_is_quiet(tiny_backbone_name,
+                                                                      streamed, tmp_path,
+                                                                      capsys):
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    import re
+
+    for verbose in (1, 0):
+        kt.recalibrate_batchnorm(model, streamed, verbose=verbose)
+        kt.training.FeatureCache(tmp_path / str(verbose)).features(model, streamed,
+                                                                   verbose=verbose)
+        kt.rank_backbones({"tiny": model.backbone}, streamed, metrics=["logme"],
+                          verbose=verbose)
+        out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+        if verbose:  # three bars run to the end
+            assert len(re.findall(r"\b(\d+)/\1 ", out)) >= 3, out
+        else:
+            assert out == ""

@@ -164,7 +164,7 @@ def _sample(y: np.ndarray, max_examples: int | None, seed: int) -> np.ndarray | 
     return np.sort(keep)
 
 
-def _outputs(source, with_head: bool, data, labels: bool):
+def _outputs(source, with_head: bool, data, labels: bool, verbose: int = 0):
     """``(features [N, D], source-head probabilities or None, labels or None)``: one pass
     over ``data`` (arrays in batches of 256, or any stream, through the data adapter)."""
 
@@ -174,7 +174,7 @@ def _outputs(source, with_head: bool, data, labels: bool):
         out = fn(np.asarray(xb, "float32"))
         return tuple(np.asarray(o) for o in out) if with_head else (np.asarray(out),)
 
-    out, y = gather(data, "data", outputs, labels=labels, batch_size=256)
+    out, y = gather(data, "data", outputs, labels=labels, batch_size=256, verbose=verbose)
     return flatten_features(out[0]), (out[1] if len(out) > 1 else None), y
 
 
@@ -243,9 +243,11 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
         source, head_model, note = _resolve(candidate, input_shape, weights)
         with_head = head_model is not None and "leep" in metrics
         if in_memory:
-            features, probabilities, _ = _outputs(source, with_head, x, labels=False)
+            features, probabilities, _ = _outputs(source, with_head, x, labels=False,
+                                                  verbose=verbose)
         else:  # a stream: features and labels of one pass, then the sample
-            features, probabilities, y = _outputs(source, with_head, data, labels=True)
+            features, probabilities, y = _outputs(source, with_head, data, labels=True,
+                                                  verbose=verbose)
             _check(np.zeros((len(y), 1)), y)
             keep = _sample(y, max_examples, seed)
             if keep is not None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 from keras import ops
 
 from kertransfer._log import print_msg
 from kertransfer.backbones.blocks import is_batchnorm
-from kertransfer.data.batches import as_batches, iterate
+from kertransfer.data.batches import as_batches, iterate, num_batches
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.inference import inference_except
 from kertransfer.validation import check_choice, check_int
@@ -58,7 +59,8 @@ def recalibrate_batchnorm(model, data: Any, *, layers: str = "all", steps: int |
         steps: Stop after this many batches (default: the whole pass).
         batch_size: Batch size for arrays (default 32) and for a bundle's
             unaugmented split (default the bundle's); batched data keeps its own.
-        verbose: Print how many layers and batches were used.
+        verbose: A progress bar over the pass, then how many layers and
+            batches were used.
 
     Returns:
         The number of batches used.
@@ -86,8 +88,13 @@ def recalibrate_batchnorm(model, data: Any, *, layers: str = "all", steps: int |
         try:
             for bn in bns:
                 bn.trainable = True
+            total = num_batches(batches)
+            total = steps if total is None else min(total, steps or total)
+            bar = keras.utils.Progbar(total, unit_name="batch") if verbose else None
             for x in iterate(batches):
                 count += 1
+                if bar is not None:
+                    bar.update(count)
                 for bn in bns:
                     bn.momentum = 1.0 - 1.0 / count
                 model(x, training=True)

@@ -21,6 +21,8 @@ def mnist_bundles():
         }
         batches = [(x.numpy(), y.numpy()) for x, y in first.train]
         val_batches = [(x.numpy(), y.numpy()) for x, y in first.val]
+        fingerprints = [b.fingerprints for b in (first, again, other)]
+    first.fingerprints_seen = fingerprints
     return first, arrays, batches, val_batches
 
 
@@ -34,6 +36,12 @@ def test_tfds_bundle_shapes_and_classes(mnist_bundles):
     np.testing.assert_array_equal(images[..., 0], images[..., 2])  # gray -> RGB
     assert sum(len(y) for _, y in batches) == 48
     assert "tfds:mnist" in bundle.source
+
+
+def test_tfds_fingerprints_name_the_dataset_and_the_split(mnist_bundles):
+    first, again, other = mnist_bundles[0].fingerprints_seen
+    assert first == again and first["train"] != first["val"]
+    assert other["train"] != first["train"]  # another split of the same dataset
 
 
 def test_tfds_split_is_stratified_and_seeded(mnist_bundles):
