@@ -133,6 +133,20 @@ def tiny_data():
     return tiny_arrays(200)
 
 
+@pytest.fixture
+def tiny_folder(tmp_path_factory, tiny_data):
+    """The first 96 images of ``tiny_data`` as PNG files, one subfolder per class."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("pngs")
+    x, y = tiny_data
+    for i, (image, label) in enumerate(zip(x[:96], y[:96])):
+        cls = root / f"class{label}"
+        cls.mkdir(exist_ok=True)
+        (cls / f"{i:03d}.png").write_bytes(tf.io.encode_png(image.astype("uint8")).numpy())
+    return root
+
+
 # -- real ImageNet weights, offline ---------------------------------------------------------
 
 def offline(monkeypatch):

@@ -7,7 +7,6 @@ path that would hold every image in memory fails these tests.
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import kertransfer as kt
 from kertransfer.data import gathering
@@ -15,42 +14,31 @@ from kertransfer.data.bundle import DataBundle
 
 
 @pytest.fixture
-def folder(tmp_path_factory, tiny_data):
-    root = tmp_path_factory.mktemp("pngs")
-    x, y = tiny_data
-    for i, (image, label) in enumerate(zip(x[:96], y[:96])):
-        cls = root / f"class{label}"
-        cls.mkdir(exist_ok=True)
-        (cls / f"{i:03d}.png").write_bytes(tf.io.encode_png(image.astype("uint8")).numpy())
-    return root
-
-
-@pytest.fixture
-def streamed(folder, monkeypatch):
+def streamed(tiny_folder, monkeypatch):
     """A bundle of the folder that refuses to be loaded whole."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("a whole split was loaded into memory")
 
-    bundle = kt.data.load(folder, image_size=(16, 16), batch_size=16, validation_split=0.25,
+    bundle = kt.data.load(tiny_folder, image_size=(16, 16), batch_size=16, validation_split=0.25,
                           seed=0, verbose=0)
     monkeypatch.setattr(DataBundle, "as_numpy", refuse)
     monkeypatch.setattr(gathering, "materialise", refuse)
     return bundle
 
 
-def test_fingerprints_come_from_file_names_sizes_and_times(folder):
+def test_fingerprints_come_from_file_names_sizes_and_times(tiny_folder):
     import os
 
     def load():
-        return kt.data.load(folder, image_size=(16, 16), validation_split=0.25, seed=0,
+        return kt.data.load(tiny_folder, image_size=(16, 16), validation_split=0.25, seed=0,
                             verbose=0)
 
     first = load().fingerprints
     assert first == load().fingerprints and first["train"] != first["val"]
-    assert kt.data.load(folder, image_size=(16, 16), validation_split=0.25, seed=1,
+    assert kt.data.load(tiny_folder, image_size=(16, 16), validation_split=0.25, seed=1,
                         verbose=0).fingerprints["train"] != first["train"]  # other split
-    path = next(folder.glob("class0/*.png"))
+    path = next(tiny_folder.glob("class0/*.png"))
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a rewritten file
     assert load().fingerprints != first
@@ -122,3 +110,21 @@ def test_long_passes_show_keras_progress_bars_and_verbose_0_is_quiet(tiny_backbo
             assert len(re.findall(r"\b(\d+)/\1 ", out)) >= 3, out
         else:
             assert out == ""
+
+
+def test_a_search_child_reloads_a_folder_bundle_and_refuses_changed_files(tiny_folder,
+                                                                          tmp_path):
+    from kertransfer.errors import DataError
+    from kertransfer.tuning.child import _data
+
+    bundle = kt.data.load(tiny_folder, image_size=(16, 16), validation_split=0.25, seed=0,
+                          augment={"zoom": 0.1}, verbose=0).with_tasks({"odd": [0, 1, 0, 1]})
+    config = {"load": {"args": bundle.load_args, "fingerprints": bundle.fingerprints}}
+    again, _ = _data(config, tmp_path / "none.npz")
+    assert again.fingerprints == bundle.fingerprints and again.tasks == {"odd": 2}
+    assert again.augmentation is not None
+    next(tiny_folder.glob("class1/*.png")).unlink()
+    with pytest.raises(DataError, match="changed since the search started"):
+        _data(config, tmp_path / "none.npz")
+    assert kt.data.load(kt.data.load(tiny_folder, verbose=0).as_numpy("train"),
+                        verbose=0).load_args is None  # arrays are sent, not reloaded

@@ -281,15 +281,25 @@ def test_cli_tune_writes_a_search(tiny_backbone_name, tiny_weights, tiny_data, t
 
 
 def test_trials_per_process_runs_the_search_in_child_processes(tiny_backbone_name, tiny_weights,
-                                                               tiny_bundle, tmp_path, capfd):
+                                                               tiny_bundle, tiny_folder, tmp_path,
+                                                               capfd, monkeypatch):
     import pathlib
 
+    from kertransfer.data.bundle import DataBundle
+
     setup = pathlib.Path(__file__).parent / "fixtures" / "register_tiny.py"
+    folder_bundle = kt.data.load(tiny_folder, image_size=(16, 16), batch_size=32,
+                                 validation_split=0.25, seed=0, verbose=0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the parent loaded a split whole")
+
+    monkeypatch.setattr(DataBundle, "as_numpy", refuse)  # the children reload the folder
     hm = _hm(tiny_backbone_name, tiny_weights)
     config = hm.get_config()
     assert kt.TransferHyperModel.from_config(config).get_config() == config
     out = tmp_path / "search"
-    result = kt.tune(hm, tiny_bundle, max_trials=3, epochs=3, directory=out,
+    result = kt.tune(hm, folder_bundle, max_trials=3, epochs=3, directory=out,
                      trials_per_process=2, child_setup=str(setup), verbose=1)
     printed = capfd.readouterr().out
     assert "Search process 2 (at most 2 trials)" in printed

@@ -49,6 +49,11 @@ class DataBundle:
         fingerprints: ``{split: digest}`` of each split's examples, known
             without reading them (see `kertransfer.data.fingerprint`); they
             key feature caches.
+        load_args: The arguments of `kertransfer.data.load` that give this
+            bundle again (and ``tasks`` of `with_tasks`), for a source that
+            can be read again (a name, a folder, TFDS) with settings that are
+            plain values; else ``None``. Search child processes reload the
+            data with them instead of receiving its pixels.
     """
 
     train: tf.data.Dataset
@@ -67,6 +72,7 @@ class DataBundle:
     tasks: dict[str, int] | None = None
     task_tables: dict[str, np.ndarray | None] | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
+    load_args: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -160,8 +166,12 @@ class DataBundle:
         def mapped(ds):
             return None if ds is None else ds.map(relabel)
 
+        load_args = None if self.load_args is None else {
+            **self.load_args, "tasks": {k: None if t is None else t.tolist()
+                                        for k, t in lookups.items()}}
         return dataclasses.replace(self, train=mapped(self.train), val=mapped(self.val),
-                                   test=mapped(self.test), tasks=sizes, task_tables=lookups)
+                                   test=mapped(self.test), tasks=sizes, task_tables=lookups,
+                                   load_args=load_args)
 
     def task_labels(self, labels: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         """The per-task labels of class labels ``labels`` (from `as_numpy`).

@@ -225,6 +225,25 @@ def _split_indices(data: SourceData, validation_split: float, test_split: float,
     return train, val, test
 
 
+def _reloadable(source, image_size, batch_size, validation_split, test_split, seed, augment,
+                samples_per_class, class_names, strict, shuffle, cache, data_dir):
+    """`load`'s arguments as plain values when the source can be read again, else None."""
+    plain = augment is None or isinstance(augment, (bool, str)) or (
+        isinstance(augment, dict) and all(isinstance(v, (bool, int, float, str, type(None)))
+                                          for v in augment.values()))
+    if not isinstance(source, (str, os.PathLike)) or not plain:
+        return None
+    path = os.path.expanduser(os.fspath(source))
+    return {"source": os.path.abspath(path) if os.path.exists(path) else os.fspath(source),
+            "image_size": list(image_size),
+            "batch_size": batch_size, "validation_split": validation_split,
+            "test_split": test_split, "seed": seed, "augment": augment,
+            "samples_per_class": samples_per_class,
+            "class_names": None if class_names is None else list(class_names),
+            "strict": strict, "shuffle": shuffle, "cache": cache,
+            "data_dir": None if data_dir is None else os.fspath(data_dir)}
+
+
 def load(
     source: Any,
     image_size: Sequence[int] = (224, 224),
@@ -357,6 +376,9 @@ def load(
         },
         augmentation=augmentation,
         _unbatched=unbatched,
+        load_args=_reloadable(source, image_size, batch_size, validation_split, test_split,
+                              seed, augment, samples_per_class, class_names, strict, shuffle,
+                              cache, data_dir),
         fingerprints={split: array_digest([np.array([data.fingerprint]), indices[split],
                                            np.array(image_size)])
                       for split in SPLITS} if data.fingerprint else {},

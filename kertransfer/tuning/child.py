@@ -32,23 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     elif setup:
         importlib.import_module(setup)
 
-    import numpy as np
-
     from kertransfer.errors import KertransferError
     from kertransfer.training.run_folder import CHILD_DATA_FILE
-    from kertransfer.tuning.children import CHILD_ERROR, CHILD_MORE, labels_from
+    from kertransfer.tuning.children import CHILD_ERROR, CHILD_MORE
     from kertransfer.tuning.hypermodel import TransferHyperModel
     from kertransfer.tuning.search import tune
     from kertransfer.tuning.tuners import TrialBudgetReached
 
-    with np.load(config_file.parent / CHILD_DATA_FILE) as f:
-        arrays = dict(f)
-    x, y, xv, yv = (arrays["x"], labels_from(arrays, "y"), arrays["x_val"],
-                    labels_from(arrays, "y_val"))
     settings = dict(config["settings"])
     try:
+        data, validation_data = _data(config, config_file.parent / CHILD_DATA_FILE)
         hypermodel = TransferHyperModel.from_config(config["hypermodel"])
-        tune(hypermodel, (x, y), validation_data=(xv, yv), epochs=config["epochs"],
+        tune(hypermodel, data, validation_data=validation_data, epochs=config["epochs"],
              directory=config["directory"], save_best=False, verbose=config["verbose"],
              _stop_after=config["trials_per_process"], _parent_checked=True, **settings)
     except TrialBudgetReached:
@@ -57,6 +52,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kertransfer search process: error: {exc}", file=sys.stderr)
         return CHILD_ERROR
     return 0
+
+
+def _data(config: dict, arrays_file: pathlib.Path):
+    """``(data, validation_data)`` as the parent sent them: a bundle loaded again (its
+    fingerprints checked) or the arrays of ``arrays_file``."""
+    import numpy as np
+
+    from kertransfer.errors import DataError, format_message
+    from kertransfer.tuning.children import labels_from
+
+    reload = config.get("load")
+    if reload is None:
+        with np.load(arrays_file) as f:
+            arrays = dict(f)
+        return (arrays["x"], labels_from(arrays, "y")), \
+            (arrays["x_val"], labels_from(arrays, "y_val"))
+    from kertransfer.data import load
+
+    args = dict(reload["args"])
+    tasks = args.pop("tasks", None)
+    data = load(**args, verbose=0)
+    if tasks is not None:
+        data = data.with_tasks(tasks)
+    if data.fingerprints != reload["fingerprints"]:
+        raise DataError(format_message(
+            "The data changed since the search started (its files differ).",
+            fix="Restore the data, or start the search in a new directory.",
+            received={"source": args["source"]}))
+    return data, None
 
 
 if __name__ == "__main__":

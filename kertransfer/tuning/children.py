@@ -1,8 +1,10 @@
 """A search in child processes, and the environment of a distributed one.
 
 ``trials_per_process`` runs the search in fresh processes of a few trials each
-(memory that TensorFlow never returns goes with the process); the arrays and
-settings travel through the search folder. ``distributed`` sets KerasTuner's
+(memory that TensorFlow never returns goes with the process); the settings
+travel through the search folder, with the data: a bundle that can be loaded
+again as `load` arguments (each child reloads it, streaming, and checks its
+fingerprints), anything else as arrays. ``distributed`` sets KerasTuner's
 chief/worker environment for the call.
 """
 
@@ -104,9 +106,11 @@ def _check_children(hypermodel, data, distributed, trials_per_process) -> None:
     elif type(hypermodel) is not TransferHyperModel:
         problem = ("Child processes rebuild the hypermodel from its configuration, so it must "
                    "be a TransferHyperModel, not a subclass.")
-    elif getattr(data, "augmentation", None) is not None:
-        problem = ("Child processes receive the data as arrays, without the bundle's "
-                   "augmentation.")
+    elif getattr(data, "augmentation", None) is not None and \
+            getattr(data, "load_args", None) is None:
+        problem = ("Child processes receive this bundle as arrays, without its augmentation "
+                   "(a bundle loaded from a name, a folder or TFDS with a plain augment= "
+                   "spec is reloaded in each child instead).")
     if problem:
         raise InvalidArgumentError(
             format_message(problem, received={"trials_per_process": trials_per_process,
@@ -124,12 +128,16 @@ def _run_children(hypermodel, data, validation_data, directory: pathlib.Path, se
 
     child_dir = directory / run_folder.CHILD_FOLDER
     child_dir.mkdir(parents=True, exist_ok=True)
-    arrays = _arrays_of(data, validation_data)
-    with atomic_file(child_dir / run_folder.CHILD_DATA_FILE, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+    reload = getattr(data, "load_args", None)
+    if reload is None:  # arrays (or a bundle that cannot be read again): sent as arrays
+        arrays = _arrays_of(data, validation_data)
+        with atomic_file(child_dir / run_folder.CHILD_DATA_FILE, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+    else:  # each child loads the bundle again, streaming, and checks it is the same data
+        reload = {"args": reload, "fingerprints": data.fingerprints}
     config = {"hypermodel": hypermodel.get_config(), "settings": settings, "epochs": epochs,
               "trials_per_process": trials_per_process, "child_setup": child_setup,
-              "verbose": verbose, "directory": str(directory)}
+              "verbose": verbose, "directory": str(directory), "load": reload}
     config_file = child_dir / run_folder.CHILD_CONFIG_FILE
     _atomic_write(config_file, json.dumps(config, indent=2))
     command = [sys.executable, "-m", "kertransfer.tuning.child", str(config_file)]

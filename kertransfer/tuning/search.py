@@ -211,9 +211,10 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             most this many trials and exit, one after another, each resuming
             the search. TensorFlow keeps memory for every model a process
             has trained, so a long search in one process grows; this bounds
-            it. The data goes to the children as arrays (no augmentation;
-            a bundle's splits are loaded whole for it) and the hypermodel as
-            its configuration.
+            it. A bundle loaded from a name, a folder or TFDS is loaded
+            again in each child (`DataBundle.load_args`, fingerprints
+            checked); other data goes to the children as arrays (without
+            augmentation). The hypermodel goes as its configuration.
         child_setup: A module name or a ``.py`` file the child processes run
             first, e.g. one that registers custom backbones with
             `kertransfer.register_backbone`.
