@@ -91,7 +91,7 @@ def test_train_recalibrates_batchnorm_unfrozen_by_a_callback(tiny_backbone_name,
 
     calls = []
     monkeypatch.setattr(run, "recalibrate_batchnorm",
-                        lambda model, data, layers: calls.append(layers))
+                        lambda model, data, layers, **kw: calls.append(layers))
     data = kt.data.load(tiny_data, image_size=(16, 16), batch_size=32, validation_split=0.2,
                         seed=0, verbose=0)
     model = kt.build_transfer_model(tiny_backbone_name, data.num_classes,

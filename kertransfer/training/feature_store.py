@@ -116,17 +116,13 @@ class StoredFeatures:
         sorted_rows = rows[order]
         out = np.empty((len(rows), *self.row_shape), self.dtype)
         flat = out.reshape(len(rows), -1).view(np.uint8)
+        breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
         with open(self.path / "features.bin", "rb") as f:
-            start = 0
-            breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
-            for run in np.split(np.arange(len(rows)), breaks):
-                if not len(run):
-                    continue
-                first = int(sorted_rows[run[0]])
-                f.seek(first * width)
-                chunk = f.read(len(run) * width)
-                flat[start:start + len(run)] = np.frombuffer(chunk, np.uint8).reshape(len(run), -1)
-                start += len(run)
+            for run in np.split(np.arange(len(rows)), breaks):  # one read per run of rows
+                if len(run):
+                    f.seek(int(sorted_rows[run[0]]) * width)
+                    chunk = np.frombuffer(f.read(len(run) * width), np.uint8)
+                    flat[run[0]:run[-1] + 1] = chunk.reshape(len(run), -1)
         result = np.empty_like(out)
         result[order] = out
         return result.astype("float32", copy=False)
@@ -135,7 +131,8 @@ class StoredFeatures:
                 seed: int | None = None) -> FeatureBatches:
         """The entry as ``fit`` reads it: batches ``(features, labels)`` read from disk
         one at a time (``labels`` default the stored ones), reshuffled every epoch with
-        ``shuffle`` by a generator of its own (``seed``; no global state)."""
+        ``shuffle`` by a generator of its own, seeded with ``seed`` (None: a seed drawn
+        from NumPy's global generator, which is read, never reset)."""
         return FeatureBatches(self, self.labels if labels is None else labels, batch_size,
                               shuffle=shuffle, seed=seed)
 

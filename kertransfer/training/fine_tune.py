@@ -237,8 +237,7 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
                for k, vals in hist.history.items()}
     trained_bn = batchnorm_layers(model, "trainable")
     if recalibrate_bn is True or (recalibrate_bn == "auto" and trained_bn):
-        recalibrate_batchnorm(model, clean, layers="trainable",
-                              verbose=1 if verbose else 0)
+        recalibrate_batchnorm(model, clean, layers="trainable", verbose=int(bool(verbose)))
     label = f"fine-tune ({unfreeze_top} blocks, lr x{learning_rate_multiplier:g})"
     marks = [(0, "head (backbone frozen)")] if freeze_epochs else []
     if probe is not None:

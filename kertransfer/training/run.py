@@ -200,8 +200,7 @@ def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
     # Unfreezing callbacks can make BatchNorm layers trainable during fit.
     bn_trained = bn_trained or bool(batchnorm_layers(model, "trainable"))
     if recalibrate_bn is True or (recalibrate_bn == "auto" and bn_trained):
-        recalibrate_batchnorm(model, clean, layers="trainable",
-                              verbose=1 if verbose else 0)
+        recalibrate_batchnorm(model, clean, layers="trainable", verbose=int(bool(verbose)))
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     metrics = evaluate_splits(model, data)
