@@ -128,3 +128,24 @@ def test_a_search_child_reloads_a_folder_bundle_and_refuses_changed_files(tiny_f
         _data(config, tmp_path / "none.npz")
     assert kt.data.load(kt.data.load(tiny_folder, verbose=0).as_numpy("train"),
                         verbose=0).load_args is None  # arrays are sent, not reloaded
+
+
+def test_search_streams_a_dataset_of_batches(tiny_backbone_name, tiny_data, tmp_path,
+                                             monkeypatch):
+    import tensorflow as tf
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a whole split was loaded into memory")
+
+    monkeypatch.setattr(gathering, "materialise", refuse)
+    x, y = tiny_data
+    train = tf.data.Dataset.from_tensor_slices((x[:150], y[:150])).batch(25)
+    val = tf.data.Dataset.from_tensor_slices((x[150:], y[150:])).batch(25)
+    hm = kt.TransferHyperModel(tiny_backbone_name, num_classes=4, input_shape=(16, 16, 3),
+                               weights=None, epochs=2, batch_size=25,
+                               space={"head_epochs": 1})
+    result = kt.tune(hm, train, validation_data=val, max_trials=1, epochs=2,
+                     directory=tmp_path / "search", verbose=0)
+    assert [r["status"] for r in result.results] == ["COMPLETED"]
+    stored = kt.training.FeatureCache(tmp_path / "search" / "features").entries()
+    assert sorted(e["rows"] for e in stored) == [50, 150]

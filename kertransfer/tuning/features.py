@@ -98,13 +98,13 @@ class SharedFeatures:
 @dataclasses.dataclass
 class _Split:
     """One split as a search reads it: ``data`` for the feature passes (``(x, key
-    labels)`` arrays, or a bundle whose ``split`` streams), its ``rows``, and the
-    labels ``fit`` takes when they are in memory (None for a bundle: the feature
-    pass reads them)."""
+    labels)`` arrays, a bundle whose ``split`` streams, or a dataset of batches), its
+    ``rows`` (None when unknown), and the labels ``fit`` takes when they are in
+    memory (None for a stream: the feature pass reads them)."""
 
     data: Any
     split: str
-    rows: int
+    rows: int | None
     labels: Any = None
     _fingerprint: str | None = None
 

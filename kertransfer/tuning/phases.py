@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from kertransfer.data.batches import as_batches
 from kertransfer.data.fingerprint import array_digest
 from kertransfer.data.forms import form_of
-from kertransfer.data.gathering import as_arrays
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
 from kertransfer.freezing.apply import apply_policy
 from kertransfer.freezing.policies import FreezeBlocks
@@ -123,12 +123,12 @@ class TwoPhaseTrial:
 
     def _unpack(self, data, validation_data):
         """``(train, val or None, (fit args, fit kwargs), fit validation data, augmented)``;
-        ``train`` and ``val`` as `_Split`: a bundle's splits stream (features are
-        computed in one pass and read back from disk), arrays stay arrays, and a
-        dataset of batches is read into arrays once."""
+        ``train`` and ``val`` as `_Split`: a bundle's splits and datasets of batches
+        stream (features are computed in one pass and read back from disk), arrays
+        stay arrays."""
         if not isinstance(data, tuple) and not hasattr(data, "as_numpy") \
                 and form_of(data, "data") in ("tf_dataset", "py_dataset"):
-            data = as_arrays(data, "data", streams=True)
+            return self._unpack_stream(data, validation_data)
         if hasattr(data, "as_numpy") and hasattr(data, "train"):
             train = _Split.of_bundle(data, "train")
             val = _Split.of_bundle(data, "val") if getattr(data, "val", None) is not None \
@@ -140,21 +140,32 @@ class TwoPhaseTrial:
         if isinstance(data, tuple) and len(data) == 2:
             train = _Split.of(np.asarray(data[0], dtype="float32"), data[1])
             self._check_labels(train.labels, "data")
-            val = None
-            if validation_data is not None:
-                vx, vy = validation_data if isinstance(validation_data, tuple) and \
-                    len(validation_data) == 2 else as_arrays(validation_data, "validation_data",
-                                                        split="val", streams=True)
-                val = _Split.of(np.asarray(vx, dtype="float32"), vy)
-                self._check_labels(val.labels, "validation_data")
             fit_kwargs = {"batch_size": self.batch_size, "shuffle": True}
-            return train, val, ((train.x, train.labels), fit_kwargs), \
-                None if val is None else (val.x, val.labels), False
+            val, val_fit = self._validation(validation_data)
+            return train, val, ((train.x, train.labels), fit_kwargs), val_fit, False
         raise InvalidTypeError(
             format_message("A transfer search needs a DataBundle or (x, y) arrays.",
                            expected="kertransfer.data.load(...) or a tuple (images, labels)",
                            received={"data": type(data).__name__})
         )
+
+    def _unpack_stream(self, data, validation_data):
+        """`_unpack` of a dataset of ``(x, y)`` batches, and validation data in any form."""
+        batches = as_batches(data, "data", labels=True)
+        val, val_fit = self._validation(validation_data)
+        return _Split(batches, "train", None), val, ((batches,), {}), val_fit, False
+
+    def _validation(self, validation_data):
+        """``(val as a _Split, what fit takes as validation_data)``, both None without it:
+        ``(x, y)`` arrays stay arrays, any other form streams."""
+        if validation_data is None:
+            return None, None
+        if isinstance(validation_data, tuple) and len(validation_data) == 2:
+            val = _Split.of(np.asarray(validation_data[0], dtype="float32"), validation_data[1])
+            self._check_labels(val.labels, "validation_data")
+            return val, (val.x, val.labels)
+        batches = as_batches(validation_data, "validation_data", labels=True, split="val")
+        return _Split(batches, "val", None), batches
 
     def check_data(self, data, validation_data=None) -> None:
         """Raise before a search starts when the labels do not fit the heads."""
@@ -189,6 +200,8 @@ class TwoPhaseTrial:
     def _fit_head(self, model, v, train, val, callbacks, initial_epoch, end, verbose):
         with self._scope():
             feats, labels = self.features.get(model, train)
+            if train.labels is None:  # read by the feature pass
+                self._check_labels(labels, "data")
             val_data = None
             if val is not None:
                 held, held_labels = self.features.get(model, val)
@@ -224,6 +237,8 @@ class TwoPhaseTrial:
         bottom, top = split
         if any(layer.trainable and layer.weights for layer in top.bottom_layers):
             return None  # not frozen below the cut: its output changes as it trains
+        if train.rows is None or (val is not None and val.rows is None):
+            return None  # a stream of unknown length: no budget to check it against
         rows = train.rows + (val.rows if val is not None else 0)
         budget = self.partial_cache_mb * 2**20
         if rows * math.prod(bottom.output.shape[1:]) * 4 > budget:
