@@ -10,7 +10,9 @@ size (``ru_maxrss``):
 - ``fine_tune``: MobileNet v1 (ImageNet weights, installed with ``kertransfer
   weights install mobilenet``), phase 1 on cached features (one epoch,
   ``head_fit="epochs"``), then one epoch fine-tuning the top two blocks,
-  at each of ``--sizes`` training images (``samples_per_class``);
+  at each of ``--sizes`` images per source (``samples_per_class``; 5% of the
+  folder is held out for validation first, so 60,000 gives 57,000 training
+  images);
 - baseline: the same at the smallest size after loading the split into
   arrays (`DataBundle.as_numpy`, what earlier versions did);
 - ``tune``: a 4-trial random search (phase 1 one epoch on shared cached
@@ -171,25 +173,26 @@ def main(argv=None) -> int:
     extra = {m: _run_child(m, folder, size, sizes[0] if m != "tune" else sizes[-1])
              for m in ("throughput", "baseline", "tune") if m not in args.skip}
     peaks = [runs[n]["peak_rss_gib"] for n in sizes]
+    counts = [runs[n]["train"] for n in sizes]  # training images (the rest is validation)
     growth = peaks[-1] / peaks[0]
-    pixels = sizes[-1] * size * size * 3 * 4 / 1e9
+    pixels = counts[-1] * size * size * 3 * 4 / 1e9
     print("\nfine_tune (cached head epoch + top-2-block epoch), peak resident memory:")
-    for n, peak in zip(sizes, peaks):
-        print(f"  {n:>6} images: {peak:.2f} GiB ({runs[n]['seconds']:.0f} s)")
-    print(f"  growth {sizes[0]} -> {sizes[-1]}: x{growth:.3f} (goal: at most 1.10); "
-          f"the pixels of {sizes[-1]} images are {pixels:.1f} GB as float32")
+    for n, count, peak in zip(sizes, counts, peaks):
+        print(f"  {count:>6} images: {peak:.2f} GiB ({runs[n]['seconds']:.0f} s)")
+    print(f"  growth {counts[0]} -> {counts[-1]}: x{growth:.3f} (goal: at most 1.10); "
+          f"the pixels of {counts[-1]} images are {pixels:.1f} GB as float32")
     notes = [f"fine_tune peak {' / '.join(f'{p:.2f}' for p in peaks)} GiB at "
-             f"{' / '.join(map(str, sizes))} images (x{growth:.3f})"]
+             f"{' / '.join(map(str, counts))} training images (x{growth:.3f})"]
     if "baseline" in extra:
         b = extra["baseline"]["peak_rss_gib"]
-        print(f"  baseline (split loaded as arrays) at {sizes[0]}: {b:.2f} GiB, "
+        print(f"  baseline (split loaded as arrays) at {counts[0]}: {b:.2f} GiB, "
               f"x{b / peaks[0]:.2f} the streamed run")
-        notes.append(f"arrays at {sizes[0]}: {b:.2f} GiB")
+        notes.append(f"arrays at {counts[0]}: {b:.2f} GiB")
     if "tune" in extra:
         t = extra["tune"]
-        print(f"tune, 4 trials at {sizes[-1]}: {t['peak_rss_gib']:.2f} GiB "
+        print(f"tune, 4 trials at {t['train']}: {t['peak_rss_gib']:.2f} GiB "
               f"({t['trials']} trials, {t['passes']} feature passes, {t['seconds']:.0f} s)")
-        notes.append(f"4-trial tune at {sizes[-1]}: {t['peak_rss_gib']:.2f} GiB")
+        notes.append(f"4-trial tune at {t['train']}: {t['peak_rss_gib']:.2f} GiB")
     ratio = None
     if "throughput" in extra:
         t = extra["throughput"]

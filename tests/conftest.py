@@ -15,6 +15,10 @@ if os.environ.get("KERAS_BACKEND") == "jax" and \
     # and its unoptimised CPU code compiles faster (the JAX run: 2m11 -> 1m38).
     os.environ["XLA_FLAGS"] = \
         (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+if os.environ.get("KERAS_BACKEND") == "jax" and \
+        "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    # Two CPU devices, for the data-parallel test (test_data_parallel.py); others use one.
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=2"
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
