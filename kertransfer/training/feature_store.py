@@ -252,7 +252,9 @@ class FeatureCache:
             argument: The caller's argument name, for messages.
             split: The split of a bundle.
             function: Numpy images ``[B, ...]`` to outputs (default: the model up
-                to its pooling layer); give ``key`` with it.
+                to its pooling layer, `kertransfer.models.surgery.batch_predictor`;
+                pass one built once to reuse its compiled function across calls).
+                Without ``key``, it must compute the model's pooled features.
             key: The entry's key (default `key` of ``model`` and ``data``).
             batch_size: Images per batch for arrays.
             verbose: A progress bar over the pass.

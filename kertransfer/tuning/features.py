@@ -18,7 +18,7 @@ import numpy as np
 
 from kertransfer.data.fingerprint import fingerprint
 from kertransfer.data.gathering import gather
-from kertransfer.models.surgery import batch_predictor
+from kertransfer.models.surgery import batch_predictor, feature_extractor
 from kertransfer.training.feature_store import FeatureCache, StoredFeatures, feature_key
 
 
@@ -53,6 +53,7 @@ class SharedFeatures:
         self.disk = FeatureCache(directory if directory is not None else self._tmp.name,
                                  max_bytes=None)
         self._stored: dict[str, StoredFeatures] = {}
+        self._predictor: tuple = (None, None)  # the last model and its compiled feature pass
         self._partial: collections.OrderedDict[str, tuple] = collections.OrderedDict()
         self.passes = 0
         self.hits = 0
@@ -66,8 +67,10 @@ class SharedFeatures:
         if stored is not None:
             self.hits += 1
         else:
+            if self._predictor[0] is not model:  # one compiled pass per model (trial)
+                self._predictor = (model, batch_predictor(feature_extractor(model)))
             stored, hit = self.disk.features(model, split.data, split=split.split, key=key,
-                                             verbose=verbose)
+                                             function=self._predictor[1], verbose=verbose)
             self._stored[key] = stored
             if hit:
                 self.hits += 1
