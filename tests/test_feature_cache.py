@@ -112,6 +112,12 @@ def test_a_failed_pass_leaves_no_entry_and_the_oldest_entries_are_evicted(tmp_pa
     assert cache.features(model, (x, y), key="k0", verbose=0)[1]  # a hit makes k0 recent
     cache.features(model, (x, y), function=zeros, key="k2", verbose=0)
     assert sorted(e["key"] for e in cache.entries()) == ["k0", "k2"]
+    killed = tmp_path / ".tmp-k3.abc"  # what a killed pass left a day ago, and just now
+    killed.mkdir()
+    os.utime(killed, (1e9, 1e9))
+    (tmp_path / ".tmp-k4.abc").mkdir()
+    cache.evict()
+    assert not killed.exists() and (tmp_path / ".tmp-k4.abc").exists()
 
 
 def test_workers_sharing_a_folder_compute_each_entry_once(tmp_path, tiny_backbone_name,

@@ -325,7 +325,9 @@ class FeatureCache:
 
     def evict(self, keep: str | None = None) -> list[str]:
         """Delete the least recently used entries (never ``keep``) until the folder's
-        entries fit ``max_bytes``; returns the keys deleted."""
+        entries fit ``max_bytes``, and what passes killed over a day ago left;
+        returns the keys deleted."""
+        self._remove_stale()
         if self.max_bytes is None:
             return []
         entries = self.entries()
@@ -339,6 +341,16 @@ class FeatureCache:
             total -= entry["bytes"]
             gone.append(entry["key"])
         return gone
+
+    def _remove_stale(self, age: float = 86400.0) -> None:
+        """Remove what passes killed over ``age`` seconds ago left (hidden folders)."""
+        if not self.directory.is_dir():
+            return
+        now = time.time()
+        for path in self.directory.glob(f"{_TMP}*"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > age:
+                    shutil.rmtree(path, ignore_errors=True)
 
     def clear(self) -> int:
         """Delete every entry and what killed passes left; returns the entries deleted."""
