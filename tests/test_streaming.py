@@ -82,7 +82,7 @@ def test_ranking_and_recalibration_stream(tiny_backbone_name, streamed):
     assert np.isfinite(ranking.rows[0]["logme"])
 
 
-def test_lr_find_pretrain_and_adapt_stream(tiny_backbone_name, streamed, tmp_path):
+def test_lr_find_pretrain_adapt_train_and_grad_cam_stream(tiny_backbone_name, streamed, tmp_path):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None)
     found = kt.lr_find(model, streamed, steps=5, verbose=0)
@@ -90,6 +90,10 @@ def test_lr_find_pretrain_and_adapt_stream(tiny_backbone_name, streamed, tmp_pat
     kt.pretrain(tiny_backbone_name, streamed, task="rotation", epochs=1, out=tmp_path / "p",
                 verbose=0)
     kt.adapt(model, source=streamed, target=streamed, method="coral", epochs=1)
+    trained = kt.train(model, streamed, epochs=1, verbose=0)
+    assert "val_accuracy" in trained.metrics
+    cams = kt.insight.grad_cam(model, streamed.val)
+    assert len(cams.heatmaps) == streamed.counts["val"]
 
 
 def test_long_passes_show_keras_progress_bars_and_verbose_0_is_quiet(tiny_backbone_name,
