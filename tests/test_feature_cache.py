@@ -163,6 +163,7 @@ def test_cache_command_lists_and_clears(tmp_path, tiny_backbone_name, tiny_data,
     listed = json.loads(capsys.readouterr().out)
     assert listed["directory"] == str(tmp_path) and listed["entries"][0]["rows"] == 200
     (tmp_path / ".tmp-left-by-a-kill").mkdir()
+    (tmp_path / ".some-key.lock").touch()  # left by a pass that failed
     assert main(["cache", "clear"]) == 0
     assert "Deleted 1 entries" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())

@@ -359,6 +359,8 @@ class FeatureCache:
             for path in self.directory.iterdir():
                 if (path / "meta.json").is_file() or path.name.startswith(_TMP):
                     shutil.rmtree(path, ignore_errors=True)
+                elif path.name.startswith(".") and path.name.endswith(".lock"):
+                    path.unlink(missing_ok=True)  # a waiting process still holds its inode
         return count
 
 
