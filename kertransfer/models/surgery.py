@@ -120,6 +120,12 @@ def batch_predictor(model):
     return model.predict_on_batch
 
 
+def feature_predictor(model):
+    """`batch_predictor` of ``model`` up to its pooling layer: a batch of images to
+    their pooled features (the head's input), compiled once."""
+    return batch_predictor(feature_extractor(model))
+
+
 def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
     """Backbone features (after pooling) of images ``x``, in inference mode."""
     extractor = feature_extractor(model)

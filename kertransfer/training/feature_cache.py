@@ -27,7 +27,7 @@ import numpy as np
 from kertransfer import _log
 from kertransfer._log import fit_verbose
 from kertransfer.data.forms import form_of
-from kertransfer.models.surgery import batch_predictor, feature_extractor, head_on_features
+from kertransfer.models.surgery import feature_predictor, head_on_features
 from kertransfer.training.feature_store import FeatureBatches, FeatureCache, StoredFeatures
 from kertransfer.training.run import build_training_state, compile_for_transfer
 from kertransfer.validation import check_int
@@ -102,7 +102,7 @@ def train_head_on_features(model, data: Any, *, epochs: int = 10, learning_rate:
     with feature_store(cache_dir, feature_dtype) as cache:
         if verbose:
             _log.print_msg("Computing backbone features (once)")
-        predict = batch_predictor(feature_extractor(model))  # compiled once, for both splits
+        predict = feature_predictor(model)  # compiled once, for both splits
         stored, hit = cache.features(model, data, function=predict, verbose=verbose)
         if verbose and hit:
             _log.print_msg(f"Read cached features of {stored.rows} examples from "

@@ -41,7 +41,7 @@ from kertransfer._fs import usual_mode
 from kertransfer.data.fingerprint import array_digest, fingerprint
 from kertransfer.data.gathering import each_batch
 from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.models.surgery import batch_predictor, feature_extractor
+from kertransfer.models.surgery import feature_predictor
 from kertransfer.validation import check_int
 
 __all__ = ["DEFAULT_MAX_BYTES", "FeatureCache", "StoredFeatures", "default_cache_dir",
@@ -272,7 +272,7 @@ class FeatureCache:
             if (path / "meta.json").is_file():  # another process wrote it meanwhile
                 return StoredFeatures(path), True
             if function is None:
-                function = batch_predictor(feature_extractor(model))
+                function = feature_predictor(model)
             self._write(path, data, argument, split, function, batch_size, verbose)
         with contextlib.suppress(OSError):
             os.remove(self.directory / f".{key}.lock")

@@ -20,7 +20,7 @@ import numpy as np
 from kertransfer import _log
 from kertransfer.data.gathering import gather
 from kertransfer.errors import InvalidArgumentError, format_message
-from kertransfer.models.surgery import batch_predictor, feature_extractor, head_layers
+from kertransfer.models.surgery import feature_predictor, head_layers
 from kertransfer.validation import check_int, is_number
 
 __all__ = ["C_GRID", "ProbeFit", "fit_linear_probe", "probe_head", "probe_unavailable"]
@@ -217,7 +217,7 @@ def probe_head(model, data: Any, *, grid=C_GRID, seed: int | None = None,
     _check_probe(model)  # before the pass over the data, then with its labels
     if verbose:
         _log.print_msg("Computing backbone features (once)")
-    feats, y = gather(data, "data", batch_predictor(feature_extractor(model)),
+    feats, y = gather(data, "data", feature_predictor(model),
                       batch_size=batch_size, verbose=verbose)
     _check_probe(model, y)
     dense = [layer for layer in head_layers(model)

@@ -18,7 +18,7 @@ import numpy as np
 
 from kertransfer.data.fingerprint import fingerprint
 from kertransfer.data.gathering import gather
-from kertransfer.models.surgery import batch_predictor, feature_extractor
+from kertransfer.models.surgery import batch_predictor, feature_predictor
 from kertransfer.training.feature_store import FeatureCache, StoredFeatures, feature_key
 
 
@@ -68,7 +68,7 @@ class SharedFeatures:
             self.hits += 1
         else:
             if self._predictor[0] is not model:  # one compiled pass per model (trial)
-                self._predictor = (model, batch_predictor(feature_extractor(model)))
+                self._predictor = (model, feature_predictor(model))
             stored, hit = self.disk.features(model, split.data, split=split.split, key=key,
                                              function=self._predictor[1], verbose=verbose)
             self._stored[key] = stored
