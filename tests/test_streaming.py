@@ -44,6 +44,23 @@ def test_fingerprints_come_from_file_names_sizes_and_times(tiny_folder):
     assert load().fingerprints != first
 
 
+def test_labels_per_task_are_other_data_for_the_cache(tiny_folder, tiny_backbone_name,
+                                                      tmp_path):
+    from kertransfer.data.fingerprint import fingerprint
+
+    plain = kt.data.load(tiny_folder, image_size=(16, 16), validation_split=0.25, seed=0,
+                         verbose=0)
+    tasks = plain.with_tasks({"odd": [0, 1, 0, 1]})
+    assert fingerprint(tasks) != fingerprint(plain)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    cache = kt.training.FeatureCache(tmp_path)
+    stored, _ = cache.features(model, plain, verbose=0)
+    relabelled, hit = cache.features(model, tasks, verbose=0)
+    assert not hit and set(relabelled.labels) == {"odd"}
+    np.testing.assert_array_equal(relabelled.labels["odd"], stored.labels % 2)
+
+
 def test_fine_tune_and_its_cached_head_phase_stream(tiny_backbone_name, streamed, tmp_path):
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
                                     weights=None, head_units=(8,))
