@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import warnings
 
 import keras
 import keras_tuner
@@ -207,7 +208,13 @@ def test_tune_runs_each_tuner_and_writes_results(tiny_backbone_name, tiny_weight
     x, y = tiny_bundle.as_numpy("val")
     acc = float(np.mean(np.argmax(best.predict(x, verbose=0), -1) == y))
     assert acc == pytest.approx(config["score"], abs=1e-6)  # the model that scored best
-    assert "val_accuracy" in printed and "Best: trial" in printed
+    assert "val_accuracy" in printed and f"Best: trial {config['trial']}," in printed
+    # One numbering: the log, the table, best_config.json and the folders use the trial id.
+    assert "Trial #" not in printed
+    for row in done:
+        assert f"Search: Running Trial {row['trial']}\n" in printed
+        assert f"Trial {row['trial']} Complete" in printed
+        assert (out / "search" / f"trial_{row['trial']}").is_dir()
     # Every trial shared one pair of feature passes (train, validation).
     assert hm.features.passes == 2
 
@@ -230,8 +237,15 @@ def test_tune_errors(tiny_backbone_name, tiny_weights, tiny_data, tmp_path):
     hm = _hm(tiny_backbone_name, tiny_weights)
     no_val = kt.data.load(tiny_data, image_size=(16, 16), seed=0, verbose=0,
                           validation_split=0.0)
-    with pytest.raises(DataError, match="needs validation data.*Received: objective"):
+    # epochs=3 after 2 head epochs leaves one epoch of fine-tuning: said before anything runs.
+    with pytest.warns(UserWarning, match=r"epochs=3 with head_epochs=2 leaves 1 epoch"), \
+            pytest.raises(DataError, match="needs validation data.*Received: objective"):
         kt.tune(hm, no_val, directory=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 2 fine-tuning epochs, or Hyperband: no warning
+        for kwargs in ({"epochs": 4}, {"tuner": "hyperband"}):
+            with pytest.raises(DataError, match="needs validation data"):
+                kt.tune(hm, no_val, directory=tmp_path, **kwargs)
     with pytest.raises(InvalidArgumentError, match="Unknown tuner.*hyperband.*Received"):
         kt.tune(hm, no_val, tuner="hyperbnd", directory=tmp_path)
     with pytest.raises(InvalidArgumentError, match="chief's address.*Received"):
@@ -364,3 +378,18 @@ def test_tune_returns_a_result_of_the_best_trial(tiny_backbone_name, tiny_weight
     np.testing.assert_allclose(np.asarray(result.model.predict(x[:8], verbose=0)),
                                np.asarray(saved.predict(x[:8], verbose=0)), atol=1e-5)
     assert f"epoch {result.best_epoch}" in str(result)
+
+
+def test_a_trial_that_collapses_to_chance_is_flagged(tiny_backbone_name, tiny_weights, tiny_bundle,
+                                                      tmp_path, capsys):
+    # A fine-tuning rate far too high for the unfrozen blocks: the trial diverges.
+    hm = _hm(tiny_backbone_name, tiny_weights,
+             space={"head_epochs": 1, "fine_tune_learning_rate": 50.0, "unfreeze_top": 2})
+    result = kt.tune(hm, tiny_bundle, max_trials=1, epochs=2, directory=tmp_path, verbose=1)
+    printed = capsys.readouterr().out
+    (row,) = result.results
+    assert row["score"] <= 0.25 + 0.05 + 1e-6  # 4 classes
+    assert row["note"] == "at chance"
+    assert f"Trial(s) {row['trial']} scored no better than guessing" in printed
+    assert "note" in (tmp_path / "results.csv").read_text().splitlines()[0]
+

@@ -90,8 +90,36 @@ def _values(trial) -> dict:
     return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
 
 
+def chance_level(num_classes, objective: str) -> float | None:
+    """The accuracy of guessing one class of ``num_classes`` (``{task: classes}``
+    for several heads) for an accuracy ``objective``; None for other objectives."""
+    metric = objective[len("val_"):] if objective.startswith("val_") else objective
+    if num_classes is None or not metric.endswith("accuracy"):
+        return None
+    if isinstance(num_classes, dict):
+        task = metric[:-len("accuracy")].rstrip("_")
+        if task not in num_classes:
+            return None
+        num_classes = num_classes[task]
+    return 1.0 / max(int(num_classes), 2)  # one sigmoid unit: two classes
+
+
+def at_chance(score, chance: float | None) -> bool:
+    """Whether an accuracy ``score`` is no better than guessing (within half of
+    the chance level, at most 5 points): a trial that collapsed."""
+    if chance is None or score is None or (isinstance(score, float) and math.isnan(score)):
+        return False
+    return score <= chance + min(0.05, chance / 2)
+
+
 def results_table(kt_tuner) -> list[dict]:
-    """One row per trial (sorted by id): status, score, best epoch and knob values."""
+    """One row per trial (sorted by id): status, score, best epoch and knob values.
+
+    A completed trial whose accuracy is no better than guessing one class gets
+    ``note="at chance"`` (e.g. a fine-tuning rate too high for its depth).
+    """
+    chance = chance_level(getattr(kt_tuner.hypermodel, "num_classes", None),
+                          kt_tuner.oracle.objective.name)
     rows = []
     trials = sorted(kt_tuner.oracle.trials.values(),
                     key=lambda t: (len(t.trial_id), t.trial_id))
@@ -109,6 +137,8 @@ def results_table(kt_tuner) -> list[dict]:
             row["rss_mib"] = None if rss is None else round(rss)
         row.update({k: v for k, v in values.items()
                     if k != "backbone" and not k.endswith("/unfreeze_top")})
+        if t.status == "COMPLETED" and at_chance(t.score, chance):
+            row["note"] = "at chance"
         rows.append(row)
     return rows
 
@@ -162,6 +192,12 @@ def write_results(kt_tuner, directory: str | os.PathLike, verbose: int = 1,
     table = format_results(rows, objective, kt_tuner.oracle.objective.direction)
     if verbose:
         print_msg(f"\nSearch results ({len(rows)} trials, objective {objective}):\n{table}")
+        collapsed = [r["trial"] for r in rows if r.get("note") == "at chance"]
+        if collapsed:
+            print_msg(f"Trial(s) {', '.join(collapsed)} scored no better than guessing one "
+                      "class (note 'at chance'): their training diverged, often a fine-tuning "
+                      "rate too high for the blocks it unfroze. Narrow the "
+                      "fine_tune_learning_rate range if many do.")
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)

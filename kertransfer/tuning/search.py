@@ -36,6 +36,7 @@ import logging
 import os
 import pathlib
 import time
+import warnings
 from typing import Any
 
 from kertransfer._log import fit_verbose, print_msg
@@ -133,6 +134,23 @@ def _check_numbers(hypermodel, tuner, *, max_trials, max_crashes, factor, hyperb
         trials_per_process = check_int(trials_per_process, "trials_per_process", minimum=1)
     return (max_trials, max_crashes, factor, hyperband_iterations, epochs, max_epochs,
             num_initial_points, seed, trials_per_process)
+
+
+def _check_phase_budget(hypermodel, tuner: str, epochs: int) -> None:
+    """Warn when ``epochs`` leaves a trial one fine-tuning epoch or none after its
+    head epochs (Hyperband sizes each trial's epochs itself)."""
+    head, unfreeze = hypermodel.decls["head_epochs"], hypermodel.decls["unfreeze_top"]
+    if tuner == "hyperband" or (unfreeze.kind == "fixed" and unfreeze.value == 0):
+        return
+    most = head.value if head.kind == "fixed" else (
+        max(head.values) if head.kind == "choice" else head.high)
+    left = epochs - int(most)
+    if left <= 1:
+        warnings.warn(
+            f"epochs={epochs} with head_epochs={most} leaves {max(left, 0)} epoch(s) of "
+            "fine-tuning per trial, too few to tell fine-tuning settings apart. Pass "
+            f"epochs >= {int(most) + 2}" + (", or space={'head_epochs': 1}" if most > 1 else "")
+            + ".", stacklevel=3)
 
 
 def _search_here(hypermodel, data, validation_data, directory, settings, env, *, epochs,
@@ -240,6 +258,7 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             hyperband_iterations=hyperband_iterations, epochs=epochs, max_epochs=max_epochs,
             num_initial_points=num_initial_points, seed=seed,
             trials_per_process=trials_per_process)
+    _check_phase_budget(hypermodel, tuner, epochs)
     _check_objective(hypermodel, objective)
     _check_data(data, objective, validation_data)
     if callable(getattr(hypermodel, "check_data", None)):

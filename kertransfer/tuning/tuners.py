@@ -7,6 +7,7 @@ trials per process (`TrialBudgetReached`). `tune` (``search.py``) makes them.
 
 from __future__ import annotations
 
+import datetime
 import gc
 import json
 import os
@@ -15,8 +16,10 @@ from typing import Any
 
 import keras
 import keras_tuner
+from keras_tuner.src.engine.oracle import Display
 
 from kertransfer._fs import atomic_file
+from kertransfer._log import print_msg
 from kertransfer.training import run_folder
 
 
@@ -27,10 +30,35 @@ def _atomic_write(path: str | os.PathLike, text: str) -> None:
         pathlib.Path(tmp).write_text(text)
 
 
+class _TrialDisplay(Display):
+    """KerasTuner's trial log, numbered by trial id as the results and folders are.
+
+    KerasTuner's log counts trials from 1 (``Running Trial #1``) while its trial
+    ids, their folders (``trial_0``) and kertransfer's results count from 0.
+    """
+
+    def on_trial_begin(self, trial):
+        if self.verbose < 1:
+            return
+        now = datetime.datetime.now()
+        self.trial_start[trial.trial_id] = now
+        if self.search_start is None:
+            self.search_start = now
+        self.trial_number[trial.trial_id] = trial.trial_id  # "Trial <id> Complete" at the end
+        print_msg(f"\nSearch: Running Trial {trial.trial_id}\n")
+        self.show_hyperparameter_table(trial)
+        print_msg("")
+
+
 class _RobustOracle:
-    """Mixin for KerasTuner oracles: atomic files, crash counting on reload."""
+    """Mixin for KerasTuner oracles: atomic files, crash counting on reload, the
+    trial log numbered by trial id."""
 
     max_crashes = 2
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._display = _TrialDisplay(oracle=self)
 
     def save(self):
         _atomic_write(self._get_oracle_fname(), json.dumps(self.get_state()))
