@@ -1,5 +1,6 @@
 """TransferHyperModel and tune(): the space, two-phase trials, the shared feature cache."""
 
+import gc
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ from testing import run_recipe_test
 
 import kertransfer as kt
 from kertransfer.errors import DataError, InvalidArgumentError, SearchError, UnknownBackboneError
+from kertransfer.tuning.tuners import custom_gradients
 
 
 @pytest.fixture
@@ -353,7 +355,7 @@ def test_same_seed_draws_the_same_trials(tiny_backbone_name, tiny_weights, tiny_
         tuner = kt.tune(hm, tiny_bundle, max_trials=2, epochs=1, seed=0,
                         directory=tmp_path / name, verbose=0, save_best=False)
         runs.append([{k: v for k, v in r.items() if k not in ("score", "rss_mib", "status",
-                                                                "best_epoch")}
+                                                                "best_epoch", "note")}
                      for r in tuner.results])
     assert runs[0] == runs[1]
     assert runs[0][0] != runs[0][1]
@@ -393,3 +395,20 @@ def test_a_trial_that_collapses_to_chance_is_flagged(tiny_backbone_name, tiny_we
     assert f"Trial(s) {row['trial']} scored no better than guessing" in printed
     assert "note" in (tmp_path / "results.csv").read_text().splitlines()[0]
 
+
+
+def _traced_graphs() -> int:
+    gc.collect()
+    return sum(type(o).__name__ == "FuncGraph" for o in gc.get_objects())
+
+
+def test_a_search_in_one_process_lets_go_of_its_trials_graphs(tiny_backbone_name, tiny_weights,
+                                                               tiny_bundle, tmp_path):
+    # Keras' optimizer gives each traced train step a custom gradient that TensorFlow's
+    # global registry keeps, with the whole graph: a long search grew by every trial's.
+    before, graphs = custom_gradients(), _traced_graphs()
+    hm = _hm(tiny_backbone_name, tiny_weights, space={"head_epochs": 1, "unfreeze_top": 1})
+    kt.tune(hm, tiny_bundle, max_trials=3, epochs=2, directory=tmp_path, verbose=0,
+            save_best=False)
+    assert custom_gradients() <= before
+    assert _traced_graphs() - graphs <= 3  # the feature pass hm keeps (8 when trials leak)

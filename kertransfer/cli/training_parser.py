@@ -101,7 +101,7 @@ def _add_tune(sub) -> None:
                    help="start the search again instead of resuming it")
     p.add_argument("--trials-per-process", type=int, default=None,
                    help="run the search in child processes of at most this many trials each "
-                   "(bounds memory: TensorFlow keeps memory for every model a process trained)")
+                   "(bounds whatever memory a process keeps between trials)")
     p.add_argument("--mixed-precision", action="store_true",
                    help="train in mixed_float16 (for GPUs; the outputs stay float32)")
     p.add_argument("--distributed", default=None, choices=["chief", "worker"],

@@ -227,12 +227,13 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
         tuner_id: This process's id (default ``"chief"``, or ``"worker<pid>"``).
         trials_per_process: Run the search in child processes that each run at
             most this many trials and exit, one after another, each resuming
-            the search. TensorFlow keeps memory for every model a process
-            has trained, so a long search in one process grows; this bounds
-            it. A bundle loaded from a name, a folder or TFDS is loaded
-            again in each child (`DataBundle.load_args`, fingerprints
-            checked); other data goes to the children as arrays (without
-            augmentation). The hypermodel goes as its configuration.
+            the search: a bound on whatever memory a process keeps between
+            trials (a search in one process stays flat, see the tuning
+            guide's "Memory"; other code may hold more). A bundle loaded from
+            a name, a folder or TFDS is loaded again in each child
+            (`DataBundle.load_args`, fingerprints checked); other data goes
+            to the children as arrays (without augmentation). The hypermodel
+            goes as its configuration.
         child_setup: A module name or a ``.py`` file the child processes run
             first, e.g. one that registers custom backbones with
             `kertransfer.register_backbone`.
@@ -258,7 +259,8 @@ def tune(hypermodel, data: Any, *, tuner: str = "random", max_trials: int = 10,
             hyperband_iterations=hyperband_iterations, epochs=epochs, max_epochs=max_epochs,
             num_initial_points=num_initial_points, seed=seed,
             trials_per_process=trials_per_process)
-    _check_phase_budget(hypermodel, tuner, epochs)
+    if not _parent_checked:  # a child process runs what its parent warned about
+        _check_phase_budget(hypermodel, tuner, epochs)
     _check_objective(hypermodel, objective)
     _check_data(data, objective, validation_data)
     if callable(getattr(hypermodel, "check_data", None)):

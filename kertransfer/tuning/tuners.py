@@ -132,6 +132,49 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def _gradient_registry() -> dict | None:
+    """TensorFlow's registry of gradient functions by op name (None under other
+    backends, or a TensorFlow without it)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    try:
+        from tensorflow.python.framework import ops
+
+        registry = ops._gradient_registry._registry
+    except (ImportError, AttributeError):
+        return None
+    return registry if isinstance(registry, dict) else None
+
+
+def custom_gradients() -> set[str]:
+    """The names of the ``tf.custom_gradient`` functions registered so far."""
+    registry = _gradient_registry()
+    return set() if registry is None else {
+        name for name in registry if name.startswith("CustomGradient-")}
+
+
+def release_custom_gradients(before: set[str]) -> int:
+    """Unregister the ``tf.custom_gradient`` functions registered since ``before``;
+    how many.
+
+    Every traced train step registers one for good: Keras' optimizer sums the
+    gradients with ``ReplicaContext.all_reduce`` (also on one device), whose
+    gradient is a custom one, and TensorFlow's global registry keeps it and, in
+    its closure, the whole traced graph. A search in one process grew by every
+    trial's graphs. Call it when the graphs traced since ``before`` are no longer
+    traced into (a trial's models are done with): a graph already traced runs
+    without its registry entry.
+    """
+    registry = _gradient_registry()
+    if registry is None:
+        return 0
+    stale = [name for name in list(registry)
+             if name.startswith("CustomGradient-") and name not in before]
+    for name in stale:
+        registry.pop(name, None)
+    return len(stale)
+
+
 class TrialBudgetReached(Exception):  # noqa: N818 (a signal, not an error)
     """Raised after a trial ends when a process has run the trials it was given."""
 
@@ -146,8 +189,13 @@ class _RobustTuner:
             self.oracle.save()
         _atomic_write(self._get_tuner_fname(), json.dumps(self.get_state()))
 
+    def on_trial_begin(self, trial):
+        self._kt_gradients = custom_gradients()
+        super().on_trial_begin(trial)
+
     def on_trial_end(self, trial):
         super().on_trial_end(trial)  # the trial is ended and saved here
+        release_custom_gradients(getattr(self, "_kt_gradients", custom_gradients()))
         keras.backend.clear_session(free_memory=False)
         gc.collect()  # once (clear_session's own collection would be a second full walk)
         release_freed_memory()
