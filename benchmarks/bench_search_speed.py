@@ -83,7 +83,8 @@ class HandWritten(keras_tuner.HyperModel):
         base = parts.backbone
         base.trainable = False
         inputs = keras.Input(self.shape)
-        x = parts.get_layer("preprocess")(inputs)
+        names = {layer.name for layer in parts.layers}
+        x = parts.get_layer("preprocess")(inputs) if "preprocess" in names else inputs
         x = base(x, training=False)  # BatchNorm stays in inference mode
         x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dropout(dropout)(x)
@@ -93,8 +94,15 @@ class HandWritten(keras_tuner.HyperModel):
                       metrics=["accuracy"])
         return model
 
-    def fit(self, hp, model, data, callbacks=None, epochs=6, verbose=0, **kwargs):
-        h1 = model.fit(data.train, validation_data=data.val, epochs=self.head_epochs,
+    def fit(self, hp, model, data, validation_data=None, callbacks=None, epochs=6, verbose=0,
+            batch_size=32, **kwargs):
+        """Phase 1, then phase 2; ``data`` is a `DataBundle` or ``(x, y)`` arrays with
+        ``validation_data``."""
+        if isinstance(data, tuple):
+            train = {"x": data[0], "y": data[1], "batch_size": batch_size}
+        else:
+            train, validation_data = {"x": data.train}, data.val
+        h1 = model.fit(**train, validation_data=validation_data, epochs=self.head_epochs,
                        callbacks=callbacks, verbose=verbose)
         k = hp.get(f"{self.backbone}/unfreeze_top")
         history = dict(h1.history)
@@ -102,7 +110,10 @@ class HandWritten(keras_tuner.HyperModel):
             base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
             base.trainable = True
             names = [layer.name for layer in base.layers]
-            cut = names.index(self.block_starts[len(self.block_starts) - k])
+            # Every block: from the first layer (the first block may start at the input,
+            # whose name differs between two constructions).
+            cut = 0 if k >= len(self.block_starts) else names.index(
+                self.block_starts[len(self.block_starts) - k])
             for layer in base.layers[:cut]:
                 layer.trainable = False
             for layer in base.layers:  # gamma and beta fixed, as kertransfer's bn="frozen"
@@ -110,7 +121,7 @@ class HandWritten(keras_tuner.HyperModel):
                     layer.trainable = False
             model.compile(keras.optimizers.Adam(hp.get("fine_tune_learning_rate")),
                           "sparse_categorical_crossentropy", metrics=["accuracy"])
-        h2 = model.fit(data.train, validation_data=data.val, epochs=epochs,
+        h2 = model.fit(**train, validation_data=validation_data, epochs=epochs,
                        initial_epoch=self.head_epochs, callbacks=callbacks, verbose=verbose)
         for key, values in h2.history.items():
             history[key] = history.get(key, []) + values
