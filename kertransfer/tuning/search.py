@@ -149,7 +149,8 @@ def _check_phase_budget(hypermodel, tuner: str, epochs: int) -> None:
         warnings.warn(
             f"epochs={epochs} with head_epochs={most} leaves {max(left, 0)} epoch(s) of "
             "fine-tuning per trial, too few to tell fine-tuning settings apart. Pass "
-            f"epochs >= {int(most) + 2}" + (", or space={'head_epochs': 1}" if most > 1 else "")
+            f"epochs >= {int(most) + 2} (--epochs)"
+            + (", or space={'head_epochs': 1} (--space head_epochs=1)" if most > 1 else "")
             + ".", stacklevel=3)
 
 
