@@ -23,7 +23,7 @@ from kertransfer._log import print_msg
 from kertransfer._plot import pyplot, save_figure
 from kertransfer.training import run_folder
 from kertransfer.training.results import RunResult
-from kertransfer.tuning.tuners import _atomic_write
+from kertransfer.tuning.tuners import _atomic_write, objective_task
 
 
 @dataclasses.dataclass
@@ -93,12 +93,12 @@ def _values(trial) -> dict:
 def chance_level(num_classes, objective: str) -> float | None:
     """The accuracy of guessing one class of ``num_classes`` (``{task: classes}``
     for several heads) for an accuracy ``objective``; None for other objectives."""
-    metric = objective[len("val_"):] if objective.startswith("val_") else objective
+    task, metric = objective_task(objective, num_classes if isinstance(num_classes, dict)
+                                  else None)
     if num_classes is None or not metric.endswith("accuracy"):
         return None
     if isinstance(num_classes, dict):
-        task = metric[:-len("accuracy")].rstrip("_")
-        if task not in num_classes:
+        if task is None:
             return None
         num_classes = num_classes[task]
     return 1.0 / max(int(num_classes), 2)  # one sigmoid unit: two classes

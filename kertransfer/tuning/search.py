@@ -52,7 +52,7 @@ from kertransfer.tuning.features import SharedFeatures
 from kertransfer.tuning.hypermodel import TransferHyperModel
 from kertransfer.tuning.results import _tune_result, results_table, write_results
 from kertransfer.tuning.resume import check_resume, search_record
-from kertransfer.tuning.tuners import TUNERS, _atomic_write, _make_tuner
+from kertransfer.tuning.tuners import TUNERS, _atomic_write, _make_tuner, objective_task
 from kertransfer.validation import check_int
 
 
@@ -61,8 +61,8 @@ def _check_objective(hypermodel, objective: str) -> None:
     tasks = getattr(hypermodel, "tasks", None)
     if not tasks or not isinstance(objective, str):
         return
-    metric = objective[4:] if objective.startswith("val_") else objective
-    if metric != "loss" and not any(metric.startswith(f"{task}_") for task in tasks):
+    task, metric = objective_task(objective, tasks)
+    if metric != "loss" and task is None:
         raise InvalidArgumentError(format_message(
             f"The objective {objective!r} is not a metric of a model with the heads {tasks}: "
             "each head's metrics carry its name.",

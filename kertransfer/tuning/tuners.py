@@ -229,17 +229,22 @@ def _objective(objective: str, hypermodel) -> Any:
     direction of the metric it names (``accuracy``: max), which KerasTuner cannot infer."""
     from keras_tuner.src.engine.metrics_tracking import infer_metric_direction
 
-    tasks = getattr(hypermodel, "tasks", None) or []
     if not isinstance(objective, str) or infer_metric_direction(objective) is not None:
         return objective
-    prefix = "val_" if objective.startswith("val_") else ""
-    metric = objective[len(prefix):]
-    for task in tasks:
+    task, metric = objective_task(objective, getattr(hypermodel, "tasks", None))
+    direction = infer_metric_direction(metric) if task is not None else None
+    return objective if direction is None else keras_tuner.Objective(objective, direction)
+
+
+def objective_task(objective: str, tasks) -> tuple[str | None, str]:
+    """``(task, metric)`` of an objective that names a head's metric
+    (``"val_digit_accuracy"``: ``("digit", "accuracy")``), else ``(None, metric)``
+    without its ``val_`` prefix."""
+    metric = objective[len("val_"):] if objective.startswith("val_") else objective
+    for task in tasks or []:
         if metric.startswith(f"{task}_"):
-            direction = infer_metric_direction(metric[len(task) + 1:])
-            if direction is not None:
-                return keras_tuner.Objective(objective, direction)
-    return objective
+            return task, metric[len(task) + 1:]
+    return None, metric
 
 
 def _make_tuner(hypermodel, directory: pathlib.Path, *, tuner: str, objective: str, seed: int,
