@@ -6,7 +6,9 @@ Eleven candidates, each a feature extractor at 96x96 (gray shown as RGB):
   pooled features and at a mid-network map (the last layer at stride 16:
   MobileNet's ``conv_pw_11_relu``, 512 channels; the Lites' last ``block5``
   layer), average-pooled; the finals carry their real ImageNet heads, which
-  give LEEP (``kertransfer.build_imagenet_classifier``);
+  give LEEP (``kertransfer.build_imagenet_classifier``); ranking reads the
+  mid-network map as a ``(model, layer)`` candidate of the same classifier,
+  from the same pass;
 - MobileNet v1 trained on the clean digits' training split (``--source-epochs``, 20, from
   random weights; the target's test images are never seen);
 - MobileNet v1 with random weights;
@@ -69,14 +71,14 @@ def _mid_layer(name: str, backbone: keras.Model) -> str:
     return [layer.name for layer in backbone.layers if layer.name.startswith("block5")][-1]
 
 
-def _mid_model(name: str, num_classes: int, freeze: str = "none") -> kt.TransferModel:
+def _mid_model(name: str, num_classes: int) -> kt.TransferModel:
     """The ImageNet network cut at its stride-16 map, with a new head."""
-    full = kt.build_transfer_model(name, 2, input_shape=SHAPE, weights="imagenet", verbose=False)
-    bb = full.backbone
+    bb = kt.build_transfer_model(name, 2, input_shape=SHAPE, weights="imagenet",
+                                 verbose=False).backbone
     cut = keras.Model(bb.input, bb.get_layer(_mid_layer(name, bb)).output, name=f"{name}_mid")
     spec = kt.backbones.get_backbone_spec(name)
     return kt.build_transfer_model(cut, num_classes, input_shape=SHAPE,
-                                   preprocessing=spec.preprocessing, freeze=freeze, bn="frozen")
+                                   preprocessing=spec.preprocessing, freeze="none", bn="frozen")
 
 
 def _networks(seed: int, folder: str, source_epochs: int) -> dict:
@@ -113,11 +115,13 @@ def _target(name: str, seed: int, per_class: int):
 
 
 def _candidates(builds: dict, digits_path: str) -> dict:
-    """What `rank_backbones` reads: source heads for the ImageNet finals (LEEP)."""
+    """What `rank_backbones` reads: source heads for the ImageNet finals (LEEP); each
+    mid-network candidate is a layer of its final's network (one pass gives both)."""
     out = {}
     for name, short in IMAGENET.items():
-        out[f"{short}, ImageNet"] = kt.build_imagenet_classifier(name, input_shape=SHAPE)
-        out[f"{short}, ImageNet, mid-network"] = _mid_model(name, 2, freeze="all")
+        final = kt.build_imagenet_classifier(name, input_shape=SHAPE)
+        out[f"{short}, ImageNet"] = final
+        out[f"{short}, ImageNet, mid-network"] = (final, _mid_layer(name, final.backbone))
     out["MobileNet v1, digits"] = ("mobilenet", digits_path)
     out["MobileNet v1, random"] = ("mobilenet", None)
     out["raw pixels"] = "pixels"

@@ -1,5 +1,7 @@
 """The ImageNet classifier as a transfer model: real predictions, Grad-CAM on a real photo, LEEP."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -68,8 +70,9 @@ def test_leep_reads_the_real_imagenet_probabilities(mobilenet):
 
 def test_a_classifier_that_is_not_pooling_and_one_layer_is_refused(monkeypatch):
     spec = kt.get_backbone_spec("mobilenet_v3_small")
+    monkeypatch.setattr(classifier, "_HEADS", {})
     monkeypatch.setattr(classifier, "construct_with_imagenet",
-                        lambda spec, shape, include_top: keras.applications.MobileNetV3Small(
+                        lambda spec, shape, include_top, files: keras.applications.MobileNetV3Small(
                             weights=None, include_top=True))
     with pytest.raises(InvalidArgumentError,
                        match=r"not global pooling and one dense.*Received: backbone="):
@@ -84,8 +87,36 @@ def test_the_top_is_found_in_families_with_generated_layer_names(monkeypatch, na
     full = spec.construct((64, 64, 3), weights=None, include_top=True)
     keras.backend.clear_session(free_memory=False)  # the next construction is named apart
     spec.construct((64, 64, 3), weights=None)
+    monkeypatch.setattr(classifier, "_HEADS", {})
     monkeypatch.setattr(classifier, "construct_with_imagenet", lambda *a, **k: full)
     kernel, bias = classifier.imagenet_head_weights(spec)
     dense = full.get_layer("predictions")
     np.testing.assert_array_equal(kernel, keras.ops.convert_to_numpy(dense.kernel))
     np.testing.assert_array_equal(bias, keras.ops.convert_to_numpy(dense.bias))
+
+
+def test_the_head_is_read_once_per_process_until_its_file_changes(keras_home, monkeypatch):
+    monkeypatch.setattr(classifier, "_HEADS", {})
+    built = []
+    real = classifier.construct_with_imagenet
+
+    def counting(*args, **kwargs):
+        built.append(kwargs.get("include_top"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "construct_with_imagenet", counting)
+    spec = kt.get_backbone_spec("mobilenet")
+    first, _ = classifier.imagenet_head_weights(spec)
+    reference = first.copy()
+    first[:] = 0.0  # a copy: the next reader gets the file's values
+    again, _ = classifier.imagenet_head_weights(spec)
+    model = kt.build_imagenet_classifier("mobilenet", input_shape=(96, 96, 3))
+    assert built == [True]  # the whole classifier is built once
+    np.testing.assert_array_equal(again, reference)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("predictions").kernel), reference)
+    path = keras_home / "models" / "mobilenet_1_0_224_tf.h5"
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    classifier.imagenet_head_weights(spec)
+    assert built == [True, True]  # a changed file is read again

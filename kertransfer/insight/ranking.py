@@ -25,11 +25,17 @@ from kertransfer.errors import (
     InvalidArgumentError,
     InvalidTypeError,
     format_message,
+    suggest,
 )
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.insight.scores import METRICS, _check, _Features, _h_score, _logme, leep
-from kertransfer.methods.fewshot.classifiers import feature_function, flatten_features
+from kertransfer.methods.fewshot.classifiers import (
+    _ModelFeatures,
+    feature_function,
+    flatten_features,
+)
 from kertransfer.models import build_transfer_model
+from kertransfer.models.surgery import layer_outputs
 from kertransfer.validation import check_int, is_int
 
 __all__ = ["Ranking", "rank_backbones"]
@@ -103,12 +109,27 @@ def _label_of(candidate, index: int) -> str:
             else pathlib.Path(candidate).parent.name + "/" + pathlib.Path(candidate).name
     if isinstance(candidate, pathlib.Path):
         return _label_of(str(candidate), index)
+    if _at_layer(candidate):
+        return f"{_label_of(candidate[0], index)} at {candidate[1]}"
     if isinstance(candidate, tuple) and len(candidate) == 2:
         weights = candidate[1]
         tail = "random" if weights is None else pathlib.Path(str(weights)).name \
             if str(weights).endswith(".keras") else str(weights)
         return f"{candidate[0]} ({tail})"
     return getattr(candidate, "name", f"candidate {index}")
+
+
+def _at_layer(candidate) -> bool:
+    """A ``(keras.Model, layer name)`` candidate: the features at one of its layers."""
+    return isinstance(candidate, tuple) and len(candidate) == 2 and \
+        isinstance(candidate[0], keras.Model) and isinstance(candidate[1], str)
+
+
+def _model_of(candidate):
+    """The ``keras.Model`` object a candidate reads (several may share one), or None."""
+    if _at_layer(candidate):
+        return candidate[0]
+    return candidate if isinstance(candidate, keras.Model) else None
 
 
 def _source_head(model) -> bool:
@@ -178,12 +199,40 @@ def _outputs(source, with_head: bool, data, labels: bool, verbose: int = 0):
     return flatten_features(out[0]), (out[1] if len(out) > 1 else None), y
 
 
+def _shared_outputs(model, members, with_head: bool, data, labels: bool, verbose: int = 0):
+    """`_outputs` of every candidate reading ``model`` (itself, or one of its layers), from
+    one pass: ``{index: (features, probabilities or None)}`` and the labels."""
+    layers = [c[1] for _, c in members if _at_layer(c)]
+    multi, missing = layer_outputs(model, layers)
+    if missing:
+        raise InvalidArgumentError(format_message(
+            f"The model {model.name!r} has no layer {missing[0]!r}.",
+            fix=suggest(missing[0], [layer.name for layer in model.layers] + [
+                layer.name for layer in getattr(model, "backbone", model).layers]) or
+            "Name a layer of the model or of its backbone.",
+            received={"candidate": (model.name, missing[0])}))
+    heads = len(model.outputs)
+    fn = _ModelFeatures(multi)
+
+    def outputs(xb):
+        return tuple(np.asarray(o) for o in fn(np.asarray(xb, "float32")))
+
+    out, y = gather(data, "data", outputs, labels=labels, batch_size=256, verbose=verbose)
+    found, maps = {}, iter(out[1 + heads:])
+    for index, candidate in members:
+        if _at_layer(candidate):
+            found[index] = (flatten_features(next(maps)), None)
+        else:
+            found[index] = (flatten_features(out[0]), out[1] if with_head else None)
+    return found, y
+
+
 def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
                    input_shape=None, weights: Any = "imagenet", max_examples: int | None = None,
                    seed: int = 0, verbose: int = 1) -> Ranking:
     """Score candidate feature extractors on the target's labelled examples, best first.
 
-    One feature pass per candidate; every metric reads the same features.
+    One feature pass per model; every metric reads the same features.
     Scoring takes a fraction of a fine-tuning run, so it picks which
     backbones are worth fine-tuning (see the guide for how well the scores
     track fine-tuned accuracy here).
@@ -194,8 +243,11 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
             ``(name, weights)`` pair (a weights file, or None for random
             weights), a ``.keras`` file of a model from
             `kertransfer.build_transfer_model` (its head, when a softmax
-            head, gives LEEP), a ``keras.Model``, or ``"pixels"`` (the raw
-            inputs: the baseline).
+            head, gives LEEP), a ``keras.Model``, a ``(keras.Model, layer
+            name)`` pair (the features at that layer of the model or of its
+            backbone, averaged over space: which depth transfers best), or
+            ``"pixels"`` (the raw inputs: the baseline). Candidates that read
+            one model object (the model and its layers) share one pass.
         data: The target's labelled examples, in any labelled form
             kertransfer reads (see `kertransfer.data.adapter`): ``(x, y)``
             arrays, a `kertransfer.data.DataBundle` or `ArrayData` (its train
@@ -237,24 +289,41 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
             x, y = x[keep], y[keep]
     if input_shape is None:
         input_shape = example_shape(data, "data")
+    groups: dict[int, list] = {}  # candidates reading one model object: one pass for all
+    for i, (_, candidate) in enumerate(items):
+        if _model_of(candidate) is not None:
+            groups.setdefault(id(_model_of(candidate)), []).append((i, candidate))
+    shared: dict = {}
     rows = []
-    for label, candidate in items:
+    for i, (label, candidate) in enumerate(items):
         start = time.perf_counter()
-        source, head_model, note = _resolve(candidate, input_shape, weights)
-        with_head = head_model is not None and "leep" in metrics
-        if in_memory:
-            features, probabilities, _ = _outputs(source, with_head, x, labels=False,
-                                                  verbose=verbose)
-        else:  # a stream: features and labels of one pass, then the sample
-            features, probabilities, y = _outputs(source, with_head, data, labels=True,
-                                                  verbose=verbose)
+        model = _model_of(candidate)
+        members = groups.get(id(model), []) if model is not None else []
+        if i not in shared and (len(members) > 1 or _at_layer(candidate)):
+            found, labels_seen = _shared_outputs(
+                model, members, _source_head(model) and "leep" in metrics,
+                x if in_memory else data, labels=not in_memory, verbose=verbose)
+            seconds = (time.perf_counter() - start) / len(members)  # the pass, shared out
+            shared.update({j: (*out, labels_seen, seconds) for j, out in found.items()})
+        if i in shared:
+            features, probabilities, labels_seen, seconds = shared.pop(i)
+            note = f"layer {candidate[1]}" if _at_layer(candidate) else "model"
+            note += f", one pass for {len(members)}" if len(members) > 1 else ""
+        else:
+            source, head_model, note = _resolve(candidate, input_shape, weights)
+            features, probabilities, labels_seen = _outputs(
+                source, head_model is not None and "leep" in metrics, x if in_memory else data,
+                labels=not in_memory, verbose=verbose)
+            seconds = time.perf_counter() - start
+        if not in_memory:  # a stream: the labels of its pass, then the sample
+            y = labels_seen
             _check(np.zeros((len(y), 1)), y)
             keep = _sample(y, max_examples, seed)
             if keep is not None:
                 features, y = features[keep], y[keep]
                 probabilities = None if probabilities is None else probabilities[keep]
         row: dict[str, Any] = {"candidate": str(label), "dim": int(features.shape[1]),
-                               "feature_seconds": time.perf_counter() - start, "note": note}
+                               "feature_seconds": seconds, "note": note}
         start = time.perf_counter()
         feats = _Features(_check(features, y)[0])  # one Gram matrix for every score
         for m in metrics:

@@ -3,7 +3,8 @@
 A transfer model is images -> preprocessing -> backbone -> pooling -> head.
 `feature_extractor` and `compute_features` stop at the pooling layer (the
 head's input); `head_on_features` is the model's own head on such features;
-`split_at_block` cuts inside the backbone before a block. Every piece reuses
+`split_at_block` cuts inside the backbone before a block; `layer_outputs` adds
+layers' maps (also the backbone's) to the outputs of one pass. Every piece reuses
 the model's layer objects, so training a piece trains the model. The feature
 cache and the tuner's shared features (training, tuning) and Grad-CAM
 (insight) are built from these.
@@ -130,3 +131,50 @@ def compute_features(model, x: np.ndarray, batch_size: int = 64, verbose: int = 
     """Backbone features (after pooling) of images ``x``, in inference mode."""
     extractor = feature_extractor(model)
     return np.asarray(extractor.predict(x, batch_size=batch_size, verbose=verbose))
+
+
+def layer_outputs(model, layers) -> tuple[keras.Model, list[str]]:
+    """One model from ``model``'s inputs to ``[features, *outputs, *maps]`` in one pass.
+
+    ``features`` is what the head reads (the pooled features of a transfer
+    model, else the first output), ``outputs`` the model's own outputs and
+    ``maps`` the output of each layer named in ``layers``: a layer of
+    ``model`` or, for a transfer model, of its backbone (the backbone then
+    runs once, with the maps as extra outputs). Returns the model and the
+    names in ``layers`` that ``model`` lacks (the model is None when any is
+    missing).
+    """
+    from kertransfer.freezing.protocol import is_transfer_model
+
+    outer = {layer.name: layer for layer in model.layers}
+    transfer = is_transfer_model(model)
+    inner = {layer.name: layer for layer in model.backbone.layers} if transfer else {}
+    missing = [n for n in layers if n not in outer and n not in inner]
+    if missing:
+        return None, missing
+    pooled = pool_name(model) if transfer else "pool"
+    features = outer[pooled].output if pooled in outer else model.outputs[0]
+    if not any(n not in outer for n in layers):
+        maps = [outer[n].output for n in layers]
+        return keras.Model(model.inputs, [features, *model.outputs, *maps]), []
+    backbone = model.backbone
+    names = [layer.name for layer in model.layers]
+    at = names.index(backbone.name)
+    tapped = [n for n in layers if n not in outer]
+    taps = keras.Model(backbone.input, [inner[n].output for n in tapped] + [backbone.output],
+                       name="backbone_taps")
+    *inner_maps, top = taps(model.layers[at - 1].output)  # the backbone's input in this graph
+    start = model.layers[at + 1].input  # the backbone's output in model's graph
+    wanted = [features, *model.outputs]  # then the layers after the backbone, each once
+    later = {n: len(wanted) + i for i, n in enumerate(
+        dict.fromkeys(n for n in layers if n in outer and names.index(n) > at))}
+    wanted += [outer[n].output for n in later]
+    ids = [id(t) for t in wanted]
+    unique = [t for i, t in enumerate(wanted) if id(t) not in ids[:i]]
+    after = keras.Model(start, unique, name="after_backbone")
+    done = dict(zip((id(t) for t in unique), after(top)))
+    head = [done[id(t)] for t in wanted[:1 + len(model.outputs)]]
+    found = dict(zip(tapped, inner_maps)) | {n: done[id(wanted[i])] for n, i in later.items()}
+    found[backbone.name] = top
+    maps = [found[n] if n in found else outer[n].output for n in layers]  # the rest: upstream
+    return keras.Model(model.inputs, [*head, *maps]), []

@@ -144,7 +144,8 @@ def _install_hint(name: str) -> str | None:
     return install_command(name)
 
 
-def construct_with_imagenet(spec, input_shape, include_top: bool = False) -> keras.Model:
+def construct_with_imagenet(spec, input_shape, include_top: bool = False,
+                            files: list | None = None) -> keras.Model:
     """Construct ``spec`` with ImageNet weights through the Keras cache.
 
     Keras' file for the size (``get_file``, ``model.load_weights``) is read
@@ -153,7 +154,8 @@ def construct_with_imagenet(spec, input_shape, include_top: bool = False) -> ker
     At a size Keras has no file for, the 224-pixel
     file is used, and kertransfer says so once per process instead of Keras'
     warning on every build; for MobileNet v1 a missing 128/160/192 file is
-    also replaced by a cached 224 file.
+    also replaced by a cached 224 file. ``files``, a list, receives the paths
+    of the files read.
 
     Raises:
         WeightsNotFoundError: The weights are not cached and cannot be
@@ -173,6 +175,8 @@ def construct_with_imagenet(spec, input_shape, include_top: bool = False) -> ker
         if not record:  # not Keras' loading path: the constructor's own error
             raise
         raise _not_loaded(spec, shape, record[-1], exc) from None
+    if files is not None:
+        files.extend(entry["path"] for entry in record if entry["path"])
     for w in caught:
         if _DEFAULT_SIZE_WARNING.search(str(w.message)):
             used = record[-1]["fname"] if record else "the 224-pixel file"

@@ -15,17 +15,23 @@ one dense (or 1×1 convolution) layer qualify: MobileNet v1, EfficientNet(-Lite,
 whose classifier has a convolution of its own before the last layer,
 ConvNeXt, whose head normalises the pooled features, and VGG, whose head is
 several dense layers, do not. The classifier's top is read from the network
-itself: the layers from its last global average pooling on.
+itself: the layers from its last global average pooling on. Reading it
+builds the whole classifier at the family's own size, which takes as long as
+building the transfer model; the head read is kept for the rest of the process
+and read again only when its file changes (so ranking several targets, or
+building the classifier at several sizes, builds the full network once).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
+from kertransfer._fs import keras_cache_dir
 from kertransfer.backbones import get_backbone_spec
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.models.build import build_transfer_model
@@ -37,6 +43,17 @@ IMAGENET_CLASSES = 1000
 _PASS_THROUGH = (keras.layers.GlobalAveragePooling2D, keras.layers.Dropout,
                  keras.layers.Reshape, keras.layers.Flatten, keras.layers.Activation,
                  keras.layers.Softmax)
+# Heads read in this process: (family, Keras cache folder) -> (identity of the files read,
+# kernel, bias); an entry is used only while its files are unchanged.
+_HEADS: dict[tuple[str, str], tuple] = {}
+
+
+def _identity(paths) -> tuple | None:
+    """``(path, modification time, size)`` of each file, or None when one is gone."""
+    try:
+        return tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths)
+    except OSError:
+        return None
 
 
 def _top_layers(spec, full: keras.Model) -> list:
@@ -53,13 +70,26 @@ def _top_layers(spec, full: keras.Model) -> list:
 
 
 def imagenet_head_weights(spec, input_shape=None) -> tuple[np.ndarray, np.ndarray]:
-    """``(kernel [features, 1000], bias [1000])`` of ``spec``'s ImageNet classification layer.
+    """``(kernel [features, 1000], bias [1000])`` of ``spec``'s ImageNet classification layer
+    (read once per process and file; the arrays returned are copies).
 
     Raises:
         InvalidArgumentError: The family's ImageNet classifier is not pooling and one
             dense layer (see the module notes).
     """
-    full = construct_with_imagenet(spec, input_shape, include_top=True)
+    key = (spec.name, str(keras_cache_dir()))
+    kept = _HEADS.get(key)
+    if kept is not None and kept[0] and _identity(p for p, _, _ in kept[0]) == kept[0]:
+        return kept[1].copy(), kept[2].copy()
+    files: list = []
+    kernel, bias = _read_head(spec, input_shape, files)
+    _HEADS[key] = (_identity(files), kernel, bias)
+    return kernel.copy(), bias.copy()
+
+
+def _read_head(spec, input_shape, files: list) -> tuple[np.ndarray, np.ndarray]:
+    """`imagenet_head_weights` read from the whole classifier; ``files`` gets its files."""
+    full = construct_with_imagenet(spec, input_shape, include_top=True, files=files)
     top = _top_layers(spec, full)
     weighted = [layer for layer in top if layer.weights]
     others = [layer for layer in top if not layer.weights]
