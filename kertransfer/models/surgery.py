@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kertransfer.freezing.protocol import block_context
+from kertransfer.freezing.protocol import block_context, is_transfer_model
 
 
 def feature_extractor(model) -> keras.Model:
@@ -144,8 +144,6 @@ def layer_outputs(model, layers) -> tuple[keras.Model, list[str]]:
     names in ``layers`` that ``model`` lacks (the model is None when any is
     missing).
     """
-    from kertransfer.freezing.protocol import is_transfer_model
-
     outer = {layer.name: layer for layer in model.layers}
     transfer = is_transfer_model(model)
     inner = {layer.name: layer for layer in model.backbone.layers} if transfer else {}
