@@ -170,13 +170,11 @@ def test_rank_backbones_scores_every_candidate_once_best_first(tiny_backbone_nam
         kt.rank_backbones(["pixels"], x, verbose=0)  # images without their labels
 
 
-def test_a_model_and_its_layers_rank_from_one_pass(tiny_backbone_name, monkeypatch):
-    import keras
-    import tensorflow as tf
-
+def _one_pass_case(tiny_backbone_name, monkeypatch):
+    """A tiny transfer model, a mid-backbone layer, labelled images, and a list that
+    grows by one per data pass of `rank_backbones`."""
     import kertransfer as kt
     from kertransfer.data import gathering
-    from kertransfer.errors import InvalidArgumentError
     from kertransfer.insight import ranking
 
     rng = np.random.default_rng(1)
@@ -186,7 +184,6 @@ def test_a_model_and_its_layers_rank_from_one_pass(tiny_backbone_name, monkeypat
                                     weights=None)
     spatial = [layer.name for layer in model.backbone.layers[1:]
                if len(layer.output.shape) == 4]
-    mid = spatial[len(spatial) // 2]
     passes = []
     real = gathering.gather
 
@@ -195,24 +192,48 @@ def test_a_model_and_its_layers_rank_from_one_pass(tiny_backbone_name, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ranking, "gather", counting)
-    for data in ((x, y), tf.data.Dataset.from_tensor_slices((x, y)).batch(16)):
-        passes.clear()
-        result = kt.rank_backbones({"whole": model, "mid": (model, mid), "pixels": "pixels"},
-                                   data, verbose=0)
-        rows = {r["candidate"]: r for r in result.rows}
-        assert passes == [1, 1]  # the model's pass gives both of its candidates, then pixels
-        # The layer's map, averaged over space, is what "mid" scored.
-        inner = keras.Model(model.backbone.input, model.backbone.get_layer(mid).output)
-        before = model.layers[[layer.name for layer in model.layers].index("backbone") - 1]
-        pre = keras.Model(model.input, before.output)  # preprocessing
-        expected = np.asarray(inner(pre(x))).mean(axis=(1, 2))
-        assert rows["mid"]["dim"] == expected.shape[1]
-        assert rows["mid"]["logme"] == pytest.approx(logme(expected, y), rel=1e-4)
-        pooled = keras.Model(model.input, model.get_layer("pool").output).predict(x, verbose=0)
-        assert rows["whole"]["logme"] == pytest.approx(logme(pooled, y), rel=1e-4)
-        assert rows["whole"]["leep"] is not None and rows["mid"]["leep"] is None
-        assert "one pass for 2" in rows["mid"]["note"]
+    return model, spatial[len(spatial) // 2], x, y, passes
+
+
+def _ranks_from_one_pass(model, mid, data, x, y, passes):
+    import keras
+
+    import kertransfer as kt
+
+    passes.clear()
+    result = kt.rank_backbones({"whole": model, "mid": (model, mid), "pixels": "pixels"},
+                               data, verbose=0)
+    rows = {r["candidate"]: r for r in result.rows}
+    assert passes == [1, 1]  # the model's pass gives both of its candidates, then pixels
+    # The layer's map, averaged over space, is what "mid" scored.
+    inner = keras.Model(model.backbone.input, model.backbone.get_layer(mid).output)
+    before = model.layers[[layer.name for layer in model.layers].index("backbone") - 1]
+    pre = keras.Model(model.input, before.output)  # preprocessing
+    expected = np.asarray(inner(pre(x))).mean(axis=(1, 2))
+    assert rows["mid"]["dim"] == expected.shape[1]
+    assert rows["mid"]["logme"] == pytest.approx(logme(expected, y), rel=1e-4)
+    pooled = keras.Model(model.input, model.get_layer("pool").output).predict(x, verbose=0)
+    assert rows["whole"]["logme"] == pytest.approx(logme(pooled, y), rel=1e-4)
+    assert rows["whole"]["leep"] is not None and rows["mid"]["leep"] is None
+    assert "one pass for 2" in rows["mid"]["note"]
+
+
+@agnostic
+def test_a_model_and_its_layers_rank_from_one_pass(tiny_backbone_name, monkeypatch):
+    import kertransfer as kt
+    from kertransfer.errors import InvalidArgumentError
+
+    model, mid, x, y, passes = _one_pass_case(tiny_backbone_name, monkeypatch)
+    _ranks_from_one_pass(model, mid, (x, y), x, y, passes)
     assert kt.rank_backbones([(model, mid)], (x, y), verbose=0).rows[0]["candidate"] == \
         f"{model.name} at {mid}"
     with pytest.raises(InvalidArgumentError, match=r"no layer 'conv_nope'.*Received: candidate"):
         kt.rank_backbones({"bad": (model, "conv_nope")}, (x, y), verbose=0)
+
+
+def test_a_streamed_model_and_its_layers_rank_from_one_pass(tiny_backbone_name, monkeypatch):
+    import tensorflow as tf
+
+    model, mid, x, y, passes = _one_pass_case(tiny_backbone_name, monkeypatch)
+    _ranks_from_one_pass(model, mid, tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+                         x, y, passes)
