@@ -14,7 +14,7 @@ ROOT = pathlib.Path(kertransfer.__file__).parent
 # docs/design.md, "Architecture": the rank of each package (lower is more basic).
 RANK = {
     "errors": 1, "validation": 1, "version": 1, "_choices": 1, "_fs": 1, "_log": 1,
-    "_plot": 1, "_seeds": 1, "_serializables": 1,
+    "_plot": 1, "_seeds": 1, "_serializables": 1, "_graphs": 1,
     "backbones": 2,
     "data": 3,
     "freezing": 4,

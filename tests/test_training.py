@@ -82,6 +82,27 @@ def test_train_writes_a_run_folder(tmp_path, tiny_backbone_name, tiny_data):
         train(model, data, epochs=0)
 
 
+def test_training_runs_let_go_of_the_graphs_they_traced(tiny_backbone_name, tiny_data):
+    from kertransfer._graphs import custom_gradients
+
+    data = kt.data.load(tiny_data, image_size=(16, 16), batch_size=32, validation_split=0.2,
+                        seed=0, verbose=0)
+    before, during = custom_gradients(), []
+    seen = keras.callbacks.LambdaCallback(
+        on_train_end=lambda logs: during.append(custom_gradients() - before))
+    for _ in range(2):
+        model = kt.build_transfer_model(tiny_backbone_name, data.num_classes,
+                                        input_shape=(16, 16, 3), weights=None, freeze="none")
+        train(model, data, epochs=1, verbose=0, callbacks=[seen])
+        assert during[-1]  # tracing the train step registered TensorFlow custom gradients
+        assert custom_gradients() <= before  # ... which the run let go of at its end
+    kt.fine_tune(model, data, epochs=1, freeze_epochs=1, verbose=0, callbacks=[seen])
+    assert during[-1] and custom_gradients() <= before
+    # The model trains on with the step it traced: a traced graph runs without its entry.
+    history = model.fit(data.train, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
 @pytest.mark.backend_agnostic
 def test_train_recalibrates_batchnorm_unfrozen_by_a_callback(tiny_backbone_name, tiny_data,
                                                              monkeypatch):

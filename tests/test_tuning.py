@@ -15,8 +15,8 @@ import pytest
 from testing import run_recipe_test
 
 import kertransfer as kt
+from kertransfer._graphs import custom_gradients
 from kertransfer.errors import DataError, InvalidArgumentError, SearchError, UnknownBackboneError
-from kertransfer.tuning.tuners import custom_gradients
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from kertransfer.errors import (
 from kertransfer.freezing.protocol import is_transfer_model
 from kertransfer.insight.scores import METRICS, _check, _Features, _h_score, _logme, leep
 from kertransfer.methods.fewshot.classifiers import (
-    _ModelFeatures,
+    ModelFeatures,
     feature_function,
     flatten_features,
 )
@@ -212,7 +212,7 @@ def _shared_outputs(model, members, with_head: bool, data, labels: bool, verbose
             "Name a layer of the model or of its backbone.",
             received={"candidate": (model.name, missing[0])}))
     heads = len(model.outputs)
-    fn = _ModelFeatures(multi)
+    fn = ModelFeatures(multi)
 
     def outputs(xb):
         return tuple(np.asarray(o) for o in fn(np.asarray(xb, "float32")))
@@ -225,6 +225,42 @@ def _shared_outputs(model, members, with_head: bool, data, labels: bool, verbose
         else:
             found[index] = (flatten_features(out[0]), out[1] if with_head else None)
     return found, y
+
+
+class _Passes:
+    """The feature passes of `rank_backbones`: one per candidate, except that the
+    candidates reading one model object (the model and its layers) share its pass."""
+
+    def __init__(self, items, data, labels: bool, input_shape, weights, leep: bool,
+                 verbose: int):
+        self.data, self.labels, self.input_shape, self.weights = data, labels, input_shape, weights
+        self.leep, self.verbose = leep, verbose
+        self.groups: dict[int, list] = {}
+        for i, (_, candidate) in enumerate(items):
+            if _model_of(candidate) is not None:
+                self.groups.setdefault(id(_model_of(candidate)), []).append((i, candidate))
+        self.shared: dict[int, tuple] = {}  # done by a pass shared with an earlier candidate
+
+    def features(self, i: int, candidate):
+        """``(features, probabilities or None, labels of the pass or None, seconds, note)``
+        of candidate ``i`` (a shared pass's seconds split evenly among its candidates)."""
+        start = time.perf_counter()
+        model = _model_of(candidate)
+        members = self.groups.get(id(model), []) if model is not None else []
+        if i not in self.shared and (len(members) > 1 or _at_layer(candidate)):
+            found, labels_seen = _shared_outputs(
+                model, members, _source_head(model) and self.leep, self.data,
+                labels=self.labels, verbose=self.verbose)
+            seconds = (time.perf_counter() - start) / len(members)
+            self.shared.update({j: (*out, labels_seen, seconds) for j, out in found.items()})
+        if i in self.shared:
+            note = f"layer {candidate[1]}" if _at_layer(candidate) else "model"
+            note += f", one pass for {len(members)}" if len(members) > 1 else ""
+            return (*self.shared.pop(i), note)
+        source, head_model, note = _resolve(candidate, self.input_shape, self.weights)
+        out = _outputs(source, head_model is not None and self.leep, self.data,
+                       labels=self.labels, verbose=self.verbose)
+        return (*out, time.perf_counter() - start, note)
 
 
 def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
@@ -289,32 +325,11 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
             x, y = x[keep], y[keep]
     if input_shape is None:
         input_shape = example_shape(data, "data")
-    groups: dict[int, list] = {}  # candidates reading one model object: one pass for all
-    for i, (_, candidate) in enumerate(items):
-        if _model_of(candidate) is not None:
-            groups.setdefault(id(_model_of(candidate)), []).append((i, candidate))
-    shared: dict = {}
+    passes = _Passes(items, x if in_memory else data, not in_memory, input_shape, weights,
+                     "leep" in metrics, verbose)
     rows = []
     for i, (label, candidate) in enumerate(items):
-        start = time.perf_counter()
-        model = _model_of(candidate)
-        members = groups.get(id(model), []) if model is not None else []
-        if i not in shared and (len(members) > 1 or _at_layer(candidate)):
-            found, labels_seen = _shared_outputs(
-                model, members, _source_head(model) and "leep" in metrics,
-                x if in_memory else data, labels=not in_memory, verbose=verbose)
-            seconds = (time.perf_counter() - start) / len(members)  # the pass, shared out
-            shared.update({j: (*out, labels_seen, seconds) for j, out in found.items()})
-        if i in shared:
-            features, probabilities, labels_seen, seconds = shared.pop(i)
-            note = f"layer {candidate[1]}" if _at_layer(candidate) else "model"
-            note += f", one pass for {len(members)}" if len(members) > 1 else ""
-        else:
-            source, head_model, note = _resolve(candidate, input_shape, weights)
-            features, probabilities, labels_seen = _outputs(
-                source, head_model is not None and "leep" in metrics, x if in_memory else data,
-                labels=not in_memory, verbose=verbose)
-            seconds = time.perf_counter() - start
+        features, probabilities, labels_seen, seconds, note = passes.features(i, candidate)
         if not in_memory:  # a stream: the labels of its pass, then the sample
             y = labels_seen
             _check(np.zeros((len(y), 1)), y)

@@ -30,6 +30,7 @@ from typing import Any
 import keras
 
 from kertransfer import _log
+from kertransfer._graphs import releases_graphs
 from kertransfer.data.training_data import as_training_data, as_validation_data, unaugmented_train
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.freezing.apply import apply_policy
@@ -115,6 +116,7 @@ def _phase_one(model, train, val, how: str, phase2: tuple, freeze_epochs: int,
     return {}, [(0, *phase2)], 0, None
 
 
+@releases_graphs
 def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | None = None,
               freeze_epochs: int = 1, head_fit: str = "auto",
               learning_rate: float = 1e-3, learning_rate_multiplier: float = 0.1,

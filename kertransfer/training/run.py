@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 
+from kertransfer._graphs import releases_graphs
 from kertransfer._log import fit_verbose, print_msg
 from kertransfer.data.training_data import as_training_data, unaugmented_train
 from kertransfer.errors import InvalidArgumentError, format_message
@@ -123,6 +124,7 @@ def evaluate_splits(model, data, splits=("val", "test")) -> dict[str, float]:
     return out
 
 
+@releases_graphs
 def train(model, data, *, epochs: int = 10, learning_rate: float = 1e-3,
           optimizer: str | Any = "adam", callbacks=None, recalibrate_bn: str | bool = "auto",
           out: str | os.PathLike | None = None, config: dict | None = None,

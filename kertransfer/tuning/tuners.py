@@ -19,6 +19,7 @@ import keras_tuner
 from keras_tuner.src.engine.oracle import Display
 
 from kertransfer._fs import atomic_file
+from kertransfer._graphs import custom_gradients, release_custom_gradients
 from kertransfer._log import print_msg
 from kertransfer.training import run_folder
 
@@ -130,49 +131,6 @@ def release_freed_memory() -> None:
     trim = getattr(libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
-
-
-def _gradient_registry() -> dict | None:
-    """TensorFlow's registry of gradient functions by op name (None under other
-    backends, or a TensorFlow without it)."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    try:
-        from tensorflow.python.framework import ops
-
-        registry = ops._gradient_registry._registry
-    except (ImportError, AttributeError):
-        return None
-    return registry if isinstance(registry, dict) else None
-
-
-def custom_gradients() -> set[str]:
-    """The names of the ``tf.custom_gradient`` functions registered so far."""
-    registry = _gradient_registry()
-    return set() if registry is None else {
-        name for name in registry if name.startswith("CustomGradient-")}
-
-
-def release_custom_gradients(before: set[str]) -> int:
-    """Unregister the ``tf.custom_gradient`` functions registered since ``before``;
-    how many.
-
-    Every traced train step registers one for good: Keras' optimizer sums the
-    gradients with ``ReplicaContext.all_reduce`` (also on one device), whose
-    gradient is a custom one, and TensorFlow's global registry keeps it and, in
-    its closure, the whole traced graph. A search in one process grew by every
-    trial's graphs. Call it when the graphs traced since ``before`` are no longer
-    traced into (a trial's models are done with): a graph already traced runs
-    without its registry entry.
-    """
-    registry = _gradient_registry()
-    if registry is None:
-        return 0
-    stale = [name for name in list(registry)
-             if name.startswith("CustomGradient-") and name not in before]
-    for name in stale:
-        registry.pop(name, None)
-    return len(stale)
 
 
 class TrialBudgetReached(Exception):  # noqa: N818 (a signal, not an error)

@@ -25,7 +25,7 @@ __all__ = ["EpisodeResult", "LogisticClassifier", "PrototypeClassifier", "evalua
 CLASSIFIERS = ("prototype", "logistic")
 
 
-class _ModelFeatures:
+class ModelFeatures:
     """A model's features, batch by batch: called directly for the first few
     batches, then through ``predict``.
 
@@ -72,9 +72,9 @@ def feature_function(backbone, *, with_outputs: bool = False):
         except ValueError:
             pool = None
         if with_outputs:
-            return _ModelFeatures(keras.Model(backbone.inputs, [
+            return ModelFeatures(keras.Model(backbone.inputs, [
                 backbone.outputs[0] if pool is None else pool, backbone.outputs[0]]))
-        return _ModelFeatures(backbone if pool is None else keras.Model(backbone.inputs, pool))
+        return ModelFeatures(backbone if pool is None else keras.Model(backbone.inputs, pool))
     if with_outputs:
         raise InvalidTypeError(format_message(
             "Features and outputs of one pass need a keras.Model.",
