@@ -163,16 +163,13 @@ def layer_outputs(model, layers) -> tuple[keras.Model, list[str]]:
                        name="backbone_taps")
     *inner_maps, top = taps(model.layers[at - 1].output)  # the backbone's input in this graph
     start = model.layers[at + 1].input  # the backbone's output in model's graph
-    wanted = [features, *model.outputs]  # then the layers after the backbone, each once
-    later = {n: len(wanted) + i for i, n in enumerate(
-        dict.fromkeys(n for n in layers if n in outer and names.index(n) > at))}
-    wanted += [outer[n].output for n in later]
-    ids = [id(t) for t in wanted]
-    unique = [t for i, t in enumerate(wanted) if id(t) not in ids[:i]]
-    after = keras.Model(start, unique, name="after_backbone")
-    done = dict(zip((id(t) for t in unique), after(top)))
-    head = [done[id(t)] for t in wanted[:1 + len(model.outputs)]]
-    found = dict(zip(tapped, inner_maps)) | {n: done[id(wanted[i])] for n, i in later.items()}
+    later = [n for n in layers if n in outer and names.index(n) > at]
+    wanted = [features, *model.outputs, *(outer[n].output for n in later)]
+    unique = {id(t): t for t in wanted}  # Keras refuses one tensor twice among the outputs
+    after = keras.Model(start, list(unique.values()), name="after_backbone")
+    done = dict(zip(unique, keras.tree.flatten(after(top))))  # model's tensor -> this graph's
+    found = dict(zip(tapped, inner_maps)) | {n: done[id(outer[n].output)] for n in later}
     found[backbone.name] = top
     maps = [found[n] if n in found else outer[n].output for n in layers]  # the rest: upstream
+    head = [done[id(t)] for t in wanted[:1 + len(model.outputs)]]
     return keras.Model(model.inputs, [*head, *maps]), []

@@ -79,11 +79,13 @@ def imagenet_head_weights(spec, input_shape=None) -> tuple[np.ndarray, np.ndarra
     """
     key = (spec.name, str(keras_cache_dir()))
     kept = _HEADS.get(key)
-    if kept is not None and kept[0] and _identity(p for p, _, _ in kept[0]) == kept[0]:
+    if kept is not None and _identity(p for p, _, _ in kept[0]) == kept[0]:
         return kept[1].copy(), kept[2].copy()
     files: list = []
     kernel, bias = _read_head(spec, input_shape, files)
-    _HEADS[key] = (_identity(files), kernel, bias)
+    identity = _identity(files) if files else None
+    if identity is not None:  # kept only when known by its files
+        _HEADS[key] = (identity, kernel, bias)
     return kernel.copy(), bias.copy()
 
 
