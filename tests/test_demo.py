@@ -1,6 +1,7 @@
 """The offline demos: digits on the tiny registered backbone, ImageNet MobileNet v1 on
 Fashion-MNIST (quick epochs)."""
 
+import functools
 import json
 
 from kertransfer.cli import demo
@@ -58,7 +59,12 @@ def test_quick_demo_runs_staged_transfer_and_saves_the_run(tiny_backbone_name, t
     assert sum(".png" in line for line in table) == 6
 
 
-def test_quick_imagenet_demo_transfers_to_fashion_mnist(keras_home, tmp_path, capsys):
+def test_quick_imagenet_demo_transfers_to_fashion_mnist(keras_home, tmp_path, capsys,
+                                                       monkeypatch):
+    # The export's parity run in a fresh process (7 s) is checked by the digits demo above.
+    import kertransfer.serving as serving
+
+    monkeypatch.setattr(serving, "export", functools.partial(serving.export, check=False))
     out = demo.run_demo(out=str(tmp_path / "run"), seeds=(0,), quick=True, verbose=1)
     printed = capsys.readouterr().out
     arms = list(out["per_seed"][0]["test_accuracy"])
