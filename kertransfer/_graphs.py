@@ -68,7 +68,8 @@ def releasing_graphs():
 
 
 def releases_graphs(fn):
-    """``fn`` run inside `releasing_graphs` (for the library's whole training runs)."""
+    """``fn`` run inside `releasing_graphs` (the library's whole training runs: `train`,
+    `fine_tune`, `adapt`, `pretrain`, `meta_train`, the two-head fit of LwF)."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):

@@ -378,3 +378,33 @@ def test_add_head_gives_a_shared_backbone_model_that_saves_and_freezes(model, tm
     for key in ("old", "new"):
         np.testing.assert_allclose(_np(back(x)[key]), _np(two(x)[key]), rtol=1e-5, atol=1e-6)
     assert kt.trainable_summary(back, print_fn=None).frozen_text == "all blocks frozen"
+
+
+@pytest.mark.parametrize("method", ["adapt", "pretrain", "meta_train", "learn_without_forgetting"])
+def test_method_runs_let_go_of_the_graphs_they_traced(method, tiny_backbone_name, tiny_data,
+                                                      monkeypatch):
+    import kertransfer._graphs as graphs
+    from kertransfer.methods.fewshot import meta_train
+
+    released = []
+    release = graphs.release_custom_gradients
+    monkeypatch.setattr(graphs, "release_custom_gradients",
+                        lambda before: released.append(release(before)) or released[-1])
+    x, y = tiny_data
+    before = graphs.custom_gradients()
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, freeze="none")
+    if method == "adapt":
+        kt.methods.adapt(model, source=(x[:64], y[:64]), target=255.0 - x[64:128],
+                         method="coral", epochs=1)
+    elif method == "pretrain":
+        kt.pretrain(tiny_backbone_name, x[:64], task="rotation", epochs=1, batch_size=32,
+                    verbose=0)
+    elif method == "meta_train":
+        meta_train(model, (x, y), ways=3, shots=1, queries=2, episodes=2, verbose=0)
+    else:
+        model = kt.methods.learn_without_forgetting(model, (x[:64], y[:64] % 2), 2,
+                                                    warmup_epochs=1, epochs=1, batch_size=32)
+    # Tracing the run's steps registered TensorFlow custom gradients, which it let go of.
+    assert released and released[-1] > 0
+    assert graphs.custom_gradients() <= before

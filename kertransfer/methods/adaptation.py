@@ -32,6 +32,7 @@ import numpy as np
 from keras import ops
 
 from kertransfer._choices import ADAPTATION_METHODS
+from kertransfer._graphs import releases_graphs
 from kertransfer._log import fit_verbose
 from kertransfer.data.batches import as_batches, iterate, num_batches
 from kertransfer.errors import InvalidArgumentError, InvalidTypeError, format_message
@@ -242,6 +243,7 @@ class AdaptResult(RunResult):
     method: str = ""
 
 
+@releases_graphs
 def adapt(model, *, source, target, method: str = "dann", epochs: int = 20,
           learning_rate: float = 1e-3, weight: float = 1.0, gamma: float = 10.0,
           domain_units: int = 64, optimizer: Any = "adam", verbose: int = 0,

@@ -25,6 +25,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kertransfer._graphs import releases_graphs
 from kertransfer.data.gathering import as_arrays
 from kertransfer.errors import InvalidTypeError, format_message
 from kertransfer.freezing import freeze
@@ -122,6 +123,7 @@ class LwF(Term):
         return self.weight * t * t * ops.mean(-ops.sum(p * log_q, axis=-1))
 
 
+@releases_graphs
 def fit_two_heads(two, data, *, warmup_epochs: int, epochs: int, terms=(),
                   learning_rate: float = 1e-3, fine_tune_learning_rate: float | None = None,
                   optimizer: Any = "adam", batch_size: int = 32, verbose: int = 0,

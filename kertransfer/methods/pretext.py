@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from kertransfer._choices import PRETEXT_TASKS
+from kertransfer._graphs import releases_graphs
 from kertransfer._log import fit_verbose, print_msg
 from kertransfer._seeds import seeded
 from kertransfer.errors import (
@@ -141,6 +142,7 @@ def _run_config(base, task, shape, num_classes, *, epochs, batch_size, learning_
     return config
 
 
+@releases_graphs
 def pretrain(backbone, data, *, task: str = "simclr", input_shape=None, weights=None,
              epochs: int = 10, batch_size: int = 64, learning_rate: float = 1e-3,
              out=None, temperature: float = 0.5, projection_dim: int = 64, augment=None,

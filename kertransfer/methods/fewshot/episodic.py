@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kertransfer._graphs import releases_graphs
 from kertransfer._log import fit_verbose, print_msg
 from kertransfer._seeds import seeded
 from kertransfer.data.batches import as_batches, iterate
@@ -240,6 +241,7 @@ def _features_of(model) -> keras.Model:
     return features
 
 
+@releases_graphs
 def meta_train(model, data, labels=None, *, ways: int = 5, shots: int = 5, queries: int = 15,
                episodes: int = 1000, episodes_per_epoch: int = 100,
                learning_rate: float = 1e-4, optimizer: Any = None, scale: float = 10.0,
