@@ -219,6 +219,30 @@ def _ranks_from_one_pass(model, mid, data, x, y, passes):
 
 
 @agnostic
+@agnostic
+def test_a_random_weights_candidate_is_seeded_without_touching_the_callers_state(
+        tiny_backbone_name):
+    import random
+
+    import kertransfer as kt
+
+    rng = np.random.default_rng(2)
+    y = _labels(40, 4)
+    x = rng.uniform(0, 255, (40, 16, 16, 3)).astype("float32")
+
+    def score(seed):
+        rows = kt.rank_backbones({"r": (tiny_backbone_name, None)}, (x, y), metrics=["logme"],
+                                 seed=seed, verbose=0).rows
+        return rows[0]["logme"]
+
+    random.seed(5)
+    state = random.getstate()
+    first = score(0)
+    assert random.getstate() == state  # the caller's stream goes on undisturbed
+    assert score(0) == pytest.approx(first, abs=1e-6)  # the same initialisation
+    assert score(1) != pytest.approx(first, abs=1e-6)  # another seed, other weights
+
+
 def test_a_model_and_its_layers_rank_from_one_pass(tiny_backbone_name, monkeypatch):
     import kertransfer as kt
     from kertransfer.errors import InvalidArgumentError

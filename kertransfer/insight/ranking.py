@@ -18,6 +18,7 @@ import numpy as np
 
 from kertransfer._fs import atomic_file
 from kertransfer._log import print_msg
+from kertransfer._seeds import seeded
 from kertransfer.backbones import get_backbone_spec, list_backbones
 from kertransfer.data.forms import form_of
 from kertransfer.data.gathering import as_arrays, example_shape, gather
@@ -232,9 +233,9 @@ class _Passes:
     candidates reading one model object (the model and its layers) share its pass."""
 
     def __init__(self, items, data, labels: bool, input_shape, weights, leep: bool,
-                 verbose: int):
+                 seed: int, verbose: int):
         self.data, self.labels, self.input_shape, self.weights = data, labels, input_shape, weights
-        self.leep, self.verbose = leep, verbose
+        self.leep, self.seed, self.verbose = leep, seed, verbose
         self.groups: dict[int, list] = {}
         for i, (_, candidate) in enumerate(items):
             if _model_of(candidate) is not None:
@@ -257,7 +258,8 @@ class _Passes:
             note = f"layer {candidate[1]}" if _at_layer(candidate) else "model"
             note += f", one pass for {len(members)}" if len(members) > 1 else ""
             return (*self.shared.pop(i), note)
-        source, head_model, note = _resolve(candidate, self.input_shape, self.weights)
+        with seeded(self.seed):  # a random-weights candidate's initialisation
+            source, head_model, note = _resolve(candidate, self.input_shape, self.weights)
         out = _outputs(source, head_model is not None and self.leep, self.data,
                        labels=self.labels, verbose=self.verbose)
         return (*out, time.perf_counter() - start, note)
@@ -296,7 +298,9 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
         input_shape: The model input (default: the data's).
         weights: Weights for candidates given by name alone.
         max_examples: Score a seeded, stratified sample of at most this many.
-        seed: Seed of that sample.
+        seed: Seed of that sample and of the initialisation of candidates
+            with random weights (``(name, None)``); the caller's random state
+            is left as it was.
         verbose: Print each candidate's scores as it is done, and the table.
 
     Returns:
@@ -326,7 +330,7 @@ def rank_backbones(candidates, data, *, metrics=("logme", "leep", "hscore"),
     if input_shape is None:
         input_shape = example_shape(data, "data")
     passes = _Passes(items, x if in_memory else data, not in_memory, input_shape, weights,
-                     "leep" in metrics, verbose)
+                     "leep" in metrics, seed, verbose)
     rows = []
     for i, (label, candidate) in enumerate(items):
         features, probabilities, labels_seen, seconds, note = passes.features(i, candidate)
