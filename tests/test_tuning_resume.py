@@ -82,14 +82,14 @@ def _epochs_of_trial(lines, pid, n):
 
 def test_search_killed_twice_resumes_without_losing_trials(tmp_path):
     # 1. Kill in the middle of the second trial: its first epoch (of 3) ran.
-    child = _start(tmp_path, "--max-trials", "4")
+    child = _start(tmp_path, "--max-trials", "4", "--hold-at", "2", "1")
     _wait_for(child, tmp_path, lambda ev: _epochs_of_trial(ev, child.pid, 2) >= 1)
     _kill(child)
     before = _completed_files(tmp_path)
     assert list(before) == ["trial_0"]
 
     # 2. Resume; kill again the moment the following trial starts.
-    child = _start(tmp_path, "--max-trials", "4")
+    child = _start(tmp_path, "--max-trials", "4", "--hold-at", "2", "0")
     _wait_for(child, tmp_path,
               lambda ev: _count(ev, "end", child.pid) == 1 and _count(ev, "start", child.pid) == 2)
     _kill(child)
@@ -125,7 +125,8 @@ def test_distributed_chief_and_two_workers_survive_a_dead_worker(tmp_path):
     common = ["--max-trials", "3", "--address", address]
     chief = _start(tmp_path, *common, "--distributed", "chief", "--tuner-id", "chief")
     w0 = _start(tmp_path, *common, "--distributed", "worker", "--tuner-id", "worker0")
-    w1 = _start(tmp_path, *common, "--distributed", "worker", "--tuner-id", "worker1")
+    w1 = _start(tmp_path, *common, "--distributed", "worker", "--tuner-id", "worker1",
+                "--hold-at", "1", "1")
     procs = [chief, w0, w1]
     try:
         # worker1 dies in the middle of its first trial...
