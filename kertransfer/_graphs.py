@@ -68,8 +68,7 @@ def releasing_graphs():
 
 
 def releases_graphs(fn):
-    """``fn`` run inside `releasing_graphs` (the library's whole training runs: `train`,
-    `fine_tune`, `adapt`, `pretrain`, `meta_train`, the two-head fit of LwF)."""
+    """``fn`` run inside `releasing_graphs` (for the library's whole training runs)."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
