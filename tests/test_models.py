@@ -73,6 +73,33 @@ def test_weights_from_backbone_file_and_keras_model(tmp_path, tiny_backbone_name
         assert dst.weights_report.complete
 
 
+def test_a_keras_weights_file_is_read_once_until_it_changes(tmp_path, tiny_backbone_name,
+                                                            monkeypatch):
+    path = tmp_path / "pretrained.keras"
+    first = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3), weights=None)
+    first.save(path)
+    reads = []
+    real_load = keras.saving.load_model
+    monkeypatch.setattr(keras.saving, "load_model",
+                        lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+
+    def conv(model):
+        return model.backbone.get_layer("block2_conv").get_weights()[0]
+
+    for classes in (3, 5):  # the trials of a search build the same backbone again
+        model = kt.build_transfer_model(tiny_backbone_name, classes, input_shape=(16, 16, 3),
+                                        weights=path)
+        np.testing.assert_array_equal(conv(model), conv(first))
+        model.backbone.get_layer("block2_conv").kernel.assign(conv(model) + 1)  # not shared
+    assert len(reads) == 1
+    keras.utils.set_random_seed(7)
+    second = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3), weights=None)
+    second.save(path)  # the same path, new weights
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3), weights=path)
+    np.testing.assert_array_equal(conv(model), conv(second))
+    assert len(reads) == 2
+
+
 def test_weights_for_another_architecture(tmp_path, tiny_backbone_name):
     other = kt.build_transfer_model("mobilenet_v3_small", 3, input_shape=(32, 32, 3),
                                     weights=None)

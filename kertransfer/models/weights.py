@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import pathlib
 import re
 import warnings
@@ -258,16 +259,25 @@ def copy_weights_by_name(target: keras.Model, source: keras.Model, source_name: 
     Raises:
         WeightsMismatchError: ``strict`` and the architectures differ.
     """
+    return _copy_arrays_by_name(target, _layer_arrays(source), source_name, strict)
+
+
+def _layer_arrays(model) -> dict[str, list]:
+    """``{layer name: its weight arrays}`` of ``model``'s layers that have weights."""
+    return {name: layer.get_weights() for name, layer in _weighted_layers(model).items()}
+
+
+def _copy_arrays_by_name(target: keras.Model, src: dict[str, list], source_name: str,
+                         strict: bool) -> WeightsReport:
+    """`copy_weights_by_name` from ``{layer name: weight arrays}``."""
     report = WeightsReport(source=source_name)
-    src = _weighted_layers(source)
     tgt = _weighted_layers(target)
     for name, layer in tgt.items():
         if name not in src:
             report.missing.append(name)
             continue
-        s_vals = src[name].get_weights()
         t_shapes = [tuple(w.shape) for w in layer.weights]
-        s_shapes = [tuple(np.shape(v)) for v in s_vals]
+        s_shapes = [tuple(np.shape(v)) for v in src[name]]
         if t_shapes != s_shapes:
             report.mismatched.append((name, t_shapes, s_shapes))
             continue
@@ -288,8 +298,48 @@ def copy_weights_by_name(target: keras.Model, source: keras.Model, source_name: 
             )
         )
     for name in report.matched:
-        tgt[name].set_weights(src[name].get_weights())
+        tgt[name].set_weights(src[name])
     return report
+
+
+#: A ``.keras`` file up to this size keeps its backbone's arrays in memory after a load
+#: (`_keras_file_arrays`), so the trials of a search read it once.
+KERAS_FILE_CACHE_BYTES = 256 * 2**20
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_keras_file_arrays(path: str, identity: tuple) -> dict[str, list]:
+    return _read_keras_file_arrays(pathlib.Path(path))
+
+
+def _read_keras_file_arrays(path: pathlib.Path) -> dict[str, list]:
+    try:
+        source_model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsMismatchError(
+            format_message(
+                f"Could not read {path.name} as a Keras model ({type(exc).__name__}: "
+                f"{_oneline(exc)}).",
+                expected="a .keras file saved by keras.Model.save",
+                received={"weights": str(path)},
+            )
+        ) from None
+    return _layer_arrays(find_backbone(source_model))
+
+
+def _keras_file_arrays(path: pathlib.Path) -> dict[str, list]:
+    """The backbone's ``{layer name: weight arrays}`` of a ``.keras`` file.
+
+    Reading the file builds the whole saved model, seconds for a backbone, so
+    the arrays of the two files read last (up to `KERAS_FILE_CACHE_BYTES`) are
+    kept, keyed by the file's path, inode, size and modification times: a file
+    that changes is read again.
+    """
+    stat = path.stat()
+    if stat.st_size > KERAS_FILE_CACHE_BYTES:
+        return _read_keras_file_arrays(path)
+    identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return _cached_keras_file_arrays(str(path.resolve()), identity)
 
 
 def _load_h5_strict(backbone: keras.Model, path: pathlib.Path) -> WeightsReport:
@@ -331,7 +381,10 @@ def load_backbone_weights(backbone: keras.Model, path, strict: bool = True) -> W
     Accepted files: ``.weights.h5`` saved from a backbone
     (``model.backbone.save_weights``), ``.keras`` (a model built by
     kertransfer, whose backbone is used, or any Keras model), and legacy
-    ``.h5``.
+    ``.h5``. A ``.keras`` file is read once while it stays the same: the
+    arrays of the two files read last are kept (see `_keras_file_arrays`),
+    so building the same model again, as a search's trials do, skips
+    rebuilding the saved model.
 
     Raises:
         WeightsNotFoundError: The file does not exist.
@@ -349,18 +402,7 @@ def load_backbone_weights(backbone: keras.Model, path, strict: bool = True) -> W
         )
     name = path.name
     if name.endswith(".keras"):
-        try:
-            source_model = keras.saving.load_model(path, compile=False)
-        except Exception as exc:  # noqa: BLE001
-            raise WeightsMismatchError(
-                format_message(
-                    f"Could not read {name} as a Keras model ({type(exc).__name__}: "
-                    f"{_oneline(exc)}).",
-                    expected="a .keras file saved by keras.Model.save",
-                    received={"weights": str(path)},
-                )
-            ) from None
-        return copy_weights_by_name(backbone, find_backbone(source_model), name, strict=strict)
+        return _copy_arrays_by_name(backbone, _keras_file_arrays(path), name, strict)
     if name.endswith(".h5"):
         if strict:
             return _load_h5_strict(backbone, path)
