@@ -24,9 +24,17 @@ def seeded(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
+    with random_state_kept():
+        random.seed(int(seed))
+        np.random.seed(int(seed) % 2**32)
+        yield
+
+
+@contextlib.contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Put Python's and numpy's global generators back as they were after the block: what
+    it draws does not move the caller's streams."""
     py_state, np_state = random.getstate(), np.random.get_state()
-    random.seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
     try:
         yield
     finally:

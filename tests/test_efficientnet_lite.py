@@ -160,7 +160,7 @@ def test_weights_file_round_trip(tmp_path):
 
 @pytest.mark.backend_agnostic
 def test_imagenet_not_installed_names_the_install_command(tmp_path, monkeypatch):
-    from kertransfer.models.weights import keras_cache_dir
+    from kertransfer._fs import keras_cache_dir
 
     monkeypatch.delenv("KERAS_HOME", raising=False)
     assert imagenet_weights_path(0, False).parent == keras_cache_dir()

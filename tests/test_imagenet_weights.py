@@ -29,8 +29,8 @@ from kertransfer.errors import (
     WeightsError,
     WeightsNotFoundError,
 )
-from kertransfer.models import weights as weights_module
 from kertransfer.models.imagenet import checks, install, mobilenet_v1
+from kertransfer.models.imagenet import construct as construct_module
 
 NO_TOP, TOP = "mobilenet_1_0_224_tf_no_top.h5", "mobilenet_1_0_224_tf.h5"
 
@@ -74,7 +74,7 @@ def test_build_transfer_model_loads_them_at_every_size_saying_so_once(keras_home
                                                                      monkeypatch):
     import h5py
 
-    monkeypatch.setattr(weights_module, "_ANNOUNCED", set())
+    monkeypatch.setattr(construct_module, "_ANNOUNCED", set())
 
     with h5py.File(keras_home / "models" / NO_TOP, "r") as f:
         kernel = f["conv_pw_13"]["conv_pw_13/kernel:0"][()]
@@ -309,5 +309,5 @@ def test_cli_install_and_list(keras_home, capsys):
 
 def test_keras_cache_dir_reads_keras_home_when_called(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    assert weights_module.keras_cache_dir() == pathlib.Path(tmp_path) / "models"
+    assert construct_module.keras_cache_dir() == pathlib.Path(tmp_path) / "models"
     assert install.cache_folder() == pathlib.Path(tmp_path) / "models"

@@ -14,6 +14,7 @@ from kertransfer.errors import (
     WeightsMismatchError,
     WeightsNotFoundError,
 )
+from kertransfer.models import weights as weights_module
 
 
 def _x(n=4, size=16):
@@ -92,12 +93,23 @@ def test_a_keras_weights_file_is_read_once_until_it_changes(tmp_path, tiny_backb
         np.testing.assert_array_equal(conv(model), conv(first))
         model.backbone.get_layer("block2_conv").kernel.assign(conv(model) + 1)  # not shared
     assert len(reads) == 1
+    # Read or kept, the file leaves the caller's random streams alone: a seeded build is the same.
+    heads = []
+    for clear in (True, False):
+        if clear:
+            weights_module._cached_keras_file_arrays.cache_clear()
+        keras.utils.set_random_seed(3)
+        model = kt.build_transfer_model(tiny_backbone_name, 3, input_shape=(16, 16, 3),
+                                        weights=path)
+        heads.append(model.get_layer("predictions").get_weights()[0])
+    np.testing.assert_array_equal(*heads)
+    assert len(reads) == 2
     keras.utils.set_random_seed(7)
     second = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3), weights=None)
     second.save(path)  # the same path, new weights
     model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3), weights=path)
     np.testing.assert_array_equal(conv(model), conv(second))
-    assert len(reads) == 2
+    assert len(reads) == 3
 
 
 def test_weights_for_another_architecture(tmp_path, tiny_backbone_name):

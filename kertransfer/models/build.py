@@ -23,8 +23,9 @@ from kertransfer.errors import (
 )
 from kertransfer.freezing.apply import apply_policy, check_bn_mode
 from kertransfer.freezing.summary import trainable_summary
+from kertransfer.models.imagenet.construct import construct_with_imagenet
 from kertransfer.models.transfer_model import ACTIVATIONS, POOLINGS, TransferModel
-from kertransfer.models.weights import construct_with_imagenet, load_backbone_weights
+from kertransfer.models.weights import load_backbone_weights
 from kertransfer.validation import check_number, is_int
 
 

@@ -35,7 +35,7 @@ from kertransfer._fs import keras_cache_dir
 from kertransfer.backbones import get_backbone_spec
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.models.build import build_transfer_model
-from kertransfer.models.weights import construct_with_imagenet
+from kertransfer.models.imagenet.construct import construct_with_imagenet
 
 IMAGENET_CLASSES = 1000
 # Layers of a classifier top that carry no weights and keep the class scores linear in the
