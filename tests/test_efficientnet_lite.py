@@ -166,6 +166,12 @@ def test_imagenet_not_installed_names_the_install_command(tmp_path, monkeypatch)
     assert imagenet_weights_path(0, False).parent == keras_cache_dir()
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     assert imagenet_weights_path(0, False).parent == keras_cache_dir() == tmp_path / "models"
+    import kertransfer.backbones.efficientnet_lite as module
+
+    def no_block(*args, **kwargs):
+        raise AssertionError("the network was built before the missing file was said")
+
+    monkeypatch.setattr(module, "_block", no_block)  # the file is checked first
     with pytest.raises(WeightsNotFoundError,
                        match=r"efficientnet_lite2_imagenet_no_top\.weights\.h5 at .*"
                              r"`kertransfer weights install efficientnet_lite2`"):

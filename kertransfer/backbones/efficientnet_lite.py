@@ -192,7 +192,9 @@ def _check_args(variant, include_top, weights, input_shape, pooling, classes):
     return shape
 
 
-def _load_imagenet(model, variant: int, include_top: bool) -> None:
+def _installed_imagenet_file(variant: int, include_top: bool) -> pathlib.Path:
+    """The installed ImageNet file of Lite``variant``; checked before the network is built, so
+    a missing file is said at once."""
     path = imagenet_weights_path(variant, include_top)
     name = f"efficientnet_lite{variant}"
     if not path.is_file():
@@ -208,7 +210,7 @@ def _load_imagenet(model, variant: int, include_top: bool) -> None:
                 received={"backbone": name, "weights": "imagenet"},
             )
         )
-    model.load_weights(path)
+    return path
 
 
 def efficientnet_lite(
@@ -253,6 +255,8 @@ def efficientnet_lite(
         ValueError: An argument is outside what the network accepts.
     """
     shape = _check_args(variant, include_top, weights, input_shape, pooling, classes)
+    imagenet_file = (_installed_imagenet_file(variant, include_top) if weights == "imagenet"
+                     else None)
     _, _, _, default_dropout = VARIANTS[variant]
     dropout_rate = default_dropout if dropout_rate is None else dropout_rate
 
@@ -292,8 +296,8 @@ def efficientnet_lite(
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
     model = keras.Model(inputs, x, name=f"efficientnet_lite{variant}")
 
-    if weights == "imagenet":
-        _load_imagenet(model, variant, include_top)
+    if imagenet_file is not None:
+        model.load_weights(imagenet_file)
     elif weights is not None:
         model.load_weights(os.fspath(weights))
     return model
