@@ -179,6 +179,21 @@ def test_default_head_is_the_cross_validated_probe(tiny_backbone_name, bundle, c
     # A plain dataset of (images, labels) batches gets the probe too.
     out = fine_tune(model, bundle.train, epochs=1, patience=None, seed=0, verbose=0)
     assert out.probe.examples == 160
+    # A temperature writes the probe's weights divided by it: the same decisions, softer.
+    hot = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                  weights=None, bn="frozen")
+    hot.set_weights(model.get_weights())
+    fit = kt.training.probe_head(hot, bundle, seed=0, temperature=4.0, verbose=0)
+    kernel, bias = hot.get_layer("predictions").get_weights()
+    np.testing.assert_allclose(kernel, fit.kernel / 4, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(bias, fit.bias / 4, rtol=1e-5, atol=1e-7)
+    feats = kt.models.compute_features(hot, x, verbose=0)
+    probs = hot.predict(x, verbose=0)
+    np.testing.assert_array_equal(probs.argmax(1), fit.predict_proba(feats).argmax(1))
+    assert probs.max(1).mean() < fit.predict_proba(feats).max(1).mean()
+    for bad in (0, -1.0, "warm"):
+        with pytest.raises(InvalidArgumentError, match="head_temperature.*Received"):
+            fine_tune(hot, bundle, head_temperature=bad, verbose=0)
 
 
 def test_probe_columns_for_binary_and_missing_classes():

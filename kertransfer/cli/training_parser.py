@@ -45,6 +45,9 @@ def _add_train(sub) -> None:
                    help="how the head is fitted first: probe, a logistic-regression probe "
                    "solved on the frozen features; epochs, --freeze-epochs epochs of "
                    "gradient steps; auto, the probe when the head is one dense layer")
+    p.add_argument("--head-temperature", type=float, default=None,
+                   help="with a probe head, fine-tuning starts from its weights divided by "
+                   "this (default: kt.fine_tune's)")
     p.add_argument("--unfreeze-top", type=_freeze_arg, default="all",
                    help="blocks to fine-tune, counted from the top (all or N)")
     p.add_argument("--learning-rate-multiplier", type=float, default=0.1,

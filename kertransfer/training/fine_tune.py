@@ -89,7 +89,8 @@ def use_probe_head(head_fit: str, model, freeze_epochs: int,
 
 
 def _phase_one(model, train, val, how: str, phase2: tuple, freeze_epochs: int,
-               learning_rate: float, opt, loss_weights, seed, verbose):
+               learning_rate: float, opt, loss_weights, seed, verbose,
+               head_temperature: float = 1.0):
     """Fit the head as ``how`` says (``"probe"``, ``"cache"``: epochs on cached
     features, ``"fit"``: epochs inside the run's own ``fit``) and compile the model
     for the run; returns ``(phase-1 history, StagedUnfreezing schedule, the run's
@@ -97,7 +98,7 @@ def _phase_one(model, train, val, how: str, phase2: tuple, freeze_epochs: int,
     if how == "probe":
         apply_policy(model, "all", model.bn_mode)
         probe = probe_head(model, train if hasattr(train, "as_numpy") else train.train,
-                           seed=seed, verbose=verbose)
+                           seed=seed, temperature=head_temperature, verbose=verbose)
         compile_for_transfer(model, learning_rate, opt, loss_weights=loss_weights)
         return {}, [(0, *phase2)], 0, probe
     if how == "cache":
@@ -118,7 +119,7 @@ def _phase_one(model, train, val, how: str, phase2: tuple, freeze_epochs: int,
 
 @releases_graphs
 def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | None = None,
-              freeze_epochs: int = 1, head_fit: str = "auto",
+              freeze_epochs: int = 1, head_fit: str = "auto", head_temperature: float = 1.0,
               learning_rate: float = 1e-3, learning_rate_multiplier: float = 0.1,
               unfreeze_top: int | str = "all",
               decay: float | None = None, optimizer: Any = "adam", patience: int | None = 3,
@@ -146,6 +147,10 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
             ``learning_rate`` (on cached features when ``cache_features`` allows).
             ``"auto"``: the probe when the head is one dense layer over pooled
             features of one task, else epochs.
+        head_temperature: With a probe head, phase 2 starts from the probe's
+            weights divided by this: the same decisions with softer
+            probabilities, so the first fine-tuning steps get larger gradients
+            (1: the probe as fitted).
         learning_rate: Learning rate of phase 1 (head trained by epochs); phase 2
             runs at ``learning_rate * learning_rate_multiplier`` either way.
         learning_rate_multiplier: Phase 2 runs at ``learning_rate *
@@ -199,6 +204,8 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
         unfreeze_top = check_int(unfreeze_top, "unfreeze_top", minimum=0,
                                  fix='Blocks to train from the top in phase 2, or "all".')
     patience = check_int(patience, "patience", minimum=0, allow_none=True)
+    head_temperature = check_number(head_temperature, "head_temperature", minimum=0,
+                                    exclusive_minimum=True)
     use_probe, no_probe = use_probe_head(head_fit, model, freeze_epochs, loss_weights)
     train = as_training_data(data, "data")
     train_ds = train.train
@@ -223,7 +230,8 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
     phase2 = (unfreeze_top, learning_rate_multiplier)
     phase1, schedule, initial_epoch, probe = _phase_one(
         model, train, val, "probe" if use_probe else "cache" if use_cache else "fit",
-        phase2, freeze_epochs, learning_rate, opt, loss_weights, seed, verbose)
+        phase2, freeze_epochs, learning_rate, opt, loss_weights, seed, verbose,
+        head_temperature)
     stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
     cbs.insert(0, stages)
     clean = unaugmented_train(train)

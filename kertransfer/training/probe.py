@@ -21,7 +21,7 @@ from kertransfer import _log
 from kertransfer.data.gathering import gather
 from kertransfer.errors import InvalidArgumentError, format_message
 from kertransfer.models.surgery import feature_predictor, head_layers
-from kertransfer.validation import check_int, is_number
+from kertransfer.validation import check_int, check_number, is_number
 
 __all__ = ["C_GRID", "ProbeFit", "fit_linear_probe", "probe_head", "probe_unavailable"]
 
@@ -193,7 +193,7 @@ def _check_probe(model, labels: Any = None) -> None:
 
 
 def probe_head(model, data: Any, *, grid=C_GRID, seed: int | None = None,
-               batch_size: int = 64, verbose: int = 1) -> ProbeFit:
+               batch_size: int = 64, temperature: float = 1.0, verbose: int = 1) -> ProbeFit:
     """Set ``model``'s classification layer to a linear probe on its backbone's features.
 
     The backbone runs once over the training images, streaming (inference
@@ -209,11 +209,14 @@ def probe_head(model, data: Any, *, grid=C_GRID, seed: int | None = None,
         grid: Values of ``C`` to choose from by cross-validation.
         seed: Seeds the folds.
         batch_size: Images per feature batch.
+        temperature: The layer gets the probe's weights divided by this: the
+            same decisions, with probabilities softened (above 1) or sharpened.
         verbose: Progress output.
 
     Returns:
         The `ProbeFit`.
     """
+    temperature = check_number(temperature, "temperature", minimum=0, exclusive_minimum=True)
     _check_probe(model)  # before the pass over the data, then with its labels
     if verbose:
         _log.print_msg("Computing backbone features (once)")
@@ -223,8 +226,9 @@ def probe_head(model, data: Any, *, grid=C_GRID, seed: int | None = None,
     dense = [layer for layer in head_layers(model)
              if not isinstance(layer, keras.layers.Dropout)][0]
     fit = fit_linear_probe(feats, y, num_classes=int(dense.units), grid=grid, seed=seed)
-    dense.set_weights([fit.kernel.astype(dense.kernel.dtype), fit.bias.astype(dense.bias.dtype)]
-                      if dense.use_bias else [fit.kernel])
+    kernel, bias = fit.kernel / temperature, fit.bias / temperature
+    dense.set_weights([kernel.astype(dense.kernel.dtype), bias.astype(dense.bias.dtype)]
+                      if dense.use_bias else [kernel.astype(dense.kernel.dtype)])
     if verbose:
         cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {fit.cv_accuracy:.3f}"
         _log.print_msg(f"Head: logistic-regression probe on {fit.examples} examples "
