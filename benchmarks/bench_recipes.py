@@ -16,6 +16,8 @@ budget is fixed in advance. The arms:
 - ``fine_tune defaults``: ``kt.fine_tune(model, data)`` as a user calls it
   (a cross-validated logistic-regression probe as the head, then every
   layer at 1e-4 for at least 300 steps);
+- ``fine_tune T=4``: the same with ``head_temperature=4`` (phase 2 from the
+  probe's weights divided by 4: the same decisions, softer probabilities);
 - ``train defaults``: ``kertransfer train`` with its defaults (``kt.fine_tune``'s
   recipe since 2026-12-03), run through the command on the same split;
 - ``frozen train``: ``train(model, data)``, the head trained 10 epochs through
@@ -99,6 +101,13 @@ def _steps(data, epochs: int) -> int:
 def arm_fine_tune_defaults(backbone, data, seed):
     model = _model(backbone)
     kt.fine_tune(model, data, seed=seed, verbose=0)
+    return _test_accuracy(model, data)
+
+
+def arm_fine_tune_temperature(backbone, data, seed, temperature=4.0):
+    """``kt.fine_tune(model, data, head_temperature=4)``: phase 2 from the probe's weights / 4."""
+    model = _model(backbone)
+    kt.fine_tune(model, data, head_temperature=temperature, seed=seed, verbose=0)
     return _test_accuracy(model, data)
 
 
@@ -240,6 +249,7 @@ ARMS = {
     "probe": arm_probe,
     "probe (raw features)": arm_probe_raw,
     "fine_tune defaults": arm_fine_tune_defaults,
+    "fine_tune T=4": arm_fine_tune_temperature,
     "train defaults": arm_train_defaults,
     "frozen train": arm_frozen_train,
     "LP-FT": arm_lp_ft,
@@ -273,10 +283,12 @@ def _parser():
 
 def _verdict(experiment, stats):
     """The default recipe against the better probe: ``fine_tune defaults``, or where a run
-    left that arm out, ``train defaults`` (the same recipe through the command)."""
+    left that arm out, ``train defaults`` (the same recipe through the command), else
+    ``fine_tune T=4``."""
     probes = [arm for arm in ("probe", "probe (raw features)") if arm in stats]
     best = max(probes, key=lambda arm: stats[arm][0])
-    arm = "fine_tune defaults" if "fine_tune defaults" in stats else "train defaults"
+    arm = next(a for a in ("fine_tune defaults", "train defaults", "fine_tune T=4", *stats)
+               if a in stats)
     d, p = stats[arm][0], stats[best][0]
     line = f"{arm} {100 * (d - p):+.1f} points over the better linear probe ({best})"
     return line, arm, best, d / p
