@@ -88,6 +88,20 @@ def use_probe_head(head_fit: str, model, freeze_epochs: int,
     return not why, why
 
 
+def _phase_one_kind(use_probe: bool, no_probe: str, train, cache_features: bool,
+                    freeze_epochs: int, verbose) -> tuple[str, int]:
+    """How phase 1 fits the head (see `_phase_one`) and its epochs (0 for the probe),
+    saying why when the head is not a probe or its epochs not on cached features."""
+    if use_probe:
+        return "probe", 0
+    if no_probe and verbose:
+        _log.print_msg(f"Head trained by epochs, not as a linear probe: {no_probe}")
+    use_cache, why = _can_cache(train, cache_features, freeze_epochs)
+    if cache_features and freeze_epochs and not use_cache and verbose:
+        _log.print_msg(f"Feature cache skipped: {why}")
+    return ("cache" if use_cache else "fit"), freeze_epochs
+
+
 def _phase_one(model, train, val, how: str, phase2: tuple, freeze_epochs: int,
                learning_rate: float, opt, loss_weights, seed, verbose,
                head_temperature: float = 1.0):
@@ -213,14 +227,9 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
     val = (train.val if validation_data is None
            else as_validation_data(validation_data, "validation_data"))
     opt = phase_optimizer(optimizer, learning_rate, decay=decay)
-    if use_probe:
-        use_cache, freeze_epochs = False, 0
-    else:
-        if no_probe and verbose:
-            _log.print_msg(f"Head trained by epochs, not as a linear probe: {no_probe}")
-        use_cache, why = _can_cache(train, cache_features, freeze_epochs)
-        if cache_features and freeze_epochs and not use_cache and verbose:
-            _log.print_msg(f"Feature cache skipped: {why}")
+    how, freeze_epochs = _phase_one_kind(use_probe, no_probe, train, cache_features,
+                                         freeze_epochs, verbose)
+    use_cache = how == "cache"
     cbs = list(callbacks or [])
     early = None
     if val is not None and patience is not None:
@@ -229,9 +238,8 @@ def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | No
                                               start_from_epoch=freeze_epochs)
     phase2 = (unfreeze_top, learning_rate_multiplier)
     phase1, schedule, initial_epoch, probe = _phase_one(
-        model, train, val, "probe" if use_probe else "cache" if use_cache else "fit",
-        phase2, freeze_epochs, learning_rate, opt, loss_weights, seed, verbose,
-        head_temperature)
+        model, train, val, how, phase2, freeze_epochs, learning_rate, opt, loss_weights, seed,
+        verbose, head_temperature)
     stages = StagedUnfreezing(schedule, verbose=1 if verbose else 0)
     cbs.insert(0, stages)
     clean = unaugmented_train(train)
