@@ -8,6 +8,7 @@ import keras
 import pytest
 
 from kertransfer.cli import build_parser, main
+from kertransfer.training.fine_tune import HEAD_TEMPERATURE
 
 
 def test_console_script_help():
@@ -132,6 +133,7 @@ def test_train_defaults_are_fine_tunes_recipe(tiny_backbone_name, tmp_path, caps
         capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert (config["head_fit"], config["freeze_epochs"], config["epochs"]) == ("auto", 1, 150)
+    assert config["head_temperature"] == HEAD_TEMPERATURE  # the value used, recorded
     assert config["stages"][0][1].startswith("head: linear probe (C=")
     assert config["stages"][1] == [0, "fine-tune (all blocks, lr x0.1)"]
     assert 1 <= len(json.loads((run / "history.json").read_text())["loss"]) <= 150

@@ -19,12 +19,15 @@ def _schedule(name: str, lr: float, steps: int):
 
 def _run_config(args, backbone: str, size, data, lr: float, terms: list[str], found) -> dict:
     """The settings a train run records in its folder (``found``: the lr_find result)."""
+    from kertransfer.training.fine_tune import HEAD_TEMPERATURE
+
     config = {
         "data": args.data, "image_size": list(size), "batch_size": args.batch_size,
         "backbone": backbone, "weights": args.weights, "freeze": args.freeze, "bn": args.bn,
         "dropout": args.dropout, "head_units": args.head_units, "optimizer": args.optimizer,
         "learning_rate": lr, "schedule": args.schedule, "freeze_epochs": args.freeze_epochs,
-        "head_fit": args.head_fit, "head_temperature": args.head_temperature,
+        "head_fit": args.head_fit, "head_temperature": HEAD_TEMPERATURE
+        if args.head_temperature is None else args.head_temperature,
         "unfreeze_top": args.unfreeze_top,
         "learning_rate_multiplier": args.learning_rate_multiplier, "seed": args.seed,
         "validation_split": args.validation_split, "test_split": args.test_split,
@@ -81,10 +84,8 @@ def run_train(args) -> int:
         head = ("Fitting the head as a linear probe" if probe
                 else f"Training the head {args.freeze_epochs} epochs")
         print(f"[{steps_total}/{steps_total}] {head}, then fine-tuning {epochs} epochs")
-        temperature = {} if args.head_temperature is None else {
-            "head_temperature": args.head_temperature}
         result = fine_tune(model, data, epochs=epochs, freeze_epochs=args.freeze_epochs,
-                           head_fit=args.head_fit, **temperature,
+                           head_fit=args.head_fit, head_temperature=config["head_temperature"],
                            learning_rate=lr,
                            learning_rate_multiplier=args.learning_rate_multiplier,
                            unfreeze_top=args.unfreeze_top,

@@ -48,6 +48,8 @@ HEAD_FITS = ("auto", "probe", "epochs")
 #: Phase 2's least number of optimizer steps when ``epochs`` is None.
 MIN_STEPS = 300
 DEFAULT_EPOCHS = 10
+#: ``fine_tune``'s ``head_temperature`` by default (1: phase 2 starts from the probe as fitted).
+HEAD_TEMPERATURE = 1.0
 
 
 def _can_cache(train, wanted: bool, freeze_epochs: int) -> tuple[bool, str]:
@@ -133,7 +135,8 @@ def _phase_one(model, train, val, how: str, phase2: tuple, freeze_epochs: int,
 
 @releases_graphs
 def fine_tune(model, data: Any, validation_data: Any = None, *, epochs: int | None = None,
-              freeze_epochs: int = 1, head_fit: str = "auto", head_temperature: float = 1.0,
+              freeze_epochs: int = 1, head_fit: str = "auto",
+              head_temperature: float = HEAD_TEMPERATURE,
               learning_rate: float = 1e-3, learning_rate_multiplier: float = 0.1,
               unfreeze_top: int | str = "all",
               decay: float | None = None, optimizer: Any = "adam", patience: int | None = 3,
