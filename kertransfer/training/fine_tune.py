@@ -106,7 +106,7 @@ def _phase_one_kind(use_probe: bool, no_probe: str, train, cache_features: bool,
 
 def _phase_one(model, train, val, how: str, phase2: tuple, freeze_epochs: int,
                learning_rate: float, opt, loss_weights, seed, verbose,
-               head_temperature: float = 1.0):
+               head_temperature: float):
     """Fit the head as ``how`` says (``"probe"``, ``"cache"``: epochs on cached
     features, ``"fit"``: epochs inside the run's own ``fit``) and compile the model
     for the run; returns ``(phase-1 history, StagedUnfreezing schedule, the run's
