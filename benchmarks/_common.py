@@ -20,6 +20,18 @@ def machine() -> str:
             f"backend {keras.backend.backend()}")
 
 
+def require_full_fashion_mnist() -> None:
+    """Exit unless ``load("fashion_mnist")`` reads the full data set: without Debian's or Keras'
+    files it falls back to the embedded 5,000-image subset, whose numbers are not comparable."""
+    from kertransfer.data.fashion_mnist import find_folder
+
+    if find_folder(None) is None:
+        raise SystemExit(
+            "This benchmark needs the full Fashion-MNIST (70,000 images); only the embedded "
+            "subset was found. Install Debian's dataset-fashion-mnist or put the four IDX "
+            "files in Keras' dataset cache (docs/data.md).")
+
+
 def append_row(benchmark: str, setup: str, toolkit: str, baseline: str, ratio: float | None,
                notes: str = "") -> None:
     """Append one row to the table in docs/benchmarks.md (creating the table if needed)."""

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import report, run_seeds  # noqa: E402
+from _common import report, require_full_fashion_mnist, run_seeds  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
 
@@ -107,6 +107,7 @@ def _verdict(stats):
 
 
 def main(argv=None) -> int:
+    require_full_fashion_mnist()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--labels-per-class", type=int, default=30)

@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import experiments_main  # noqa: E402
+from _common import experiments_main, require_full_fashion_mnist  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
 
@@ -230,6 +230,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    require_full_fashion_mnist()
     return experiments_main(
         make_parser, argv, EXPERIMENTS, "ranking",
         "11 candidates (MobileNet v1, Lite0/1/2 ImageNet final and mid-network, digits-trained, "

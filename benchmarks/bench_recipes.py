@@ -66,7 +66,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import experiments_main  # noqa: E402
+from _common import experiments_main, require_full_fashion_mnist  # noqa: E402
 from bench_imagenet_probe import _features, _pixels, _probe  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
@@ -295,6 +295,7 @@ def _verdict(experiment, stats):
 
 
 def main(argv=None) -> int:
+    require_full_fashion_mnist()
     experiments = {name: (lambda seed, tmp, args, name=name: run(name, seed, args.arms))
                    for name in EXPERIMENTS}
     setup = {name: (f"ImageNet {b} -> Fashion-MNIST, {n} labels/class, {SIZE[0]}px, "

@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import keras  # noqa: E402
 import keras_tuner  # noqa: E402
-from _common import append_row, machine  # noqa: E402
+from _common import append_row, machine, require_full_fashion_mnist  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
 from kertransfer.freezing import block_context  # noqa: E402
@@ -143,6 +143,7 @@ def _best(oracle) -> float:
 
 
 def main(argv=None) -> int:
+    require_full_fashion_mnist()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="mobilenet",
                         choices=("mobilenet", "efficientnet_lite0"))

@@ -79,6 +79,7 @@ ARMS = {
 
 
 def main(argv=None) -> int:
+    br.require_full_fashion_mnist()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("backbone", choices=["mobilenet", "efficientnet_lite0"])
     parser.add_argument("--per-class", type=int, default=60)

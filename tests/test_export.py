@@ -36,6 +36,18 @@ def model(tiny_backbone_name):
     return kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3), weights=None)
 
 
+@pytest.fixture(scope="module")
+def served(tiny_backbone_name, tmp_path_factory):
+    """``(model, version folder)``: one SavedModel of the tiny model with NAMES, written once
+    for the tests that only read it."""
+    keras.utils.set_random_seed(0)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None)
+    path = kt.export(model, tmp_path_factory.mktemp("served"), class_names=NAMES, check=False,
+                     verbose=0)
+    return model, path
+
+
 def _images(n=3, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 3)).astype("float32")
 
@@ -94,8 +106,8 @@ def test_saved_model_versions_signatures_assets_metadata_and_parity(model, tmp_p
                                model.predict(np.clip(resized, 0, 255), verbose=0), atol=1e-5)
 
 
-def test_non_image_bytes_get_an_error_naming_their_positions(model, tmp_path):
-    path = kt.export(model, tmp_path, check=False, verbose=0)
+def test_non_image_bytes_get_an_error_naming_their_positions(served):
+    _, path = served
     fn = tf.saved_model.load(str(path)).signatures["serve_image_bytes"]
     png = tf.io.encode_png(_images(1)[0].astype("uint8")).numpy()
     assert fn(image_bytes=tf.constant([png]))["probabilities"].shape == (1, 4)
@@ -188,8 +200,8 @@ def test_a_missing_converter_names_the_package(model, tmp_path, monkeypatch):
     assert not (tmp_path / "srv").exists()
 
 
-def test_saved_model_cli_show_and_run_read_the_export(model, tmp_path):
-    path = kt.export(model, tmp_path / "srv", class_names=NAMES, check=False, verbose=0)
+def test_saved_model_cli_show_and_run_read_the_export(served, tmp_path):
+    model, path = served
     cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
     shown = subprocess.run(cli + ["show", "--dir", str(path), "--all"], env=ENV,
                            capture_output=True, text=True, check=True).stdout
@@ -338,11 +350,11 @@ def test_a_search_folder_exports_with_its_class_names_and_score(model, tmp_path)
     assert _meta(other)["classes"] == list("wxyz")
 
 
-def test_predict_errors_name_the_bad_input(model, tmp_path, capsys):
+def test_predict_errors_name_the_bad_input(served, tmp_path, capsys):
     from kertransfer.cli.main import main
     from kertransfer.errors import CorruptImageError, DataSourceNotFoundError
 
-    path = kt.export(model, tmp_path / "srv", check=False, verbose=0)
+    _, path = served
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(CorruptImageError, match=r"Received: image=.*notes.png"):
         kt.serving.predict(path, [tmp_path / "notes.png"])

@@ -73,3 +73,26 @@ def test_lr_find_writes_no_file_unless_asked(tmp_path, monkeypatch, tiny_backbon
                                     weights=None)
     result = lr_find(model, [(x[:25], y[:25])], steps=5, verbose=0)
     assert result.plot is None and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.backend_agnostic
+def test_a_pass_s_smaller_last_batch_is_skipped(tiny_backbone_name, tiny_data, monkeypatch):
+    # A smaller batch would compile the train step again for one step.
+    x, y = tiny_data
+    sizes = []
+    original = keras.Model.train_on_batch
+
+    def recording(self, x, y=None, **kwargs):
+        sizes.append(len(x))
+        return original(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "train_on_batch", recording)
+    model = kt.build_transfer_model(tiny_backbone_name, 4, input_shape=(16, 16, 3),
+                                    weights=None, freeze="none")
+    result = lr_find(model, (x[:70], y[:70]), batch_size=32, steps=7, verbose=0)
+    assert sizes == [32] * 7 and len(result.lrs) == 7
+    # Data that never fills the first batch's size again is taken as it comes.
+    sizes.clear()
+    batches = [(x[:8], y[:8])] + [(x[i:i + 4], y[i:i + 4]) for i in range(0, 40, 4)]
+    result = lr_find(model, batches, steps=5, verbose=0)
+    assert sizes[0] == 8 and len(sizes) == len(result.lrs) >= 1

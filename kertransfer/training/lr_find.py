@@ -76,6 +76,24 @@ def _cycle(data, batch_size: int):
             end()  # reshuffles arrays and kertransfer's own batches
 
 
+def _batch_size(batch) -> int:
+    return int(keras.tree.flatten(batch[0])[0].shape[0])
+
+
+def _next_full(batches, full: int, limit: int):
+    """The next batch at least as large as the first, or None when the data ran out.
+
+    A pass's smaller last batch is skipped, as fastai's training loader drops
+    it: its new shape would compile the train step again (seconds) for one
+    step. Data whose batches stay smaller is taken as it comes after ``limit``
+    skips."""
+    for _ in range(limit):
+        batch = next(batches, None)
+        if batch is None or _batch_size(batch) >= full:
+            return batch
+    return next(batches, None)
+
+
 def _copy_for_search(model, start_learning_rate: float):
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
@@ -127,7 +145,8 @@ def lr_find(model, data: Any, *, start_learning_rate: float = 1e-7, end_learning
             ``batch_size``, reshuffled every pass), a ``tf.data.Dataset`` or
             ``keras.utils.PyDataset`` of ``(x, y)`` batches, a list of them, or a
             `DataBundle`/`ArrayData` (its ``train`` split, as training sees it).
-            It is cycled as needed.
+            It is cycled as needed; a batch smaller than the first (the last
+            of a pass) is skipped, as fastai's training loader drops it.
         start_learning_rate: First rate.
         end_learning_rate: Last rate.
         steps: Number of steps (a few hundred at most is plenty).
@@ -171,10 +190,11 @@ def lr_find(model, data: Any, *, start_learning_rate: float = 1e-7, end_learning
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
     progbar = keras.utils.Progbar(steps, verbose=1 if verbose else 0, unit_name="step")
+    full = _batch_size(first)
     for i in range(steps):
         lr = start_learning_rate * factor**i
         clone.optimizer.learning_rate = lr
-        batch = first if i == 0 else next(batches, None)
+        batch = first if i == 0 else _next_full(batches, full, limit=steps)
         if batch is None:
             break  # a generator ran out
         x, y = batch[:2]
