@@ -75,7 +75,6 @@ def test_lr_find_writes_no_file_unless_asked(tmp_path, monkeypatch, tiny_backbon
     assert result.plot is None and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.backend_agnostic
 def test_a_pass_s_smaller_last_batch_is_skipped(tiny_backbone_name, tiny_data, monkeypatch):
     # A smaller batch would compile the train step again for one step.
     x, y = tiny_data
