@@ -36,6 +36,22 @@ def test_backbones_table(capsys):
     assert "resnet50: stem, conv2, conv3, conv4, conv5" in out
 
 
+def test_tensorflows_python_warnings_are_hidden_unless_asked(capsys):
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    try:
+        logger.setLevel(logging.NOTSET)
+        assert main(["-v", "backbones", "--filter", "resnet50"]) == 0
+        assert logger.isEnabledFor(logging.WARNING)  # shown with -v
+        assert main(["backbones", "--filter", "resnet50"]) == 0
+        assert not logger.isEnabledFor(logging.WARNING)  # "triggered tf.function retracing"
+        assert logger.isEnabledFor(logging.ERROR)
+    finally:
+        logger.setLevel(level)
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "commands" in capsys.readouterr().out

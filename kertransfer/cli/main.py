@@ -3,6 +3,7 @@ the backend, dispatch to the commands (``commands.py``, ``training.py``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not args.backend_logs:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # TensorFlow's Python warnings too, such as "triggered tf.function retracing" when a
+        # command builds several models in turn (the demo's arms, a search's trials).
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     _import_backend(quiet=not args.backend_logs)
     from kertransfer import _serializables
 

@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kertransfer {__version__}")
     parser.add_argument("-v", "--backend-logs", action="store_true",
                         help="show the backend's start-up lines (TensorFlow's absl and CUDA "
-                        "messages), hidden by default")
+                        "messages) and its Python warnings, hidden by default")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_backbones(sub)
     _add_weights(sub)
