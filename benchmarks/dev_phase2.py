@@ -5,7 +5,8 @@ never reports (it reports 0-4). Same data and test images as `bench_recipes.py`
 (Fashion-MNIST at 96 px, ``--per-class`` labels per class, 1,000 test images).
 Arms:
 
-- ``default``: ``kt.fine_tune(model, data)``;
+- ``default``: the default recipe these runs started from, ``kt.fine_tune(model,
+  data, head_temperature=1)`` (the default temperature is 4 since they chose it);
 - ``temp T``: ``kt.fine_tune(model, data, head_temperature=T)`` (T = 2, 4, 8);
 - ``probe xS``: the probe head written, its weights then multiplied by S, then
   every layer at 1e-4 for the default's length (``probe x0.25`` is ``temp 4``
@@ -63,7 +64,7 @@ def _scaled_probe(scale: float):
 
 
 ARMS = {
-    "default": lambda b, d, s: _accuracy_after(br._model(b), d, s),
+    "default": lambda b, d, s: _accuracy_after(br._model(b), d, s, head_temperature=1.0),
     **{f"temp {t:g}": (lambda b, d, s, t=t: _accuracy_after(br._model(b), d, s,
                                                               head_temperature=t))
        for t in (2.0, 4.0, 8.0)},
