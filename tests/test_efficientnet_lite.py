@@ -388,6 +388,21 @@ def test_conversion_parity_and_imagenet_loading(tmp_path, monkeypatch):
     test = kt.training.evaluate_splits(model, data, ("test",))["test_accuracy"]
     assert test > 0.4  # ten classes: chance is 0.1
 
+    # The ImageNet head is read once (one whole classifier built) while its file stays the
+    # same, though Lite reads its converted file itself, not through Keras' get_file.
+    from kertransfer.models.imagenet import classifier as imagenet_classifier
+
+    monkeypatch.setattr(imagenet_classifier, "_HEADS", {})
+    built = []
+    real = imagenet_classifier.construct_with_imagenet
+    monkeypatch.setattr(imagenet_classifier, "construct_with_imagenet",
+                        lambda *a, **k: built.append(k.get("include_top")) or real(*a, **k))
+    spec = kt.get_backbone_spec("efficientnet_lite0")
+    first, _ = imagenet_classifier.imagenet_head_weights(spec)
+    again, _ = imagenet_classifier.imagenet_head_weights(spec)
+    assert built == [True]
+    np.testing.assert_array_equal(first, again)
+
 
 @pytest.mark.slow
 def test_tflite_export(tmp_path):

@@ -12,6 +12,7 @@ import keras
 
 from kertransfer._fs import keras_cache_dir
 from kertransfer._log import print_msg
+from kertransfer.backbones.efficientnet_lite import imagenet_weights_path
 from kertransfer.errors import WeightsError, WeightsNotFoundError, format_message
 from kertransfer.models.imagenet.install import install_command
 from kertransfer.models.weights import _oneline
@@ -85,6 +86,15 @@ def _keras_get_file(spec, shape, record: list):
         file_utils.get_file = original
 
 
+def _own_files(spec, include_top: bool) -> list[str]:
+    """The ImageNet file a family reads itself, not through Keras' ``get_file``:
+    EfficientNet-Lite's converted file (`kertransfer weights install`)."""
+    if spec.family != "efficientnet_lite":
+        return []
+    path = imagenet_weights_path(int(spec.name.removeprefix("efficientnet_lite")), include_top)
+    return [str(path)] if path.is_file() else []
+
+
 def _install_hint(name: str) -> str | None:
     return install_command(name)
 
@@ -122,6 +132,7 @@ def construct_with_imagenet(spec, input_shape, include_top: bool = False,
         raise _not_loaded(spec, shape, record[-1], exc) from None
     if files is not None:
         files.extend(entry["path"] for entry in record if entry["path"])
+        files.extend(_own_files(spec, include_top))
     for w in caught:
         if _DEFAULT_SIZE_WARNING.search(str(w.message)):
             used = record[-1]["fname"] if record else "the 224-pixel file"
