@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import bench_recipes as br  # noqa: E402
 import keras  # noqa: E402
+from _common import require_full_fashion_mnist  # noqa: E402
 
 import kertransfer as kt  # noqa: E402
 from kertransfer.models.surgery import head_layers  # noqa: E402
@@ -80,7 +81,7 @@ ARMS = {
 
 
 def main(argv=None) -> int:
-    br.require_full_fashion_mnist()
+    require_full_fashion_mnist()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("backbone", choices=["mobilenet", "efficientnet_lite0"])
     parser.add_argument("--per-class", type=int, default=60)
